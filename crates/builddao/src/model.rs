@@ -1,0 +1,297 @@
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use svix_ksuid::{Ksuid, KsuidLike};
+
+/// Where a build is in its life. `SUCCESS`, `FAILED` and `SUPERSEDED` are
+/// terminal: nothing moves a build out of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum BuildStatus {
+    Pending,
+    InProgress,
+    AwaitingApproval,
+    Success,
+    Failed,
+    /// A newer build of the same stack started first; this one never deployed.
+    Superseded,
+}
+
+impl BuildStatus {
+    pub const ALL: [BuildStatus; 6] = [
+        BuildStatus::Pending,
+        BuildStatus::InProgress,
+        BuildStatus::AwaitingApproval,
+        BuildStatus::Success,
+        BuildStatus::Failed,
+        BuildStatus::Superseded,
+    ];
+
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            BuildStatus::Success | BuildStatus::Failed | BuildStatus::Superseded
+        )
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BuildStatus::Pending => "PENDING",
+            BuildStatus::InProgress => "IN_PROGRESS",
+            BuildStatus::AwaitingApproval => "AWAITING_APPROVAL",
+            BuildStatus::Success => "SUCCESS",
+            BuildStatus::Failed => "FAILED",
+            BuildStatus::Superseded => "SUPERSEDED",
+        }
+    }
+
+    /// Statuses a build may still leave.
+    pub fn non_terminal() -> impl Iterator<Item = BuildStatus> {
+        Self::ALL.into_iter().filter(|s| !s.is_terminal())
+    }
+}
+
+impl fmt::Display for BuildStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for BuildStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|status| status.as_str() == s)
+            .ok_or_else(|| format!("unknown build status {s:?}"))
+    }
+}
+
+/// The primary key of a build record.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct BuildKey {
+    pub repo: String,
+    pub env: String,
+    /// KSUID: time-sortable, so "newest first" is a reverse key order.
+    pub sk: String,
+}
+
+impl BuildKey {
+    pub fn pk(&self) -> String {
+        partition_key(&self.repo, &self.env)
+    }
+}
+
+pub(crate) fn partition_key(repo: &str, env: &str) -> String {
+    format!("{repo}/{env}")
+}
+
+/// A build as people name it: `{repo}/{env}/{sk}` (repo may itself hold no `/`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildId(pub BuildKey);
+
+#[derive(Debug, thiserror::Error)]
+#[error("build id {0:?} is not of the form REPO/ENV/BUILD_SK")]
+pub struct InvalidBuildId(pub String);
+
+impl FromStr for BuildId {
+    type Err = InvalidBuildId;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut parts = s.rsplitn(3, '/');
+        let (sk, env, repo) = (parts.next(), parts.next(), parts.next());
+        match (repo, env, sk) {
+            (Some(repo), Some(env), Some(sk))
+                if !repo.is_empty() && !env.is_empty() && !sk.is_empty() =>
+            {
+                Ok(BuildId(BuildKey {
+                    repo: repo.to_owned(),
+                    env: env.to_owned(),
+                    sk: sk.to_owned(),
+                }))
+            }
+            _ => Err(InvalidBuildId(s.to_owned())),
+        }
+    }
+}
+
+impl fmt::Display for BuildId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}/{}", self.0.repo, self.0.env, self.0.sk)
+    }
+}
+
+/// One build record as stored in the builds table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Build {
+    pub pk: String,
+    pub sk: String,
+    pub repo: String,
+    pub env: String,
+    pub branch: String,
+    pub version: String,
+    pub build_number: u64,
+    pub commit_hash: String,
+    pub status: BuildStatus,
+    pub stack_name: String,
+    /// Bucket and key prefix (`{repo}/{branch}/{version}/`) of the artifacts.
+    pub artifact_bucket: String,
+    pub artifact_prefix: String,
+    /// Base parameters merged with the environment override.
+    #[serde(default)]
+    pub parameters: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub execution_arn: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_msg: Option<String>,
+    /// Set on SUCCESS when the change set held no changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_changes: Option<bool>,
+    /// Short list of the changes awaiting approval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change_summary: Option<String>,
+    /// Step Functions task token while the build awaits approval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_token: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+}
+
+impl Build {
+    pub fn key(&self) -> BuildKey {
+        BuildKey {
+            repo: self.repo.clone(),
+            env: self.env.clone(),
+            sk: self.sk.clone(),
+        }
+    }
+
+    pub fn id(&self) -> BuildId {
+        BuildId(self.key())
+    }
+}
+
+/// What an artifact upload says about a build before it is stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewBuild {
+    pub repo: String,
+    pub env: String,
+    pub branch: String,
+    pub version: String,
+    pub build_number: u64,
+    pub commit_hash: String,
+    pub artifact_bucket: String,
+    pub artifact_prefix: String,
+    pub parameters: BTreeMap<String, String>,
+    /// Unix seconds the build is ordered by (the upload time).
+    pub created_unix: i64,
+    /// Bytes that identify the upload: the same upload always yields the same
+    /// build key, so a replayed notification cannot create a second build.
+    pub origin: Vec<u8>,
+}
+
+impl NewBuild {
+    /// Stack name the build deploys: `{env}-{repo}`.
+    pub fn stack_name(&self) -> String {
+        format!("{}-{}", self.env, self.repo)
+    }
+
+    /// Deterministic KSUID: upload time, then a digest of the upload identity.
+    pub fn sk(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::digest(&self.origin);
+        Ksuid::from_seconds(Some(self.created_unix), Some(&digest[..16])).to_string()
+    }
+
+    pub fn into_build(self, now: String) -> Build {
+        Build {
+            pk: partition_key(&self.repo, &self.env),
+            sk: self.sk(),
+            stack_name: self.stack_name(),
+            repo: self.repo,
+            env: self.env,
+            branch: self.branch,
+            version: self.version,
+            build_number: self.build_number,
+            commit_hash: self.commit_hash,
+            status: BuildStatus::Pending,
+            artifact_bucket: self.artifact_bucket,
+            artifact_prefix: self.artifact_prefix,
+            parameters: self.parameters,
+            execution_arn: None,
+            error_msg: None,
+            no_changes: None,
+            change_summary: None,
+            approval_token: None,
+            created_at: now.clone(),
+            updated_at: now,
+            finished_at: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn new_build(origin: &[u8], at: i64) -> NewBuild {
+        NewBuild {
+            repo: "shop".into(),
+            env: "dev".into(),
+            branch: "main".into(),
+            version: "1.abc".into(),
+            build_number: 1,
+            commit_hash: "abc".into(),
+            artifact_bucket: "b".into(),
+            artifact_prefix: "shop/main/1.abc/".into(),
+            parameters: BTreeMap::new(),
+            created_unix: at,
+            origin: origin.to_vec(),
+        }
+    }
+
+    #[test]
+    fn same_upload_gives_same_key_and_later_uploads_sort_after() {
+        let first = new_build(b"bucket/key/seq-1", 1_800_000_000);
+        assert_eq!(
+            first.sk(),
+            new_build(b"bucket/key/seq-1", 1_800_000_000).sk()
+        );
+        let later = new_build(b"bucket/key/seq-0", 1_800_000_001);
+        assert!(later.sk() > first.sk());
+        assert_eq!(first.sk().len(), 27);
+    }
+
+    #[test]
+    fn build_id_round_trips_and_rejects_short_forms() {
+        let id: BuildId = "shop/dev/2KqFQ6jRk1".parse().unwrap();
+        assert_eq!(id.0.repo, "shop");
+        assert_eq!(id.0.env, "dev");
+        assert_eq!(id.to_string(), "shop/dev/2KqFQ6jRk1");
+        assert!("shop/dev".parse::<BuildId>().is_err());
+        assert!("/dev/x".parse::<BuildId>().is_err());
+    }
+
+    #[test]
+    fn terminal_statuses_are_exactly_the_three_endings() {
+        let terminal: Vec<_> = BuildStatus::ALL
+            .into_iter()
+            .filter(|s| s.is_terminal())
+            .collect();
+        assert_eq!(
+            terminal,
+            vec![
+                BuildStatus::Success,
+                BuildStatus::Failed,
+                BuildStatus::Superseded
+            ]
+        );
+        assert_eq!(
+            "AWAITING_APPROVAL".parse::<BuildStatus>().unwrap(),
+            BuildStatus::AwaitingApproval
+        );
+    }
+}

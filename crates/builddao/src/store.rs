@@ -1,0 +1,300 @@
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
+use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::Client;
+
+use crate::model::{partition_key, Build, BuildKey, BuildStatus};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("DynamoDB {operation} on table {table} failed: {message}")]
+    Aws {
+        operation: &'static str,
+        table: String,
+        message: String,
+    },
+    #[error("build record {key} in table {table} is malformed: {source}")]
+    Malformed {
+        table: String,
+        key: String,
+        source: serde_dynamo::Error,
+    },
+    #[error("cannot encode build {key}: {source}")]
+    Encode {
+        key: String,
+        source: serde_dynamo::Error,
+    },
+}
+
+/// Result of an idempotent create.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Created {
+    New(Build),
+    /// The same build was already stored (a replayed notification).
+    AlreadyExists(Build),
+}
+
+/// Result of a conditional status change.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Transition {
+    Applied,
+    /// The build was not in an allowed status; `current` is what it is now
+    /// (`None` if the build does not exist).
+    Refused {
+        current: Option<BuildStatus>,
+    },
+}
+
+/// One page of builds, newest first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BuildPage {
+    pub builds: Vec<Build>,
+    /// Pass back to `list` for the next (older) page.
+    pub next: Option<String>,
+}
+
+/// The builds table.
+#[derive(Debug, Clone)]
+pub struct BuildStore {
+    client: Client,
+    table: String,
+}
+
+impl BuildStore {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+        }
+    }
+
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    fn aws_error<E, R>(&self, operation: &'static str, err: SdkError<E, R>) -> StoreError
+    where
+        E: std::error::Error + 'static,
+        R: std::fmt::Debug,
+    {
+        StoreError::Aws {
+            operation,
+            table: self.table.clone(),
+            message: DisplayErrorContext(&err).to_string(),
+        }
+    }
+
+    fn decode(&self, item: HashMap<String, AttributeValue>) -> Result<Build, StoreError> {
+        let key = format!(
+            "{}/{}",
+            item.get("pk")
+                .and_then(|v| v.as_s().ok())
+                .map_or("?", |s| s),
+            item.get("sk")
+                .and_then(|v| v.as_s().ok())
+                .map_or("?", |s| s)
+        );
+        serde_dynamo::from_item(item).map_err(|source| StoreError::Malformed {
+            table: self.table.clone(),
+            key,
+            source,
+        })
+    }
+
+    /// Stores a new PENDING build unless a build with the same key exists.
+    pub async fn create(&self, build: &Build) -> Result<Created, StoreError> {
+        let item = serde_dynamo::to_item(build).map_err(|source| StoreError::Encode {
+            key: build.id().to_string(),
+            source,
+        })?;
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(Created::New(build.clone())),
+            Err(err) if is_conditional_failure(&err) => {
+                let existing = self
+                    .get(&build.key())
+                    .await?
+                    .ok_or_else(|| StoreError::Aws {
+                        operation: "PutItem",
+                        table: self.table.clone(),
+                        message: format!(
+                            "build {} was refused as existing but cannot be read back",
+                            build.id()
+                        ),
+                    })?;
+                Ok(Created::AlreadyExists(existing))
+            }
+            Err(err) => Err(self.aws_error("PutItem", err)),
+        }
+    }
+
+    pub async fn get(&self, key: &BuildKey) -> Result<Option<Build>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", AttributeValue::S(key.pk()))
+            .key("sk", AttributeValue::S(key.sk.clone()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| self.aws_error("GetItem", e))?;
+        out.item.map(|item| self.decode(item)).transpose()
+    }
+
+    /// Builds of `repo` in `env`, newest first, `limit` per page.
+    pub async fn list(
+        &self,
+        repo: &str,
+        env: &str,
+        limit: i32,
+        after: Option<&str>,
+    ) -> Result<BuildPage, StoreError> {
+        let pk = partition_key(repo, env);
+        let mut query = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", AttributeValue::S(pk.clone()))
+            .scan_index_forward(false)
+            .limit(limit);
+        if let Some(after) = after {
+            query = query
+                .exclusive_start_key("pk", AttributeValue::S(pk.clone()))
+                .exclusive_start_key("sk", AttributeValue::S(after.to_owned()));
+        }
+        let out = query.send().await.map_err(|e| self.aws_error("Query", e))?;
+        let builds = out
+            .items
+            .unwrap_or_default()
+            .into_iter()
+            .map(|item| self.decode(item))
+            .collect::<Result<Vec<_>, _>>()?;
+        let next = out
+            .last_evaluated_key
+            .and_then(|k| k.get("sk").and_then(|v| v.as_s().ok()).cloned());
+        Ok(BuildPage { builds, next })
+    }
+
+    /// The newest build of `repo` in `env`.
+    pub async fn latest(&self, repo: &str, env: &str) -> Result<Option<Build>, StoreError> {
+        Ok(self
+            .list(repo, env, 1, None)
+            .await?
+            .builds
+            .into_iter()
+            .next())
+    }
+
+    /// PENDING -> IN_PROGRESS with the execution ARN, in one conditional write.
+    pub async fn mark_started(
+        &self,
+        key: &BuildKey,
+        execution_arn: &str,
+        now: &str,
+    ) -> Result<Transition, StoreError> {
+        self.transition(
+            key,
+            &[BuildStatus::Pending],
+            BuildStatus::InProgress,
+            &[("execution_arn", execution_arn), ("updated_at", now)],
+        )
+        .await
+    }
+
+    /// Ends a build FAILED with `reason`, only from one of the `from` statuses.
+    pub async fn mark_failed(
+        &self,
+        key: &BuildKey,
+        from: &[BuildStatus],
+        reason: &str,
+        now: &str,
+    ) -> Result<Transition, StoreError> {
+        self.transition(
+            key,
+            from,
+            BuildStatus::Failed,
+            &[
+                ("error_msg", reason),
+                ("updated_at", now),
+                ("finished_at", now),
+            ],
+        )
+        .await
+    }
+
+    /// Moves a build to `to` if its status is one of `from`, setting `fields`.
+    /// Terminal statuses are never left, whatever `from` says.
+    pub async fn transition(
+        &self,
+        key: &BuildKey,
+        from: &[BuildStatus],
+        to: BuildStatus,
+        fields: &[(&str, &str)],
+    ) -> Result<Transition, StoreError> {
+        let allowed: Vec<BuildStatus> = from.iter().copied().filter(|s| !s.is_terminal()).collect();
+        if allowed.is_empty() {
+            let current = self.get(key).await?.map(|b| b.status);
+            return Ok(Transition::Refused { current });
+        }
+        let mut update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", AttributeValue::S(key.pk()))
+            .key("sk", AttributeValue::S(key.sk.clone()))
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":to", AttributeValue::S(to.as_str().to_owned()));
+        let mut sets = vec!["#status = :to".to_owned()];
+        for (i, (name, value)) in fields.iter().enumerate() {
+            sets.push(format!("#f{i} = :f{i}"));
+            update = update
+                .expression_attribute_names(format!("#f{i}"), *name)
+                .expression_attribute_values(
+                    format!(":f{i}"),
+                    AttributeValue::S((*value).to_owned()),
+                );
+        }
+        let mut allowed_refs = Vec::new();
+        for (i, status) in allowed.iter().enumerate() {
+            allowed_refs.push(format!(":from{i}"));
+            update = update.expression_attribute_values(
+                format!(":from{i}"),
+                AttributeValue::S(status.as_str().to_owned()),
+            );
+        }
+        let condition = format!(
+            "attribute_exists(pk) AND #status IN ({})",
+            allowed_refs.join(", ")
+        );
+        let result = update
+            .update_expression(format!("SET {}", sets.join(", ")))
+            .condition_expression(condition)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(Transition::Applied),
+            Err(err) if is_conditional_failure(&err) => {
+                let current = self.get(key).await?.map(|b| b.status);
+                Ok(Transition::Refused { current })
+            }
+            Err(err) => Err(self.aws_error("UpdateItem", err)),
+        }
+    }
+}
+
+fn is_conditional_failure<E, R>(err: &SdkError<E, R>) -> bool
+where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata,
+{
+    matches!(err, SdkError::ServiceError(service) if service.err().code() == Some("ConditionalCheckFailedException"))
+}
