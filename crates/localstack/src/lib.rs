@@ -1,14 +1,12 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
+//! The local stack: the whole suite on one machine against an AWS API
+//! emulator. Tests and `make demo` use the same code.
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+pub mod delivery;
+pub mod emulator;
+pub mod pipeline;
+pub mod runtime;
+pub mod wiring;
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
-}
+pub use emulator::Emulator;
+pub use pipeline::{Pipeline, PipelineOptions, Resources};
+pub use runtime::{Function, FunctionSpec, InvokeError};

@@ -1,0 +1,234 @@
+//! The AWS API emulator: moto server, started from the project's venv.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+pub const REGION: &str = "us-east-1";
+pub const ACCOUNT_ID: &str = "123456789012";
+
+/// A running moto server on a loopback port; stopped when dropped.
+pub struct Emulator {
+    pub endpoint: String,
+    pub port: u16,
+    http: reqwest::Client,
+    _child: Option<Child>,
+}
+
+impl Emulator {
+    /// Starts `localstack/moto_server.py` with the venv's Python.
+    pub async fn start(root: &Path, log_file: Option<PathBuf>) -> anyhow::Result<Self> {
+        let python = venv_python(root)?;
+        let port = free_port()?;
+        let mut command = Command::new(&python);
+        command
+            .arg(root.join("localstack/moto_server.py"))
+            .arg("--port")
+            .arg(port.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true);
+        match log_file {
+            Some(path) => {
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&path)?;
+                command.stderr(file);
+            }
+            None => {
+                command.stderr(Stdio::null());
+            }
+        }
+        let mut child = command
+            .spawn()
+            .with_context(|| format!("starting moto server with {}", python.display()))?;
+        let stdout = child.stdout.take().context("moto stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let ready = tokio::time::timeout(Duration::from_secs(60), async {
+            while let Some(line) = lines.next_line().await? {
+                if line.contains("moto ready") {
+                    return Ok::<_, std::io::Error>(true);
+                }
+            }
+            Ok(false)
+        })
+        .await;
+        match ready {
+            Ok(Ok(true)) => {}
+            Ok(Ok(false)) | Ok(Err(_)) => bail!("moto server exited before it was ready"),
+            Err(_) => bail!("moto server did not start within 60s"),
+        }
+        // Keep draining stdout so the server never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let endpoint = format!("http://127.0.0.1:{port}");
+        Ok(Self {
+            endpoint,
+            port,
+            http: reqwest::Client::new(),
+            _child: Some(child),
+        })
+    }
+
+    /// An emulator someone else runs (e.g. `deployer-local up --keep`).
+    pub fn attach(endpoint: &str) -> Self {
+        let port = endpoint
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        Self {
+            endpoint: endpoint.trim_end_matches('/').to_owned(),
+            port,
+            http: reqwest::Client::new(),
+            _child: None,
+        }
+    }
+
+    /// SDK configuration pointed at the emulator.
+    pub async fn sdk_config(&self) -> aws_config::SdkConfig {
+        aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .endpoint_url(&self.endpoint)
+            .region(aws_config::Region::new(REGION))
+            .credentials_provider(aws_sdk_s3::config::Credentials::new(
+                "testing",
+                "testing",
+                None,
+                None,
+                "localstack",
+            ))
+            .load()
+            .await
+    }
+
+    /// Environment for a process that talks to the emulator.
+    pub fn client_env(&self) -> Vec<(String, String)> {
+        [
+            ("AWS_ENDPOINT_URL", self.endpoint.as_str()),
+            ("AWS_REGION", REGION),
+            ("AWS_DEFAULT_REGION", REGION),
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+    }
+
+    /// A call in the AWS JSON protocol, for the APIs whose raw JSON the local
+    /// stack forwards unchanged (DynamoDB Streams records, SQS bodies).
+    pub async fn json_call(
+        &self,
+        service: &str,
+        target: &str,
+        body: Value,
+    ) -> anyhow::Result<Value> {
+        let response = self
+            .http
+            .post(&self.endpoint)
+            .header("content-type", "application/x-amz-json-1.0")
+            .header("x-amz-target", target)
+            .header("authorization", fake_authorization(service))
+            .body(body.to_string())
+            .send()
+            .await
+            .with_context(|| format!("{target} to the emulator"))?;
+        let status = response.status();
+        let text = response.text().await?;
+        if !status.is_success() {
+            bail!("{target} failed with {status}: {text}");
+        }
+        Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// A call in the AWS query protocol (SNS).
+    pub async fn query_call(
+        &self,
+        service: &str,
+        params: &[(&str, &str)],
+    ) -> anyhow::Result<String> {
+        let response = self
+            .http
+            .post(&self.endpoint)
+            .header("authorization", fake_authorization(service))
+            .form(params)
+            .send()
+            .await?;
+        let status = response.status();
+        let text = response.text().await?;
+        if !status.is_success() {
+            bail!(
+                "{service} {:?} failed with {status}: {text}",
+                params.first()
+            );
+        }
+        Ok(text)
+    }
+
+    /// Enables running state machines (moto only records them by default).
+    pub async fn enable_state_machine_execution(&self) -> anyhow::Result<()> {
+        let response = self
+            .http
+            .post(format!("{}/moto-api/config", self.endpoint))
+            .json(&json!({"stepfunctions": {"execute_state_machine": true}}))
+            .send()
+            .await?;
+        if !response.status().is_success() {
+            bail!(
+                "enabling state machine execution failed: {}",
+                response.status()
+            );
+        }
+        Ok(())
+    }
+}
+
+/// moto routes requests by the service in the credential scope; nothing checks the signature.
+fn fake_authorization(service: &str) -> String {
+    format!(
+        "AWS4-HMAC-SHA256 Credential=testing/20260101/{REGION}/{service}/aws4_request, SignedHeaders=host, Signature=0"
+    )
+}
+
+pub fn venv_python(root: &Path) -> anyhow::Result<PathBuf> {
+    let venv = std::env::var_os("DEPLOYER_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join(".venv"));
+    let python = venv.join("bin/python");
+    if !python.is_file() {
+        bail!(
+            "{} not found: run `make setup` to create the project venv with moto server",
+            python.display()
+        );
+    }
+    Ok(python)
+}
+
+pub fn free_port() -> anyhow::Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// Polls `check` until it returns `Some`, or fails after `timeout`.
+pub async fn wait_until<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Option<T>>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await? {
+            return Ok(value);
+        }
+        if Instant::now() > deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

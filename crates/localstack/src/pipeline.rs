@@ -1,0 +1,416 @@
+//! The deployment pipeline of one environment, on the emulator: the
+//! resources `cloudformation.template` declares, the real `s3-trigger` and
+//! `trigger-build` binaries, and event delivery wired as the template wires it.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+    StreamSpecification, StreamViewType,
+};
+use serde_json::{json, Value};
+use tokio::task::JoinHandle;
+
+use crate::delivery::{self, DeadLetters};
+use crate::emulator::{Emulator, REGION};
+use crate::runtime::{built_binary, Function, FunctionSpec};
+use crate::wiring::{StreamMapping, Template};
+
+/// How to bring up one environment's pipeline.
+#[derive(Debug, Clone)]
+pub struct PipelineOptions {
+    /// Repository root (holds the template, the ASL and the venv).
+    pub root: PathBuf,
+    /// Cargo target directory and profile the function binaries come from.
+    pub target_dir: PathBuf,
+    pub profile: String,
+    pub env: String,
+    /// Template parameter overrides (e.g. short poll intervals for tests).
+    pub parameters: Vec<(String, String)>,
+    /// Where function logs go; `None` discards them.
+    pub log_dir: Option<PathBuf>,
+}
+
+impl PipelineOptions {
+    pub fn new(root: PathBuf, env: &str) -> Self {
+        let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root.join("target"));
+        Self {
+            root,
+            target_dir,
+            profile: "debug".to_owned(),
+            env: env.to_owned(),
+            parameters: Vec::new(),
+            log_dir: None,
+        }
+    }
+
+    pub fn parameter(mut self, name: &str, value: impl Into<String>) -> Self {
+        self.parameters.push((name.to_owned(), value.into()));
+        self
+    }
+}
+
+/// Names of the pipeline's resources, as the template names them.
+#[derive(Debug, Clone)]
+pub struct Resources {
+    pub env: String,
+    pub bucket: String,
+    pub builds_table: String,
+    pub stacks_table: String,
+    pub stream_arn: String,
+    pub state_machine_arn: String,
+    pub approval_topic_arn: String,
+    pub s3_event_queue_url: String,
+}
+
+pub struct Pipeline {
+    pub emulator: Arc<Emulator>,
+    pub resources: Resources,
+    pub s3_trigger: Arc<Function>,
+    pub trigger_build: Arc<Function>,
+    pub stream_mapping: StreamMapping,
+    pub dead_letters: DeadLetters,
+    pub sdk: aws_config::SdkConfig,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+impl Pipeline {
+    /// Creates the resources and starts the functions and event delivery.
+    pub async fn start(emulator: Arc<Emulator>, options: PipelineOptions) -> anyhow::Result<Self> {
+        let mut template = Template::load(&options.root.join("cloudformation.template"))?;
+        template.set("Environment", options.env.clone());
+        for (name, value) in &options.parameters {
+            template.set(name, value.clone());
+        }
+        let sdk = emulator.sdk_config().await;
+        let resources = provision(&emulator, &sdk, &mut template, &options).await?;
+
+        let binaries = |name: &str| built_binary(&options.target_dir, &options.profile, name);
+        let env_for = |function_id: &str| -> anyhow::Result<Vec<(String, String)>> {
+            let mut env = template.function_env(function_id)?;
+            env.extend(emulator.client_env());
+            Ok(env)
+        };
+        let log = |name: &str| {
+            options
+                .log_dir
+                .as_ref()
+                .map(|dir| dir.join(format!("{}-{name}.log", options.env)))
+        };
+        let s3_trigger = Function::serve(
+            FunctionSpec {
+                name: format!("{}-deployer-s3-trigger", options.env),
+                binary: binaries("s3-trigger")?,
+                env: env_for("S3TriggerFunction")?,
+                timeout: Duration::from_secs(template.function_timeout("S3TriggerFunction")),
+                log_file: log("s3-trigger"),
+            },
+            REGION,
+        )
+        .await?;
+        let trigger_build = Function::serve(
+            FunctionSpec {
+                name: format!("{}-deployer-trigger-build", options.env),
+                binary: binaries("trigger-build")?,
+                env: env_for("TriggerBuildFunction")?,
+                timeout: Duration::from_secs(template.function_timeout("TriggerBuildFunction")),
+                log_file: log("trigger-build"),
+            },
+            REGION,
+        )
+        .await?;
+        let stream_mapping = template.stream_mapping("TriggerBuildEventSourceMapping")?;
+        let dead_letters = DeadLetters::default();
+        let tasks = vec![
+            tokio::spawn(delivery::run_s3_delivery(
+                emulator.clone(),
+                resources.s3_event_queue_url.clone(),
+                s3_trigger.clone(),
+                dead_letters.clone(),
+            )),
+            tokio::spawn(delivery::run_stream_delivery(
+                emulator.clone(),
+                resources.stream_arn.clone(),
+                stream_mapping.clone(),
+                trigger_build.clone(),
+                dead_letters.clone(),
+            )),
+        ];
+        Ok(Self {
+            emulator,
+            resources,
+            s3_trigger,
+            trigger_build,
+            stream_mapping,
+            dead_letters,
+            sdk,
+            tasks,
+        })
+    }
+
+    pub fn builds(&self) -> builddao::BuildStore {
+        builddao::BuildStore::new(
+            aws_sdk_dynamodb::Client::new(&self.sdk),
+            &self.resources.builds_table,
+        )
+    }
+
+    pub fn s3(&self) -> aws_sdk_s3::Client {
+        aws_sdk_s3::Client::new(&self.sdk)
+    }
+
+    /// Environment for the `deployer` CLI aimed at this pipeline.
+    pub fn cli_env(&self) -> Vec<(String, String)> {
+        let mut env = self.emulator.client_env();
+        env.push(("DEPLOYER_ENV".into(), self.resources.env.clone()));
+        env.push((
+            "DEPLOYER_BUILDS_TABLE".into(),
+            self.resources.builds_table.clone(),
+        ));
+        env
+    }
+
+    /// Uploads a build's artifacts, trigger file last, as CI does.
+    pub async fn upload(&self, prefix: &str, files: &[(&str, Vec<u8>)]) -> anyhow::Result<()> {
+        let s3 = self.s3();
+        let (trigger, rest): (Vec<_>, Vec<_>) = files
+            .iter()
+            .partition(|(name, _)| *name == "cloudformation-params.json");
+        for (name, body) in rest.into_iter().chain(trigger) {
+            s3.put_object()
+                .bucket(&self.resources.bucket)
+                .key(format!("{prefix}{name}"))
+                .body(body.clone().into())
+                .send()
+                .await
+                .with_context(|| format!("uploading {prefix}{name}"))?;
+        }
+        Ok(())
+    }
+
+    pub async fn stop(&self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+        self.s3_trigger.stop().await;
+        self.trigger_build.stop().await;
+    }
+}
+
+async fn provision(
+    emulator: &Emulator,
+    sdk: &aws_config::SdkConfig,
+    template: &mut Template,
+    options: &PipelineOptions,
+) -> anyhow::Result<Resources> {
+    let env = options.env.clone();
+    let name_of = |template: &Template, id: &str, property: &str| -> anyhow::Result<String> {
+        let props = template.resource(id)?;
+        let value = props
+            .get(property)
+            .with_context(|| format!("{id} has no {property}"))?;
+        Ok(template.resolve(value))
+    };
+
+    // Tables.
+    let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
+    let builds_table = name_of(template, "BuildsTable", "TableName")?;
+    let stacks_table = name_of(template, "StacksTable", "TableName")?;
+    let string_key = |name: &str| {
+        AttributeDefinition::builder()
+            .attribute_name(name)
+            .attribute_type(ScalarAttributeType::S)
+            .build()
+    };
+    let key = |name: &str, kind: KeyType| {
+        KeySchemaElement::builder()
+            .attribute_name(name)
+            .key_type(kind)
+            .build()
+    };
+    let created = dynamodb
+        .create_table()
+        .table_name(&builds_table)
+        .attribute_definitions(string_key("pk")?)
+        .attribute_definitions(string_key("sk")?)
+        .key_schema(key("pk", KeyType::Hash)?)
+        .key_schema(key("sk", KeyType::Range)?)
+        .billing_mode(BillingMode::PayPerRequest)
+        .stream_specification(
+            StreamSpecification::builder()
+                .stream_enabled(true)
+                .stream_view_type(StreamViewType::NewAndOldImages)
+                .build()?,
+        )
+        .send()
+        .await
+        .with_context(|| format!("creating table {builds_table}"))?;
+    let stream_arn = created
+        .table_description()
+        .and_then(|t| t.latest_stream_arn())
+        .context("builds table has no stream")?
+        .to_owned();
+    dynamodb
+        .create_table()
+        .table_name(&stacks_table)
+        .attribute_definitions(string_key("stack_name")?)
+        .key_schema(key("stack_name", KeyType::Hash)?)
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await
+        .with_context(|| format!("creating table {stacks_table}"))?;
+    template.set("BuildsTable", builds_table.clone());
+    template.set("BuildsTable.StreamArn", stream_arn.clone());
+    template.set("StacksTable", stacks_table.clone());
+
+    // Approval topic.
+    let topic_name = name_of(template, "ApprovalTopic", "TopicName")?;
+    let created = emulator
+        .query_call(
+            "sns",
+            &[
+                ("Action", "CreateTopic"),
+                ("Name", &topic_name),
+                ("Version", "2010-03-31"),
+            ],
+        )
+        .await?;
+    let approval_topic_arn = between(&created, "<TopicArn>", "</TopicArn>")
+        .context("CreateTopic returned no TopicArn")?
+        .to_owned();
+    template.set("ApprovalTopic", approval_topic_arn.clone());
+
+    // Bucket; its notifications reach the local stack through an SQS queue
+    // (moto cannot invoke a function), with the template's event and filter.
+    let bucket = name_of(template, "ArtifactBucket", "BucketName")?;
+    let s3 = aws_sdk_s3::Client::new(sdk);
+    s3.create_bucket()
+        .bucket(&bucket)
+        .send()
+        .await
+        .with_context(|| format!("creating bucket {bucket}"))?;
+    template.set("ArtifactBucket", bucket.clone());
+    let queue_name = format!("{env}-deployer-local-s3-events");
+    let queue = emulator
+        .json_call(
+            "sqs",
+            "AmazonSQS.CreateQueue",
+            json!({"QueueName": queue_name}),
+        )
+        .await?;
+    let s3_event_queue_url = queue
+        .get("QueueUrl")
+        .and_then(Value::as_str)
+        .context("CreateQueue returned no QueueUrl")?
+        .to_owned();
+    let queue_arn = format!(
+        "arn:aws:sqs:{REGION}:{}:{queue_name}",
+        crate::emulator::ACCOUNT_ID
+    );
+    let mut queue_configs = Vec::new();
+    for notification in template.s3_notifications("ArtifactBucket")? {
+        let mut rules = Vec::new();
+        if let Some(prefix) = &notification.prefix {
+            rules.push(
+                aws_sdk_s3::types::FilterRule::builder()
+                    .name(aws_sdk_s3::types::FilterRuleName::Prefix)
+                    .value(prefix)
+                    .build(),
+            );
+        }
+        if let Some(suffix) = &notification.suffix {
+            rules.push(
+                aws_sdk_s3::types::FilterRule::builder()
+                    .name(aws_sdk_s3::types::FilterRuleName::Suffix)
+                    .value(suffix)
+                    .build(),
+            );
+        }
+        queue_configs.push(
+            aws_sdk_s3::types::QueueConfiguration::builder()
+                .queue_arn(&queue_arn)
+                .events(aws_sdk_s3::types::Event::from(notification.event.as_str()))
+                .filter(
+                    aws_sdk_s3::types::NotificationConfigurationFilter::builder()
+                        .key(
+                            aws_sdk_s3::types::S3KeyFilter::builder()
+                                .set_filter_rules(Some(rules))
+                                .build(),
+                        )
+                        .build(),
+                )
+                .build()?,
+        );
+    }
+    s3.put_bucket_notification_configuration()
+        .bucket(&bucket)
+        .notification_configuration(
+            aws_sdk_s3::types::NotificationConfiguration::builder()
+                .set_queue_configurations(Some(queue_configs))
+                .build(),
+        )
+        .send()
+        .await
+        .context("configuring the bucket's notifications")?;
+
+    // State machine, with the template's definition substitutions.
+    let props = template.resource("DeploymentStateMachine")?.clone();
+    let mut definition =
+        std::fs::read_to_string(options.root.join("state-machine/deployment.asl.json"))
+            .context("reading state-machine/deployment.asl.json")?;
+    if let Some(substitutions) = props
+        .get("DefinitionSubstitutions")
+        .and_then(Value::as_object)
+    {
+        for (name, value) in substitutions {
+            definition = definition.replace(&format!("${{{name}}}"), &template.resolve(value));
+        }
+    }
+    let state_machine_name =
+        template.resolve(props.get("StateMachineName").context("StateMachineName")?);
+    let sfn = aws_sdk_sfn::Client::new(sdk);
+    let created = sfn
+        .create_state_machine()
+        .name(&state_machine_name)
+        .definition(definition)
+        .role_arn(format!(
+            "arn:aws:iam::{}:role/{env}-deployer-state-machine",
+            crate::emulator::ACCOUNT_ID
+        ))
+        .r#type(aws_sdk_sfn::types::StateMachineType::Standard)
+        .send()
+        .await
+        .context("creating the deployment state machine")?;
+    let state_machine_arn = created.state_machine_arn().to_owned();
+    template.set("DeploymentStateMachine", state_machine_arn.clone());
+
+    Ok(Resources {
+        env,
+        bucket,
+        builds_table,
+        stacks_table,
+        stream_arn,
+        state_machine_arn,
+        approval_topic_arn,
+        s3_event_queue_url,
+    })
+}
+
+fn between<'a>(text: &'a str, start: &str, end: &str) -> Option<&'a str> {
+    let from = text.find(start)? + start.len();
+    let to = text[from..].find(end)? + from;
+    Some(&text[from..to])
+}

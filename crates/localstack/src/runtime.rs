@@ -1,0 +1,399 @@
+//! A Lambda Runtime API on loopback, serving one function process.
+//!
+//! The real function binary is started with `AWS_LAMBDA_RUNTIME_API` pointing
+//! here, exactly as Lambda starts it. Invocations are handed out one at a time
+//! (a Lambda execution environment runs one invocation at once); a process
+//! that dies is started again on the next invocation, like a new cold start.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context};
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde_json::Value;
+use tokio::process::{Child, Command};
+use tokio::sync::{mpsc, oneshot, Mutex};
+
+/// How a function is started.
+#[derive(Debug, Clone)]
+pub struct FunctionSpec {
+    pub name: String,
+    pub binary: PathBuf,
+    pub env: Vec<(String, String)>,
+    pub timeout: Duration,
+    /// Where the function's stdout/stderr go (appended).
+    pub log_file: Option<PathBuf>,
+}
+
+/// Why an invocation did not return a result.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum InvokeError {
+    /// The handler returned an error (Lambda's "Unhandled" function error).
+    #[error("{error_type}: {message}")]
+    Function { error_type: String, message: String },
+    /// The runtime failed to initialise.
+    #[error("init error: {message}")]
+    Init { message: String },
+    /// The process exited or the invocation timed out.
+    #[error("runtime crashed: {message}")]
+    Crashed { message: String },
+}
+
+/// Cold-start figures of the last process start.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StartFigures {
+    /// From process spawn to its first `GET /invocation/next`.
+    pub init: Duration,
+    /// Init plus the first invocation, up to its response.
+    pub init_and_first_invoke: Option<Duration>,
+}
+
+struct Invocation {
+    id: String,
+    payload: Bytes,
+    deadline_ms: u64,
+}
+
+type Outcome = Result<Bytes, InvokeError>;
+
+struct Shared {
+    function_arn: String,
+    queue: Mutex<mpsc::Receiver<Invocation>>,
+    waiting: Mutex<HashMap<String, oneshot::Sender<Outcome>>>,
+    init_error: Mutex<Option<String>>,
+    first_next: Mutex<Option<Instant>>,
+}
+
+/// One function behind its own Runtime API endpoint.
+pub struct Function {
+    spec: FunctionSpec,
+    endpoint: String,
+    shared: Arc<Shared>,
+    sender: mpsc::Sender<Invocation>,
+    process: Mutex<Option<(Child, Instant)>>,
+    invoke_lock: Mutex<()>,
+    figures: Mutex<StartFigures>,
+    counter: AtomicU64,
+}
+
+impl Function {
+    /// Starts the Runtime API; the process itself starts on first invoke.
+    pub async fn serve(spec: FunctionSpec, region: &str) -> anyhow::Result<Arc<Self>> {
+        let (sender, receiver) = mpsc::channel(16);
+        let shared = Arc::new(Shared {
+            function_arn: format!(
+                "arn:aws:lambda:{region}:123456789012:function:{}",
+                spec.name
+            ),
+            queue: Mutex::new(receiver),
+            waiting: Mutex::new(HashMap::new()),
+            init_error: Mutex::new(None),
+            first_next: Mutex::new(None),
+        });
+        let app = Router::new()
+            .route("/2018-06-01/runtime/invocation/next", get(next))
+            .route(
+                "/2018-06-01/runtime/invocation/{id}/response",
+                post(response),
+            )
+            .route("/2018-06-01/runtime/invocation/{id}/error", post(error))
+            .route("/2018-06-01/runtime/init/error", post(init_error))
+            .with_state(shared.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let endpoint = listener.local_addr()?.to_string();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(Arc::new(Self {
+            spec,
+            endpoint,
+            shared,
+            sender,
+            process: Mutex::new(None),
+            invoke_lock: Mutex::new(()),
+            figures: Mutex::new(StartFigures::default()),
+            counter: AtomicU64::new(0),
+        }))
+    }
+
+    pub fn name(&self) -> &str {
+        &self.spec.name
+    }
+
+    /// Process id of the running function, if started.
+    pub async fn pid(&self) -> Option<u32> {
+        self.process.lock().await.as_ref().and_then(|(c, _)| c.id())
+    }
+
+    pub async fn figures(&self) -> StartFigures {
+        *self.figures.lock().await
+    }
+
+    /// Peak resident memory of the running process in KiB (Linux VmHWM).
+    pub async fn peak_rss_kib(&self) -> Option<u64> {
+        let pid = self.pid().await?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    }
+
+    async fn ensure_process(&self) -> anyhow::Result<bool> {
+        let mut process = self.process.lock().await;
+        if let Some((child, _)) = process.as_mut() {
+            if child.try_wait()?.is_none() {
+                return Ok(false);
+            }
+        }
+        *self.shared.init_error.lock().await = None;
+        *self.shared.first_next.lock().await = None;
+        let mut command = Command::new(&self.spec.binary);
+        command
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("AWS_LAMBDA_RUNTIME_API", &self.endpoint)
+            .env("AWS_LAMBDA_FUNCTION_NAME", &self.spec.name)
+            .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
+            .env("AWS_LAMBDA_LOG_FORMAT", "JSON")
+            .envs(self.spec.env.iter().map(|(k, v)| (k, v)))
+            .kill_on_drop(true)
+            .stdin(std::process::Stdio::null());
+        match &self.spec.log_file {
+            Some(path) => {
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .with_context(|| format!("opening log file {}", path.display()))?;
+                command.stdout(file.try_clone()?).stderr(file);
+            }
+            None => {
+                command
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null());
+            }
+        }
+        let child = command
+            .spawn()
+            .with_context(|| format!("starting {}", self.spec.binary.display()))?;
+        *process = Some((child, Instant::now()));
+        Ok(true)
+    }
+
+    /// Invokes the function synchronously and returns its JSON response.
+    pub async fn invoke(&self, payload: &Value) -> Result<Value, InvokeError> {
+        let _one_at_a_time = self.invoke_lock.lock().await;
+        let cold = self.ensure_process().await.map_err(|e| InvokeError::Init {
+            message: format!("{e:#}"),
+        })?;
+        let started = self.process.lock().await.as_ref().map(|(_, at)| *at);
+        let id = format!(
+            "{:08x}-local-{:012x}",
+            std::process::id(),
+            self.counter.fetch_add(1, Ordering::Relaxed)
+        );
+        let (tx, rx) = oneshot::channel();
+        self.shared.waiting.lock().await.insert(id.clone(), tx);
+        let deadline_ms = (std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            + self.spec.timeout)
+            .as_millis() as u64;
+        let invocation = Invocation {
+            id: id.clone(),
+            payload: Bytes::from(payload.to_string()),
+            deadline_ms,
+        };
+        if self.sender.send(invocation).await.is_err() {
+            return Err(InvokeError::Crashed {
+                message: "runtime API stopped".into(),
+            });
+        }
+        let outcome = self.wait_for(&id, rx).await;
+        if cold {
+            if let (Some(started), Some(first_next)) =
+                (started, *self.shared.first_next.lock().await)
+            {
+                *self.figures.lock().await = StartFigures {
+                    init: first_next.saturating_duration_since(started),
+                    init_and_first_invoke: Some(started.elapsed()),
+                };
+            }
+        }
+        let body = outcome?;
+        serde_json::from_slice(&body).map_err(|e| InvokeError::Function {
+            error_type: "InvalidResponse".into(),
+            message: format!("response is not JSON: {e}"),
+        })
+    }
+
+    async fn wait_for(&self, id: &str, mut rx: oneshot::Receiver<Outcome>) -> Outcome {
+        let deadline = Instant::now() + self.spec.timeout;
+        loop {
+            tokio::select! {
+                outcome = &mut rx => {
+                    return outcome.unwrap_or_else(|_| Err(InvokeError::Crashed { message: "invocation dropped".into() }));
+                }
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            }
+            if let Some(message) = self.shared.init_error.lock().await.clone() {
+                self.abandon(id).await;
+                return Err(InvokeError::Init { message });
+            }
+            let exited = {
+                let mut process = self.process.lock().await;
+                match process.as_mut() {
+                    Some((child, _)) => child.try_wait().ok().flatten(),
+                    None => None,
+                }
+            };
+            if let Some(status) = exited {
+                self.abandon(id).await;
+                return Err(InvokeError::Crashed {
+                    message: format!("process exited with {status}"),
+                });
+            }
+            if Instant::now() > deadline {
+                self.abandon(id).await;
+                // Lambda stops a timed-out environment; the next call is cold.
+                if let Some((mut child, _)) = self.process.lock().await.take() {
+                    let _ = child.kill().await;
+                }
+                return Err(InvokeError::Crashed {
+                    message: format!("timed out after {:?}", self.spec.timeout),
+                });
+            }
+        }
+    }
+
+    async fn abandon(&self, id: &str) {
+        self.shared.waiting.lock().await.remove(id);
+        // Drop an invocation the process never picked up.
+        let mut queue = self.shared.queue.lock().await;
+        while let Ok(stale) = queue.try_recv() {
+            if stale.id != id {
+                tracing::warn!(id = stale.id, "dropping queued invocation after crash");
+            }
+        }
+    }
+
+    /// Stops the function process.
+    pub async fn stop(&self) {
+        if let Some((mut child, _)) = self.process.lock().await.take() {
+            let _ = child.kill().await;
+        }
+    }
+}
+
+async fn next(State(shared): State<Arc<Shared>>) -> Response {
+    {
+        let mut first = shared.first_next.lock().await;
+        if first.is_none() {
+            *first = Some(Instant::now());
+        }
+    }
+    let invocation = {
+        let mut queue = shared.queue.lock().await;
+        queue.recv().await
+    };
+    let Some(invocation) = invocation else {
+        return StatusCode::GONE.into_response();
+    };
+    let mut headers = HeaderMap::new();
+    let header = |v: &str| HeaderValue::from_str(v).unwrap_or(HeaderValue::from_static(""));
+    headers.insert("lambda-runtime-aws-request-id", header(&invocation.id));
+    headers.insert(
+        "lambda-runtime-deadline-ms",
+        header(&invocation.deadline_ms.to_string()),
+    );
+    headers.insert(
+        "lambda-runtime-invoked-function-arn",
+        header(&shared.function_arn),
+    );
+    headers.insert(
+        "lambda-runtime-trace-id",
+        header(&format!(
+            "Root=1-00000000-{:0>24};Sampled=0",
+            invocation.id.replace('-', "")
+        )),
+    );
+    headers.insert("content-type", HeaderValue::from_static("application/json"));
+    (StatusCode::OK, headers, invocation.payload).into_response()
+}
+
+async fn response(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> StatusCode {
+    match shared.waiting.lock().await.remove(&id) {
+        Some(tx) => {
+            let _ = tx.send(Ok(body));
+            StatusCode::ACCEPTED
+        }
+        None => StatusCode::BAD_REQUEST,
+    }
+}
+
+async fn error(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> StatusCode {
+    let (error_type, message) = parse_error(&body);
+    match shared.waiting.lock().await.remove(&id) {
+        Some(tx) => {
+            let _ = tx.send(Err(InvokeError::Function {
+                error_type,
+                message,
+            }));
+            StatusCode::ACCEPTED
+        }
+        None => StatusCode::BAD_REQUEST,
+    }
+}
+
+async fn init_error(State(shared): State<Arc<Shared>>, body: Bytes) -> StatusCode {
+    let (error_type, message) = parse_error(&body);
+    *shared.init_error.lock().await = Some(format!("{error_type}: {message}"));
+    StatusCode::ACCEPTED
+}
+
+fn parse_error(body: &[u8]) -> (String, String) {
+    let value: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let field = |name: &str| {
+        value
+            .get(name)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    (field("errorType"), field("errorMessage"))
+}
+
+/// Finds a binary built into the workspace target directory.
+pub fn built_binary(
+    target_dir: &std::path::Path,
+    profile: &str,
+    name: &str,
+) -> anyhow::Result<PathBuf> {
+    let path = target_dir.join(profile).join(name);
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(anyhow!(
+            "{} is not built; run `cargo build --bins` (or `make build-local`) first",
+            path.display()
+        ))
+    }
+}

@@ -1,0 +1,211 @@
+//! Reads the suite's wiring from `cloudformation.template`, so the local stack
+//! delivers events with the settings the real stack uses.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use anyhow::{anyhow, Context};
+use serde_json::Value;
+
+/// The template, with a resolver for the intrinsics the local stack needs.
+pub struct Template {
+    doc: Value,
+    /// Logical id -> value of `Ref` (and `Fn::GetAtt` as `Id.Attr`).
+    pub refs: HashMap<String, String>,
+}
+
+/// Event source mapping settings (DynamoDB stream -> function).
+#[derive(Debug, Clone)]
+pub struct StreamMapping {
+    pub batch_size: usize,
+    pub maximum_retry_attempts: u32,
+    pub bisect_on_error: bool,
+    pub report_batch_item_failures: bool,
+}
+
+/// S3 notification to a function: the events and key filter.
+#[derive(Debug, Clone)]
+pub struct S3Notification {
+    pub event: String,
+    pub prefix: Option<String>,
+    pub suffix: Option<String>,
+}
+
+impl Template {
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let doc: Value =
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        let mut refs = HashMap::new();
+        if let Some(params) = doc.get("Parameters").and_then(Value::as_object) {
+            for (name, spec) in params {
+                if let Some(default) = spec.get("Default") {
+                    refs.insert(name.clone(), scalar(default));
+                }
+            }
+        }
+        Ok(Self { doc, refs })
+    }
+
+    pub fn set(&mut self, name: &str, value: impl Into<String>) {
+        self.refs.insert(name.to_owned(), value.into());
+    }
+
+    pub fn resource(&self, logical_id: &str) -> anyhow::Result<&Value> {
+        self.doc
+            .pointer(&format!("/Resources/{logical_id}/Properties"))
+            .ok_or_else(|| anyhow!("cloudformation.template has no resource {logical_id}"))
+    }
+
+    pub fn stream_mapping(&self, logical_id: &str) -> anyhow::Result<StreamMapping> {
+        let props = self.resource(logical_id)?;
+        let number =
+            |name: &str, default: u64| props.get(name).and_then(Value::as_u64).unwrap_or(default);
+        Ok(StreamMapping {
+            batch_size: number("BatchSize", 100) as usize,
+            maximum_retry_attempts: number("MaximumRetryAttempts", 10_000) as u32,
+            bisect_on_error: props
+                .get("BisectBatchOnFunctionError")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+            report_batch_item_failures: props
+                .get("FunctionResponseTypes")
+                .and_then(Value::as_array)
+                .is_some_and(|types| types.iter().any(|t| t == "ReportBatchItemFailures")),
+        })
+    }
+
+    pub fn s3_notifications(&self, bucket_id: &str) -> anyhow::Result<Vec<S3Notification>> {
+        let props = self.resource(bucket_id)?;
+        let configs = props
+            .pointer("/NotificationConfiguration/LambdaConfigurations")
+            .and_then(Value::as_array)
+            .ok_or_else(|| anyhow!("{bucket_id} has no LambdaConfigurations"))?;
+        Ok(configs
+            .iter()
+            .map(|config| {
+                let rule = |name: &str| {
+                    config
+                        .pointer("/Filter/S3Key/Rules")
+                        .and_then(Value::as_array)
+                        .and_then(|rules| {
+                            rules
+                                .iter()
+                                .find(|r| r.get("Name").and_then(Value::as_str) == Some(name))
+                        })
+                        .and_then(|r| r.get("Value"))
+                        .map(|v| self.resolve(v))
+                };
+                S3Notification {
+                    event: config
+                        .get("Event")
+                        .map(|e| self.resolve(e))
+                        .unwrap_or_default(),
+                    prefix: rule("prefix"),
+                    suffix: rule("suffix"),
+                }
+            })
+            .collect())
+    }
+
+    /// A function's environment variables with intrinsics resolved.
+    pub fn function_env(&self, function_id: &str) -> anyhow::Result<Vec<(String, String)>> {
+        let props = self.resource(function_id)?;
+        let vars = props
+            .pointer("/Environment/Variables")
+            .and_then(Value::as_object)
+            .ok_or_else(|| anyhow!("{function_id} has no Environment.Variables"))?;
+        Ok(vars
+            .iter()
+            .map(|(k, v)| (k.clone(), self.resolve(v)))
+            .collect())
+    }
+
+    /// The function's timeout in seconds.
+    pub fn function_timeout(&self, function_id: &str) -> u64 {
+        self.resource(function_id)
+            .ok()
+            .and_then(|p| p.get("Timeout"))
+            .and_then(Value::as_u64)
+            .unwrap_or(3)
+    }
+
+    /// Resolves `Ref`, `Fn::GetAtt`, `Fn::Sub`, `Fn::Join` and plain scalars.
+    pub fn resolve(&self, value: &Value) -> String {
+        match value {
+            Value::Object(map) if map.len() == 1 => {
+                let (name, arg) = map.iter().next().expect("one entry");
+                match name.as_str() {
+                    "Ref" => self.lookup(&scalar(arg)),
+                    "Fn::GetAtt" => {
+                        let parts: Vec<String> = match arg {
+                            Value::Array(items) => items.iter().map(scalar).collect(),
+                            other => scalar(other).split('.').map(str::to_owned).collect(),
+                        };
+                        self.lookup(&parts.join("."))
+                    }
+                    "Fn::Sub" => {
+                        let (text, vars) = match arg {
+                            Value::Array(items) => (
+                                items.first().map(scalar).unwrap_or_default(),
+                                items.get(1).and_then(Value::as_object).cloned(),
+                            ),
+                            other => (scalar(other), None),
+                        };
+                        let mut out = String::new();
+                        let mut rest = text.as_str();
+                        while let Some(start) = rest.find("${") {
+                            out.push_str(&rest[..start]);
+                            let after = &rest[start + 2..];
+                            let end = after.find('}').unwrap_or(after.len());
+                            let name = &after[..end];
+                            let local = vars
+                                .as_ref()
+                                .and_then(|v| v.get(name))
+                                .map(|v| self.resolve(v));
+                            out.push_str(&local.unwrap_or_else(|| self.lookup(name)));
+                            rest = after.get(end + 1..).unwrap_or("");
+                        }
+                        out.push_str(rest);
+                        out
+                    }
+                    "Fn::Join" => {
+                        let items = arg.as_array().cloned().unwrap_or_default();
+                        let sep = items.first().map(scalar).unwrap_or_default();
+                        let parts: Vec<String> = items
+                            .get(1)
+                            .and_then(Value::as_array)
+                            .map(|list| list.iter().map(|v| self.resolve(v)).collect())
+                            .unwrap_or_default();
+                        parts.join(&sep)
+                    }
+                    _ => value.to_string(),
+                }
+            }
+            other => scalar(other),
+        }
+    }
+
+    fn lookup(&self, name: &str) -> String {
+        match name {
+            "AWS::Region" => crate::emulator::REGION.to_owned(),
+            "AWS::AccountId" => crate::emulator::ACCOUNT_ID.to_owned(),
+            "AWS::Partition" => "aws".to_owned(),
+            "AWS::URLSuffix" => "amazonaws.com".to_owned(),
+            _ => self
+                .refs
+                .get(name)
+                .cloned()
+                .unwrap_or_else(|| format!("<unresolved {name}>")),
+        }
+    }
+}
+
+fn scalar(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
