@@ -1,4 +1,4 @@
-"""Local AWS emulator for Deployer: moto server (pinned 5.2.5) plus one fidelity patch.
+"""Local AWS emulator for Deployer: moto server (pinned 5.2.5) plus small fidelity patches.
 
 Usage: python localstack/moto_server.py --port N
 
@@ -15,8 +15,9 @@ ExecuteChangeSet and leaves the stack half-made. On AWS, ExecuteChangeSet succee
 failure is only seen by polling: the resource gets a CREATE_FAILED / UPDATE_FAILED event
 carrying the error as ResourceStatusReason and the stack ends in ROLLBACK_COMPLETE (failed
 create) or UPDATE_ROLLBACK_COMPLETE (failed update, previous template kept). The patch does
-that, and nothing else. A second, one-line fix: moto never records the new parameters of an
-executed UPDATE change set, so a later identical deploy was not seen as "no changes".
+that. Two small fixes ride along: moto never records the new parameters of an executed
+UPDATE change set (so a later identical deploy was not seen as "no changes"), and moto's
+SendTaskFailure drops the `cause` (so a rejection reason never reached the state machine).
 """
 
 import argparse
@@ -88,7 +89,7 @@ def _patch_cloudformation_rollback():
                     resource_properties=None,
                 )
             )
-            summary = f"The following resource(s) failed to {'create' if creating else 'update'}: [{logical_id}]."
+            summary = f"The following resource(s) failed to {'update' if existed else 'create'}: [{logical_id}]."
         else:
             summary = reason
         prefix = "ROLLBACK" if creating else "UPDATE_ROLLBACK"
@@ -110,6 +111,20 @@ def _patch_cloudformation_rollback():
     cfn_models.CloudFormationBackend.execute_change_set = execute_change_set
 
 
+def _patch_send_task_failure_cause():
+    # moto 5.2.5 StepFunctionResponse.send_task_failure reads taskToken and error but not cause.
+    from moto.core.responses import EmptyResult
+    from moto.stepfunctions.responses import StepFunctionResponse
+
+    def send_task_failure(self):
+        self.stepfunction_backend.send_task_failure(
+            self._get_param("taskToken"), error=self._get_param("error"), cause=self._get_param("cause")
+        )
+        return EmptyResult()
+
+    StepFunctionResponse.send_task_failure = send_task_failure
+
+
 def main(argv=None):
     args = _parse_args(argv if argv is not None else sys.argv[1:])
     # Must be set before the interpreter makes its first call (read at call time).
@@ -124,6 +139,7 @@ def main(argv=None):
     from werkzeug.serving import make_server
 
     _patch_cloudformation_rollback()
+    _patch_send_task_failure_cause()
     default_user_config["stepfunctions"] = {"execute_state_machine": True}
 
     app = DomainDispatcherApplication(create_backend_app)

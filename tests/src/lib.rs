@@ -1,14 +1,247 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
+//! Test harness: one emulator and one pipeline per test, so tests run in
+//! parallel without sharing state.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use builddao::{Build, BuildKey, BuildStatus, BuildStore};
+use localstack::{Emulator, Pipeline, PipelineOptions};
+use serde_json::{json, Value};
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ sits in the repository root")
+        .to_path_buf()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
+/// The target directory holding the function binaries (`target/debug`'s parent).
+fn target_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
+        return PathBuf::from(dir);
     }
+    // target/debug/deps/e2e-<hash>
+    let exe = std::env::current_exe().expect("test binary path");
+    exe.ancestors().nth(3).expect("target dir").to_path_buf()
+}
+
+pub struct TestStack {
+    pub emulator: Arc<Emulator>,
+    pub pipeline: Pipeline,
+}
+
+impl TestStack {
+    /// A fresh emulator and pipeline for `env`, polling every second.
+    pub async fn start(env: &str, parameters: &[(&str, &str)]) -> Self {
+        Self::start_with(env, parameters, Vec::new()).await
+    }
+
+    pub async fn start_with(
+        env: &str,
+        parameters: &[(&str, &str)],
+        env_overrides: Vec<(String, String, String)>,
+    ) -> Self {
+        let emulator = Arc::new(
+            Emulator::start(&root(), None)
+                .await
+                .expect("moto server starts"),
+        );
+        emulator
+            .enable_state_machine_execution()
+            .await
+            .expect("state machine execution enabled");
+        let mut options = PipelineOptions::new(root(), env).parameter("PollIntervalSeconds", "1");
+        options.target_dir = target_dir();
+        for (name, value) in parameters {
+            options = options.parameter(name, *value);
+        }
+        options.env_overrides = env_overrides;
+        if let Some(dir) = std::env::var_os("DEPLOYER_TEST_LOGS") {
+            std::fs::create_dir_all(&dir).ok();
+            options.log_dir = Some(PathBuf::from(dir));
+        }
+        let pipeline = Pipeline::start(emulator.clone(), options)
+            .await
+            .expect("pipeline starts");
+        Self { emulator, pipeline }
+    }
+
+    pub fn env(&self) -> &str {
+        &self.pipeline.resources.env
+    }
+
+    pub fn builds(&self) -> BuildStore {
+        self.pipeline.builds()
+    }
+
+    pub fn cfn(&self) -> aws_sdk_cloudformation::Client {
+        aws_sdk_cloudformation::Client::new(&self.pipeline.sdk)
+    }
+
+    pub fn sfn(&self) -> aws_sdk_sfn::Client {
+        aws_sdk_sfn::Client::new(&self.pipeline.sdk)
+    }
+
+    /// Uploads a build of the sample app with the given template and params.
+    pub async fn upload(
+        &self,
+        repo: &str,
+        branch: &str,
+        version: &str,
+        template: &str,
+        params: Value,
+    ) -> String {
+        let prefix = format!("{repo}/{branch}/{version}/");
+        self.pipeline
+            .upload(
+                &prefix,
+                &[
+                    ("cloudformation.template", template.as_bytes().to_vec()),
+                    (
+                        "cloudformation-params.json",
+                        params.to_string().into_bytes(),
+                    ),
+                ],
+            )
+            .await
+            .expect("upload");
+        prefix
+    }
+
+    /// Waits for the build made from `version` of `repo`.
+    pub async fn build_of(&self, repo: &str, version: &str) -> Build {
+        let builds = self.builds();
+        let env = self.env().to_owned();
+        localstack::emulator::wait_until(
+            &format!("a build of {repo} {version}"),
+            Duration::from_secs(30),
+            || {
+                let (builds, env) = (builds.clone(), env.clone());
+                async move {
+                    let page = builds.list(repo, &env, 50, None).await?;
+                    Ok(page.builds.into_iter().find(|b| b.version == version))
+                }
+            },
+        )
+        .await
+        .expect("build created")
+    }
+
+    /// Waits until the build reaches `status` (or any terminal status).
+    pub async fn wait_for(&self, key: &BuildKey, status: BuildStatus) -> Build {
+        let builds = self.builds();
+        localstack::emulator::wait_until(
+            &format!("build {} to be {status}", key.sk),
+            Duration::from_secs(90),
+            || {
+                let builds = builds.clone();
+                async move {
+                    let build = builds.get(key).await?.context("build missing")?;
+                    Ok((build.status == status || build.status.is_terminal()).then_some(build))
+                }
+            },
+        )
+        .await
+        .expect("build reaches the status")
+    }
+
+    pub async fn wait_terminal(&self, key: &BuildKey) -> Build {
+        self.wait_for(key, BuildStatus::Success).await
+    }
+
+    /// Runs the `deployer` CLI against this stack.
+    pub async fn deployer(&self, args: &[&str]) -> std::process::Output {
+        let cli = target_dir().join("debug").join("deployer");
+        tokio::process::Command::new(&cli)
+            .args(args)
+            .envs(self.pipeline.cli_env())
+            .output()
+            .await
+            .unwrap_or_else(|e| panic!("running {}: {e}", cli.display()))
+    }
+
+    /// Parameters of a deployed stack.
+    pub async fn stack(&self, name: &str) -> Option<(String, Vec<(String, String)>)> {
+        let out = self
+            .cfn()
+            .describe_stacks()
+            .stack_name(name)
+            .send()
+            .await
+            .ok()?;
+        let stack = out.stacks().first()?;
+        let params = stack
+            .parameters()
+            .iter()
+            .map(|p| {
+                (
+                    p.parameter_key().unwrap_or_default().to_owned(),
+                    p.parameter_value().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect();
+        Some((stack.stack_status()?.as_str().to_owned(), params))
+    }
+
+    /// Executions of the deployment state machine.
+    pub async fn executions(&self) -> Vec<aws_sdk_sfn::types::ExecutionListItem> {
+        self.sfn()
+            .list_executions()
+            .state_machine_arn(&self.pipeline.resources.state_machine_arn)
+            .send()
+            .await
+            .expect("ListExecutions")
+            .executions()
+            .to_vec()
+    }
+}
+
+/// The sample app's template.
+pub fn sample_template() -> String {
+    std::fs::read_to_string(root().join("examples/sample-app/cloudformation.template"))
+        .expect("sample template")
+}
+
+/// A template whose queue CloudFormation refuses to create (invalid name).
+pub fn broken_template() -> String {
+    json!({
+        "AWSTemplateFormatVersion": "2010-09-09",
+        "Parameters": {"Greeting": {"Type": "String"}},
+        "Resources": {
+            "GreetingParameter": {
+                "Type": "AWS::SSM::Parameter",
+                "Properties": {"Name": {"Fn::Sub": "/${AWS::StackName}/greeting"}, "Type": "String", "Value": {"Ref": "Greeting"}}
+            },
+            "BrokenQueue": {"Type": "AWS::SQS::Queue", "Properties": {"QueueName": "not a valid name!"}}
+        }
+    })
+    .to_string()
+}
+
+pub fn param(params: &[(String, String)], name: &str) -> Option<String> {
+    params
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.clone())
+}
+
+/// An S3 ObjectCreated:Put notification as S3 sends it, for `encoded_key`
+/// (already URL-encoded the way S3 encodes keys in events).
+pub fn s3_put_event(bucket: &str, encoded_key: &str) -> Value {
+    let record = json!({
+        "eventVersion": "2.1",
+        "eventSource": "aws:s3",
+        "awsRegion": "us-east-1",
+        "eventTime": "2026-11-23T10:00:00.000Z",
+        "eventName": "ObjectCreated:Put",
+        "s3": {
+            "s3SchemaVersion": "1.0",
+            "configurationId": "test",
+            "bucket": {"name": bucket, "arn": format!("arn:aws:s3:::{bucket}")},
+            "object": {"key": encoded_key, "size": 10, "eTag": "0123456789abcdef0123456789abcdef"}
+        }
+    });
+    json!({"Records": [localstack::delivery::complete_s3_record(record)]})
 }

@@ -32,6 +32,29 @@ impl DeadLetters {
     }
 }
 
+/// Every event delivered to a function, in order: what tests replay.
+#[derive(Debug, Default, Clone)]
+pub struct DeliveryLog(Arc<Mutex<Vec<(String, Value)>>>);
+
+impl DeliveryLog {
+    pub fn record(&self, function: &str, event: &Value) {
+        self.0
+            .lock()
+            .expect("delivery log lock")
+            .push((function.to_owned(), event.clone()));
+    }
+    /// Events delivered to `function`, oldest first.
+    pub fn events(&self, function: &str) -> Vec<Value> {
+        self.0
+            .lock()
+            .expect("delivery log lock")
+            .iter()
+            .filter(|(f, _)| f == function)
+            .map(|(_, e)| e.clone())
+            .collect()
+    }
+}
+
 static SEQUENCER: AtomicU64 = AtomicU64::new(0);
 
 /// Completes moto's S3 event record with the fields AWS always sends and
@@ -87,8 +110,10 @@ pub async fn invoke_async(
     event: &Value,
     retry_delay: Duration,
     dead: &DeadLetters,
+    log: &DeliveryLog,
 ) {
     for attempt in 0..3u32 {
+        log.record(function.name(), event);
         match function.invoke(event).await {
             Ok(_) => return,
             Err(err) => {
@@ -108,6 +133,7 @@ pub async fn run_s3_delivery(
     queue_url: String,
     function: Arc<Function>,
     dead: DeadLetters,
+    log: DeliveryLog,
 ) {
     loop {
         let received = emulator
@@ -142,7 +168,7 @@ pub async fn run_s3_delivery(
                 let event = json!({
                     "Records": records.iter().cloned().map(complete_s3_record).collect::<Vec<_>>()
                 });
-                invoke_async(&function, &event, Duration::from_secs(1), &dead).await;
+                invoke_async(&function, &event, Duration::from_secs(1), &dead, &log).await;
             }
             if let Some(handle) = message.get("ReceiptHandle").and_then(Value::as_str) {
                 let _ = emulator
@@ -186,6 +212,7 @@ pub async fn run_stream_delivery(
     mapping: StreamMapping,
     function: Arc<Function>,
     dead: DeadLetters,
+    log: DeliveryLog,
 ) {
     let mut iterator = loop {
         match shard_iterator(&emulator, &stream_arn).await {
@@ -227,7 +254,7 @@ pub async fn run_stream_delivery(
             tokio::time::sleep(Duration::from_millis(150)).await;
             continue;
         }
-        deliver_stream_batch(&function, &mapping, records, &dead).await;
+        deliver_stream_batch(&function, &mapping, records, &dead, &log).await;
     }
 }
 
@@ -268,12 +295,14 @@ pub fn deliver_stream_batch<'a>(
     mapping: &'a StreamMapping,
     records: Vec<Value>,
     dead: &'a DeadLetters,
+    log: &'a DeliveryLog,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>> {
     Box::pin(async move {
         let mut batch = records;
         let mut retries = 0u32;
         loop {
             let event = json!({"Records": batch});
+            log.record(function.name(), &event);
             let outcome = function.invoke(&event).await;
             let failed_from = match &outcome {
                 Ok(response) if mapping.report_batch_item_failures => {
@@ -286,8 +315,8 @@ pub fn deliver_stream_batch<'a>(
                         function = function.name(),
                         "function error; bisecting the batch"
                     );
-                    deliver_stream_batch(function, mapping, batch, dead).await;
-                    deliver_stream_batch(function, mapping, second, dead).await;
+                    deliver_stream_batch(function, mapping, batch, dead, log).await;
+                    deliver_stream_batch(function, mapping, second, dead, log).await;
                     return;
                 }
                 Err(err) => {

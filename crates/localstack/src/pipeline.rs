@@ -14,7 +14,7 @@ use aws_sdk_dynamodb::types::{
 use serde_json::{json, Value};
 use tokio::task::JoinHandle;
 
-use crate::delivery::{self, DeadLetters};
+use crate::delivery::{self, DeadLetters, DeliveryLog};
 use crate::emulator::{Emulator, REGION};
 use crate::runtime::{built_binary, Function, FunctionSpec};
 use crate::wiring::{StreamMapping, Template};
@@ -32,6 +32,8 @@ pub struct PipelineOptions {
     pub parameters: Vec<(String, String)>,
     /// Where function logs go; `None` discards them.
     pub log_dir: Option<PathBuf>,
+    /// Function environment set on top of the template's (logical id, name, value).
+    pub env_overrides: Vec<(String, String, String)>,
 }
 
 impl PipelineOptions {
@@ -46,6 +48,7 @@ impl PipelineOptions {
             env: env.to_owned(),
             parameters: Vec::new(),
             log_dir: None,
+            env_overrides: Vec::new(),
         }
     }
 
@@ -75,6 +78,7 @@ pub struct Pipeline {
     pub trigger_build: Arc<Function>,
     pub stream_mapping: StreamMapping,
     pub dead_letters: DeadLetters,
+    pub delivered: DeliveryLog,
     pub sdk: aws_config::SdkConfig,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -102,6 +106,12 @@ impl Pipeline {
         let env_for = |function_id: &str| -> anyhow::Result<Vec<(String, String)>> {
             let mut env = template.function_env(function_id)?;
             env.extend(emulator.client_env());
+            for (id, name, value) in &options.env_overrides {
+                if id == function_id {
+                    env.retain(|(k, _)| k != name);
+                    env.push((name.clone(), value.clone()));
+                }
+            }
             Ok(env)
         };
         let log = |name: &str| {
@@ -134,12 +144,14 @@ impl Pipeline {
         .await?;
         let stream_mapping = template.stream_mapping("TriggerBuildEventSourceMapping")?;
         let dead_letters = DeadLetters::default();
+        let delivered = DeliveryLog::default();
         let tasks = vec![
             tokio::spawn(delivery::run_s3_delivery(
                 emulator.clone(),
                 resources.s3_event_queue_url.clone(),
                 s3_trigger.clone(),
                 dead_letters.clone(),
+                delivered.clone(),
             )),
             tokio::spawn(delivery::run_stream_delivery(
                 emulator.clone(),
@@ -147,6 +159,7 @@ impl Pipeline {
                 stream_mapping.clone(),
                 trigger_build.clone(),
                 dead_letters.clone(),
+                delivered.clone(),
             )),
         ];
         Ok(Self {
@@ -156,6 +169,7 @@ impl Pipeline {
             trigger_build,
             stream_mapping,
             dead_letters,
+            delivered,
             sdk,
             tasks,
         })

@@ -1,0 +1,119 @@
+use std::time::Duration;
+
+use builddao::{Build, BuildStatus};
+use deployer_e2e::{sample_template, TestStack};
+use serde_json::json;
+
+/// Waits until the build awaits approval with its callback token stored.
+async fn awaiting(stack: &TestStack, build: &Build) -> Build {
+    let builds = stack.builds();
+    let key = build.key();
+    localstack::emulator::wait_until("approval token", Duration::from_secs(60), || {
+        let (builds, key) = (builds.clone(), key.clone());
+        async move {
+            let b = builds.get(&key).await?.expect("build");
+            assert!(
+                !b.status.is_terminal(),
+                "build ended before approval: {b:?}"
+            );
+            Ok(
+                (b.status == BuildStatus::AwaitingApproval && b.approval_token.is_some())
+                    .then_some(b),
+            )
+        }
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn production_waits_for_approval_then_deploys_or_fails_when_rejected() {
+    let stack = TestStack::start("prd", &[("ApprovalTimeoutSeconds", "300")]).await;
+    stack
+        .upload(
+            "shop",
+            "main",
+            "1.aaaa",
+            &sample_template(),
+            json!({"Greeting": "ship it"}),
+        )
+        .await;
+    stack
+        .upload(
+            "cart",
+            "main",
+            "1.bbbb",
+            &sample_template(),
+            json!({"Greeting": "not yet"}),
+        )
+        .await;
+
+    let shop = awaiting(&stack, &stack.build_of("shop", "1.aaaa").await).await;
+    let summary = shop.change_summary.clone().unwrap_or_default();
+    assert!(
+        summary.contains("GreetingParameter"),
+        "change summary lists the changes: {summary}"
+    );
+    assert!(
+        stack
+            .stack("prd-shop")
+            .await
+            .is_none_or(|(s, _)| s != "CREATE_COMPLETE"),
+        "nothing deployed before approval"
+    );
+
+    let out = stack.deployer(&["approve", "shop", "--by", "alice"]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shop = stack.wait_terminal(&shop.key()).await;
+    assert_eq!(shop.status, BuildStatus::Success, "{shop:?}");
+    assert!(shop.approval_token.is_none());
+    assert_eq!(stack.stack("prd-shop").await.unwrap().0, "CREATE_COMPLETE");
+
+    let cart = awaiting(&stack, &stack.build_of("cart", "1.bbbb").await).await;
+    let out = stack
+        .deployer(&["reject", "cart", &cart.sk, "--reason", "freeze week"])
+        .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cart = stack.wait_terminal(&cart.key()).await;
+    assert_eq!(cart.status, BuildStatus::Failed);
+    let reason = cart.error_msg.unwrap();
+    assert!(reason.starts_with("rejected: freeze week"), "{reason}");
+
+    // Approving a finished build is refused with a clear message.
+    let out = stack.deployer(&["approve", "cart", &cart.sk]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is FAILED, not AWAITING_APPROVAL"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unanswered_approval_times_out_as_failed() {
+    let stack = TestStack::start("prd", &[("ApprovalTimeoutSeconds", "3")]).await;
+    stack
+        .upload(
+            "shop",
+            "main",
+            "1.aaaa",
+            &sample_template(),
+            json!({"Greeting": "hi"}),
+        )
+        .await;
+    let build = stack.build_of("shop", "1.aaaa").await;
+    let done = stack.wait_terminal(&build.key()).await;
+    assert_eq!(done.status, BuildStatus::Failed);
+    assert!(
+        done.error_msg
+            .as_deref()
+            .unwrap_or_default()
+            .contains("approval timed out"),
+        "{done:?}"
+    );
+    assert!(done.approval_token.is_none());
+}

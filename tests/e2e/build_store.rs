@@ -1,0 +1,99 @@
+//! builddao against DynamoDB (moto): idempotent create, newest-first
+//! pagination, conditional transitions.
+
+use std::collections::BTreeMap;
+
+use builddao::{BuildStatus, Created, NewBuild, Transition};
+use deployer_e2e::TestStack;
+
+fn new_build(n: u64, at: i64) -> NewBuild {
+    NewBuild {
+        repo: "ledger".into(),
+        env: "dev".into(),
+        branch: "main".into(),
+        version: format!("{n}.abcd"),
+        build_number: n,
+        commit_hash: "abcd".into(),
+        artifact_bucket: "nowhere".into(),
+        artifact_prefix: format!("ledger/main/{n}.abcd/"),
+        parameters: BTreeMap::new(),
+        created_unix: at,
+        origin: format!("upload-{n}").into_bytes(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn build_store_creates_once_lists_newest_first_and_never_leaves_a_terminal_status() {
+    let stack = TestStack::start("dev", &[]).await;
+    let store = stack.builds();
+    let mut keys = Vec::new();
+    for n in 1..=5u64 {
+        let build = new_build(n, 1_800_000_000 + n as i64).into_build(builddao::now_rfc3339());
+        assert!(matches!(
+            store.create(&build).await.unwrap(),
+            Created::New(_)
+        ));
+        assert!(matches!(
+            store.create(&build).await.unwrap(),
+            Created::AlreadyExists(_)
+        ));
+        keys.push(build.key());
+    }
+
+    let first = store.list("ledger", "dev", 2, None).await.unwrap();
+    let versions: Vec<_> = first.builds.iter().map(|b| b.version.clone()).collect();
+    assert_eq!(versions, ["5.abcd", "4.abcd"]);
+    let second = store
+        .list("ledger", "dev", 2, first.next.as_deref())
+        .await
+        .unwrap();
+    let versions: Vec<_> = second.builds.iter().map(|b| b.version.clone()).collect();
+    assert_eq!(versions, ["3.abcd", "2.abcd"]);
+    assert_eq!(
+        store
+            .latest("ledger", "dev")
+            .await
+            .unwrap()
+            .unwrap()
+            .version,
+        "5.abcd"
+    );
+
+    // These records are not real deployments: wait for trigger-build to have
+    // had its go at them (it fails them: the artifacts do not exist).
+    for key in &keys {
+        stack.wait_terminal(key).await;
+    }
+    let key = &keys[0];
+    let now = builddao::now_rfc3339();
+    let status = store.get(key).await.unwrap().unwrap().status;
+    assert!(status.is_terminal());
+    for to in [
+        BuildStatus::InProgress,
+        BuildStatus::Success,
+        BuildStatus::Failed,
+    ] {
+        let outcome = store
+            .transition(key, &BuildStatus::ALL, to, &[("updated_at", &now)])
+            .await
+            .unwrap();
+        assert_eq!(
+            outcome,
+            Transition::Refused {
+                current: Some(status)
+            }
+        );
+    }
+    let missing = builddao::BuildKey {
+        repo: "ledger".into(),
+        env: "dev".into(),
+        sk: "nope".into(),
+    };
+    assert_eq!(
+        store
+            .mark_failed(&missing, &[BuildStatus::Pending], "x", &now)
+            .await
+            .unwrap(),
+        Transition::Refused { current: None }
+    );
+}

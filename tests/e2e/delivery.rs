@@ -1,0 +1,186 @@
+//! At-least-once delivery: replays create nothing twice; one bad record
+//! fails alone; start failures end the build, late retries change nothing.
+
+use builddao::BuildStatus;
+use deployer_e2e::{sample_template, TestStack};
+use serde_json::{json, Value};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replayed_notifications_and_stream_batches_create_one_build_and_one_execution() {
+    let stack = TestStack::start("dev", &[]).await;
+    stack
+        .upload(
+            "shop",
+            "main",
+            "1.aaaa",
+            &sample_template(),
+            json!({"Greeting": "hi"}),
+        )
+        .await;
+    let build = stack.build_of("shop", "1.aaaa").await;
+    stack.wait_terminal(&build.key()).await;
+
+    // The S3 notification as delivered, twice more (three in all).
+    let s3_event = stack
+        .pipeline
+        .delivered
+        .events(stack.pipeline.s3_trigger.name())[0]
+        .clone();
+    for _ in 0..2 {
+        let report = stack.pipeline.s3_trigger.invoke(&s3_event).await.unwrap();
+        assert_eq!(
+            report["replayed"],
+            json!([build.id().to_string()]),
+            "{report}"
+        );
+    }
+    let page = stack.builds().list("shop", "dev", 50, None).await.unwrap();
+    assert_eq!(page.builds.len(), 1, "one build after three deliveries");
+
+    // The stream batch holding its INSERT, twice more.
+    let batch = stack
+        .pipeline
+        .delivered
+        .events(stack.pipeline.trigger_build.name())
+        .into_iter()
+        .find(|e| e.to_string().contains(&build.sk) && e.to_string().contains("\"INSERT\""))
+        .expect("INSERT batch delivered");
+    for _ in 0..2 {
+        let response = stack.pipeline.trigger_build.invoke(&batch).await.unwrap();
+        assert_eq!(response["batchItemFailures"], json!([]), "{response}");
+    }
+    let executions = stack.executions().await;
+    assert_eq!(executions.len(), 1, "one execution after three deliveries");
+    let done = stack.builds().get(&build.key()).await.unwrap().unwrap();
+    assert_eq!(
+        done.status,
+        BuildStatus::Success,
+        "replays did not disturb the finished build"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_record_fails_alone_and_its_batch_mates_start() {
+    let stack = TestStack::start("dev", &[]).await;
+    stack
+        .upload(
+            "shop",
+            "main",
+            "1.aaaa",
+            &sample_template(),
+            json!({"Greeting": "a"}),
+        )
+        .await;
+    stack
+        .upload(
+            "cart",
+            "main",
+            "1.bbbb",
+            &sample_template(),
+            json!({"Greeting": "b"}),
+        )
+        .await;
+    let shop = stack.build_of("shop", "1.aaaa").await;
+    let cart = stack.build_of("cart", "1.bbbb").await;
+    stack.wait_terminal(&shop.key()).await;
+    stack.wait_terminal(&cart.key()).await;
+
+    let insert_of = |sk: &str| -> Value {
+        stack
+            .pipeline
+            .delivered
+            .events(stack.pipeline.trigger_build.name())
+            .iter()
+            .flat_map(|e| e["Records"].as_array().cloned().unwrap_or_default())
+            .find(|r| r["eventName"] == "INSERT" && r.to_string().contains(sk))
+            .expect("INSERT record")
+    };
+    let mut poison = insert_of(&shop.sk);
+    poison["dynamodb"]["SequenceNumber"] = json!("4200000000000000000001");
+    poison["dynamodb"]["NewImage"] =
+        json!({"pk": {"S": "shop/dev"}, "sk": {"S": "x"}, "status": {"N": "7"}});
+    let batch = json!({"Records": [insert_of(&shop.sk), poison, insert_of(&cart.sk)]});
+    let response = stack.pipeline.trigger_build.invoke(&batch).await.unwrap();
+    assert_eq!(
+        response["batchItemFailures"],
+        json!([{"itemIdentifier": "4200000000000000000001"}]),
+        "{response}"
+    );
+    assert_eq!(
+        stack.executions().await.len(),
+        2,
+        "the good records' executions, once each"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_failure_fails_the_build_and_a_late_retry_never_overwrites_success() {
+    let missing = "arn:aws:states:us-east-1:123456789012:stateMachine:no-such-machine";
+    let stack = TestStack::start_with(
+        "dev",
+        &[],
+        vec![(
+            "TriggerBuildFunction".into(),
+            "STATE_MACHINE_ARN".into(),
+            missing.into(),
+        )],
+    )
+    .await;
+    stack
+        .upload(
+            "shop",
+            "main",
+            "1.aaaa",
+            &sample_template(),
+            json!({"Greeting": "a"}),
+        )
+        .await;
+    let build = stack.build_of("shop", "1.aaaa").await;
+    let failed = stack.wait_terminal(&build.key()).await;
+    assert_eq!(failed.status, BuildStatus::Failed);
+    let reason = failed.error_msg.clone().unwrap();
+    assert!(reason.contains("no-such-machine"), "{reason}");
+    assert!(
+        reason.contains("could not start deployment execution"),
+        "{reason}"
+    );
+
+    // A build that already succeeded, then a late redelivery of the INSERT
+    // that created it PENDING; the start fails again (the machine is gone).
+    let store = stack.builds();
+    let mut done = stack.build_of("shop", "1.aaaa").await;
+    done.sk = format!("{}x", &done.sk[..26]);
+    done.pk = format!("{}/{}", done.repo, done.env);
+    done.status = BuildStatus::Success;
+    done.error_msg = None;
+    store.create(&done).await.unwrap();
+    let mut batch = stack
+        .pipeline
+        .delivered
+        .events(stack.pipeline.trigger_build.name())
+        .into_iter()
+        .find(|e| e.to_string().contains(&build.sk))
+        .expect("the first build's INSERT batch");
+    let record = &mut batch["Records"][0]["dynamodb"];
+    record["NewImage"]["sk"] = json!({"S": done.sk});
+    record["Keys"]["sk"] = json!({"S": done.sk});
+    record["NewImage"]["status"] = json!({"S": "PENDING"});
+    record["NewImage"]
+        .as_object_mut()
+        .unwrap()
+        .remove("error_msg");
+    record["SequenceNumber"] = json!("4200000000000000000002");
+    let response = stack.pipeline.trigger_build.invoke(&batch).await.unwrap();
+    assert_eq!(
+        response["batchItemFailures"],
+        json!([]),
+        "a start failure is handled, not retried: {response}"
+    );
+    let after = store.get(&done.key()).await.unwrap().unwrap();
+    assert_eq!(
+        after.status,
+        BuildStatus::Success,
+        "late retry left SUCCESS alone: {after:?}"
+    );
+    assert_eq!(after.error_msg, None);
+}

@@ -1,0 +1,9 @@
+//! End-to-end tests of the suite against moto server. Each test starts its
+//! own emulator and pipeline; the functions are the real binaries.
+
+mod approval;
+mod bad_input;
+mod build_store;
+mod concurrency;
+mod delivery;
+mod deploy;
