@@ -1,0 +1,74 @@
+# Deployer: build, test, lint, package and run the suite.
+# Everything a fresh machine needs is installed by `make setup` (run by the
+# targets that need it): a Python venv with pinned moto server, cargo-lambda,
+# cfn-lint and checkov, and the npm ASL linter.
+
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP_PY := $(VENV)/.installed
+STAMP_NPM := node_modules/.installed
+ARCH ?= arm64
+DIST := dist
+FUNCTIONS := s3-trigger trigger-build
+ENV ?= dev
+KEEP ?=
+
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+.PHONY: setup build test unit e2e lint fmt clippy template-lint package bench demo clean
+
+setup: $(STAMP_PY) $(STAMP_NPM)
+
+$(STAMP_PY): requirements-dev.txt
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+$(STAMP_NPM): package.json package-lock.json
+	npm ci --silent --no-audit --no-fund
+	touch $@
+
+# Debug binaries: the functions the local stack runs, the CLIs.
+build:
+	cargo build --bins
+
+# Unit tests, then the end-to-end suite against moto (each test starts its own).
+test: setup build template-lint
+	cargo test --workspace
+
+template-lint: setup
+	$(VENV)/bin/cfn-lint cloudformation.template examples/sample-app/cloudformation.template
+	node_modules/.bin/asl-validator --json-path state-machine/deployment.asl.json
+
+fmt:
+	cargo fmt --all -- --check
+
+clippy:
+	cargo clippy --workspace --all-targets -- -D warnings
+
+lint: setup fmt clippy template-lint
+	$(VENV)/bin/checkov --quiet --compact --framework cloudformation -f cloudformation.template
+
+# Release zips for Lambda (cargo-lambda, cross-compiled with zig).
+package: setup
+	cargo lambda build --release --$(ARCH) $(addprefix --bin ,$(FUNCTIONS)) --output-format zip
+	mkdir -p $(DIST)
+	for f in $(FUNCTIONS); do cp target/lambda/$$f/bootstrap.zip $(DIST)/$$f.zip; done
+	cp state-machine/deployment.asl.json $(DIST)/
+	cd $(DIST) && sha256sum *.zip deployment.asl.json > SHA256SUMS && cat SHA256SUMS
+
+bench: setup
+	cargo build --release --bins
+	cargo build --release -p hello-lambda
+	$(PY) bench/run.py
+
+# The local demo: moto server, the pipeline, the sample app deployed.
+# `make demo KEEP=1` leaves the stack running.
+demo: setup build
+	target/debug/deployer-local demo --env $(ENV) $(if $(KEEP),--keep,)
+
+clean:
+	cargo clean
+	rm -rf $(DIST) $(VENV) node_modules
