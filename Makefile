@@ -59,10 +59,11 @@ package: setup
 	cp state-machine/deployment.asl.json $(DIST)/
 	cd $(DIST) && sha256sum *.zip deployment.asl.json > SHA256SUMS && cat SHA256SUMS
 
-bench: setup
+# Figures, not pass/fail: cold start and RSS beside a hello-world baseline,
+# zip sizes, upload-to-IN_PROGRESS latency. Builds release binaries first.
+bench: package
 	cargo build --release --bins
-	cargo build --release -p hello-lambda
-	$(PY) bench/run.py
+	target/release/deployer-bench
 
 # The local demo: moto server, the pipeline, the sample app deployed.
 # `make demo KEEP=1` leaves the stack running.

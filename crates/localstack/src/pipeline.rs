@@ -77,6 +77,8 @@ pub struct Pipeline {
     pub s3_trigger: Arc<Function>,
     pub trigger_build: Arc<Function>,
     pub stream_mapping: StreamMapping,
+    /// How each function was started (for starting extra instances).
+    pub function_specs: Vec<FunctionSpec>,
     pub dead_letters: DeadLetters,
     pub delivered: DeliveryLog,
     pub sdk: aws_config::SdkConfig,
@@ -120,7 +122,7 @@ impl Pipeline {
                 .as_ref()
                 .map(|dir| dir.join(format!("{}-{name}.log", options.env)))
         };
-        let s3_trigger = Function::serve(
+        let function_specs = vec![
             FunctionSpec {
                 name: format!("{}-deployer-s3-trigger", options.env),
                 binary: binaries("s3-trigger")?,
@@ -128,10 +130,6 @@ impl Pipeline {
                 timeout: Duration::from_secs(template.function_timeout("S3TriggerFunction")),
                 log_file: log("s3-trigger"),
             },
-            REGION,
-        )
-        .await?;
-        let trigger_build = Function::serve(
             FunctionSpec {
                 name: format!("{}-deployer-trigger-build", options.env),
                 binary: binaries("trigger-build")?,
@@ -139,9 +137,9 @@ impl Pipeline {
                 timeout: Duration::from_secs(template.function_timeout("TriggerBuildFunction")),
                 log_file: log("trigger-build"),
             },
-            REGION,
-        )
-        .await?;
+        ];
+        let s3_trigger = Function::serve(function_specs[0].clone(), REGION).await?;
+        let trigger_build = Function::serve(function_specs[1].clone(), REGION).await?;
         let stream_mapping = template.stream_mapping("TriggerBuildEventSourceMapping")?;
         let dead_letters = DeadLetters::default();
         let delivered = DeliveryLog::default();
@@ -168,6 +166,7 @@ impl Pipeline {
             s3_trigger,
             trigger_build,
             stream_mapping,
+            function_specs,
             dead_letters,
             delivered,
             sdk,

@@ -1,0 +1,221 @@
+//! `deployer-bench`: figures for `make bench` (not pass/fail).
+//!
+//! - cold start (init, init + first invocation) and peak RSS of each function
+//!   under the loopback Runtime API, beside `hello-lambda` (same runtime, same
+//!   SDK clients, same release profile) measured in the same run;
+//! - release zip sizes from `dist/` (`make package`);
+//! - time from upload to IN_PROGRESS on the local stack, median of 20 builds.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use builddao::BuildStatus;
+use localstack::runtime::{Function, FunctionSpec};
+use localstack::{Emulator, Pipeline, PipelineOptions};
+use serde_json::{json, Value};
+
+const COLD_RUNS: usize = 10;
+const LATENCY_BUILDS: usize = 20;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let root = std::env::current_dir()?;
+    let emulator = Arc::new(Emulator::start(&root, None).await?);
+    emulator.enable_state_machine_execution().await?;
+    let mut options =
+        PipelineOptions::new(root.clone(), "dev").parameter("PollIntervalSeconds", "1");
+    options.profile = "release".into();
+    let pipeline = Pipeline::start(emulator.clone(), options).await?;
+    let template = std::fs::read(root.join("examples/sample-app/cloudformation.template"))?;
+
+    // A real build to replay into trigger-build.
+    pipeline
+        .upload(
+            "bench/main/1.abcd/",
+            &[
+                ("cloudformation.template", template.clone()),
+                (
+                    "cloudformation-params.json",
+                    br#"{"Greeting": "bench"}"#.to_vec(),
+                ),
+            ],
+        )
+        .await?;
+    let builds = pipeline.builds();
+    let first =
+        localstack::emulator::wait_until("bench build", Duration::from_secs(30), || async {
+            Ok(builds.latest("bench", "dev").await?)
+        })
+        .await?;
+    let stream_batch =
+        localstack::emulator::wait_until("its stream batch", Duration::from_secs(30), || async {
+            Ok(pipeline
+                .delivered
+                .events(pipeline.trigger_build.name())
+                .into_iter()
+                .find(|e| e.to_string().contains(&first.sk)))
+        })
+        .await?;
+
+    println!(
+        "Cold start under the loopback Runtime API ({COLD_RUNS} cold starts each, median; RSS max)"
+    );
+    println!(
+        "{:<16} {:>10} {:>22} {:>14}",
+        "function", "init ms", "init + 1st invoke ms", "peak RSS MB"
+    );
+    let hello_spec = FunctionSpec {
+        name: "hello-lambda".into(),
+        binary: root.join("target/release/hello-lambda"),
+        env: pipeline.function_specs[0].env.clone(),
+        timeout: Duration::from_secs(30),
+        log_file: None,
+    };
+    let s3_spec = pipeline.function_specs[0].clone();
+    let tb_spec = pipeline.function_specs[1].clone();
+    let mut version = 100u64;
+    let mut hello_init = 0.0;
+    for (label, spec) in [
+        ("hello-lambda", hello_spec),
+        ("s3-trigger", s3_spec),
+        ("trigger-build", tb_spec),
+    ] {
+        let function = Function::serve(spec, localstack::emulator::REGION).await?;
+        let mut inits = Vec::new();
+        let mut totals = Vec::new();
+        let mut rss = 0u64;
+        for _ in 0..COLD_RUNS {
+            let event = match label {
+                "s3-trigger" => {
+                    // A fresh upload each time; the pipeline's own s3-trigger
+                    // sees it too, which does not affect this instance.
+                    version += 1;
+                    let prefix = format!("bench/main/{version}.abcd/");
+                    put(
+                        &pipeline,
+                        &format!("{prefix}cloudformation.template"),
+                        template.clone(),
+                    )
+                    .await?;
+                    let key = format!("{prefix}cloudformation-params.json");
+                    put(&pipeline, &key, br#"{"Greeting": "bench"}"#.to_vec()).await?;
+                    s3_event(&pipeline.resources.bucket, &key)
+                }
+                "trigger-build" => stream_batch.clone(),
+                _ => json!({}),
+            };
+            function.stop().await;
+            function
+                .invoke(&event)
+                .await
+                .map_err(|e| anyhow::anyhow!("{label}: {e}"))?;
+            let figures = function.figures().await;
+            inits.push(figures.init.as_secs_f64() * 1000.0);
+            totals.push(
+                figures
+                    .init_and_first_invoke
+                    .unwrap_or_default()
+                    .as_secs_f64()
+                    * 1000.0,
+            );
+            rss = rss.max(function.peak_rss_kib().await.unwrap_or(0));
+        }
+        function.stop().await;
+        let init = median(&mut inits);
+        if label == "hello-lambda" {
+            hello_init = init;
+        }
+        let ratio = if hello_init > 0.0 {
+            format!("  ({:.2}x hello init)", init / hello_init)
+        } else {
+            String::new()
+        };
+        println!(
+            "{:<16} {:>10.1} {:>22.1} {:>14.1}{ratio}",
+            label,
+            init,
+            median(&mut totals),
+            rss as f64 / 1024.0
+        );
+    }
+
+    println!("\nRelease zips (dist/, from `make package`)");
+    for name in ["s3-trigger", "trigger-build"] {
+        let path = root.join("dist").join(format!("{name}.zip"));
+        match std::fs::metadata(&path) {
+            Ok(meta) => println!("{:<16} {:>8.2} MB", name, meta.len() as f64 / 1_048_576.0),
+            Err(_) => println!("{:<16} {:>8} (run make package)", name, "-"),
+        }
+    }
+
+    println!("\nUpload -> IN_PROGRESS on the local stack ({LATENCY_BUILDS} builds)");
+    let mut latencies = Vec::new();
+    for i in 0..LATENCY_BUILDS {
+        let repo = format!("lat{i}");
+        let prefix = format!("{repo}/main/1.abcd/");
+        put(
+            &pipeline,
+            &format!("{prefix}cloudformation.template"),
+            template.clone(),
+        )
+        .await?;
+        let started = Instant::now();
+        put(
+            &pipeline,
+            &format!("{prefix}cloudformation-params.json"),
+            br#"{"Greeting": "x"}"#.to_vec(),
+        )
+        .await?;
+        loop {
+            if let Some(build) = builds.latest(&repo, "dev").await? {
+                if build.status != BuildStatus::Pending {
+                    break;
+                }
+            }
+            if started.elapsed() > Duration::from_secs(30) {
+                anyhow::bail!("{repo} did not start within 30s");
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        latencies.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    let median_ms = median(&mut latencies);
+    println!(
+        "median {median_ms:.0} ms, min {:.0} ms, max {:.0} ms (includes the local stack's 150 ms queue and stream polls)",
+        latencies.first().copied().unwrap_or_default(),
+        latencies.last().copied().unwrap_or_default()
+    );
+    pipeline.stop().await;
+    Ok(())
+}
+
+async fn put(pipeline: &Pipeline, key: &str, body: Vec<u8>) -> anyhow::Result<()> {
+    pipeline
+        .s3()
+        .put_object()
+        .bucket(&pipeline.resources.bucket)
+        .key(key)
+        .body(body.into())
+        .send()
+        .await
+        .with_context(|| format!("uploading {key}"))?;
+    Ok(())
+}
+
+fn s3_event(bucket: &str, key: &str) -> Value {
+    let record = json!({
+        "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1",
+        "eventTime": "2026-11-23T10:00:00.000Z", "eventName": "ObjectCreated:Put",
+        "s3": {"s3SchemaVersion": "1.0", "configurationId": "bench",
+               "bucket": {"name": bucket, "arn": format!("arn:aws:s3:::{bucket}")},
+               "object": {"key": key, "size": 20, "eTag": "0123456789abcdef0123456789abcdef"}}
+    });
+    json!({"Records": [localstack::delivery::complete_s3_record(record)]})
+}
+
+/// Sorts in place and returns the median.
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(|a, b| a.total_cmp(b));
+    values.get(values.len() / 2).copied().unwrap_or_default()
+}
