@@ -127,11 +127,27 @@ pub async fn invoke_async(
     dead.push(json!({"function": function.name(), "event": event}));
 }
 
-/// Polls the local S3 event queue and delivers each notification.
-pub async fn run_s3_delivery(
+/// How a queued message becomes the event a function receives.
+pub type Shape = fn(Value) -> Option<Value>;
+
+/// S3 notifications: moto's body, completed to the AWS record shape.
+pub fn s3_notification(body: Value) -> Option<Value> {
+    let records = body.get("Records")?.as_array()?;
+    Some(json!({"Records": records.iter().cloned().map(complete_s3_record).collect::<Vec<_>>()}))
+}
+
+/// EventBridge events: the body is the event as the target receives it.
+pub fn eventbridge_event(body: Value) -> Option<Value> {
+    body.get("detail-type").is_some().then_some(body)
+}
+
+/// Polls a local queue the emulator fills and invokes `function`
+/// asynchronously with each message, shaped by `shape`.
+pub async fn run_queue_delivery(
     emulator: Arc<Emulator>,
     queue_url: String,
     function: Arc<Function>,
+    shape: Shape,
     dead: DeadLetters,
     log: DeliveryLog,
 ) {
@@ -150,7 +166,7 @@ pub async fn run_s3_delivery(
                 .cloned()
                 .unwrap_or_default(),
             Err(err) => {
-                warn!(error = %err, "reading the S3 event queue failed");
+                warn!(error = %err, queue = %queue_url, "reading a local delivery queue failed");
                 Vec::new()
             }
         };
@@ -164,10 +180,7 @@ pub async fn run_s3_delivery(
                 .and_then(Value::as_str)
                 .and_then(|b| serde_json::from_str(b).ok())
                 .unwrap_or(Value::Null);
-            if let Some(records) = body.get("Records").and_then(Value::as_array) {
-                let event = json!({
-                    "Records": records.iter().cloned().map(complete_s3_record).collect::<Vec<_>>()
-                });
+            if let Some(event) = shape(body) {
                 invoke_async(&function, &event, Duration::from_secs(1), &dead, &log).await;
             }
             if let Some(handle) = message.get("ReceiptHandle").and_then(Value::as_str) {

@@ -16,6 +16,7 @@ use tokio::task::JoinHandle;
 
 use crate::delivery::{self, DeadLetters, DeliveryLog};
 use crate::emulator::{Emulator, REGION};
+use crate::http_doubles::{FaultProxy, WebhookSink};
 use crate::runtime::{built_binary, Function, FunctionSpec};
 use crate::wiring::{StreamMapping, Template};
 
@@ -69,6 +70,8 @@ pub struct Resources {
     pub state_machine_arn: String,
     pub approval_topic_arn: String,
     pub s3_event_queue_url: String,
+    pub dispatch_table: String,
+    pub events_queue_url: String,
 }
 
 pub struct Pipeline {
@@ -76,6 +79,11 @@ pub struct Pipeline {
     pub resources: Resources,
     pub s3_trigger: Arc<Function>,
     pub trigger_build: Arc<Function>,
+    pub ci_dispatch: Arc<Function>,
+    /// Stands in front of ECS for ci-dispatch: records calls, injects faults.
+    pub ecs_proxy: FaultProxy,
+    /// Where ci-dispatch posts its Slack messages.
+    pub slack: WebhookSink,
     pub stream_mapping: StreamMapping,
     /// How each function was started (for starting extra instances).
     pub function_specs: Vec<FunctionSpec>,
@@ -122,7 +130,7 @@ impl Pipeline {
                 .as_ref()
                 .map(|dir| dir.join(format!("{}-{name}.log", options.env)))
         };
-        let function_specs = vec![
+        let mut function_specs = vec![
             FunctionSpec {
                 name: format!("{}-deployer-s3-trigger", options.env),
                 binary: binaries("s3-trigger")?,
@@ -138,16 +146,47 @@ impl Pipeline {
                 log_file: log("trigger-build"),
             },
         ];
+        let ecs_proxy = FaultProxy::start(&emulator.endpoint).await?;
+        let slack = WebhookSink::start().await?;
+        let mut dispatch_env = env_for("CiDispatchFunction")?;
+        dispatch_env.retain(|(k, _)| {
+            k != "SLACK_WEBHOOK_PARAMETER" || options.env_overrides.iter().any(|(_, n, _)| n == k)
+        });
+        for (name, value) in [
+            ("AWS_ENDPOINT_URL_ECS", ecs_proxy.endpoint.clone()),
+            ("SLACK_WEBHOOK_URL", slack.url.clone()),
+        ] {
+            if !dispatch_env.iter().any(|(k, _)| k == name) {
+                dispatch_env.push((name.to_owned(), value));
+            }
+        }
+        function_specs.push(FunctionSpec {
+            name: format!("{}-deployer-ci-dispatch", options.env),
+            binary: binaries("ci-dispatch")?,
+            env: dispatch_env,
+            timeout: Duration::from_secs(template.function_timeout("CiDispatchFunction")),
+            log_file: log("ci-dispatch"),
+        });
         let s3_trigger = Function::serve(function_specs[0].clone(), REGION).await?;
+        let ci_dispatch = Function::serve(function_specs[2].clone(), REGION).await?;
         let trigger_build = Function::serve(function_specs[1].clone(), REGION).await?;
         let stream_mapping = template.stream_mapping("TriggerBuildEventSourceMapping")?;
         let dead_letters = DeadLetters::default();
         let delivered = DeliveryLog::default();
         let tasks = vec![
-            tokio::spawn(delivery::run_s3_delivery(
+            tokio::spawn(delivery::run_queue_delivery(
                 emulator.clone(),
                 resources.s3_event_queue_url.clone(),
                 s3_trigger.clone(),
+                delivery::s3_notification,
+                dead_letters.clone(),
+                delivered.clone(),
+            )),
+            tokio::spawn(delivery::run_queue_delivery(
+                emulator.clone(),
+                resources.events_queue_url.clone(),
+                ci_dispatch.clone(),
+                delivery::eventbridge_event,
                 dead_letters.clone(),
                 delivered.clone(),
             )),
@@ -165,6 +204,9 @@ impl Pipeline {
             resources,
             s3_trigger,
             trigger_build,
+            ci_dispatch,
+            ecs_proxy,
+            slack,
             stream_mapping,
             function_specs,
             dead_letters,
@@ -214,12 +256,31 @@ impl Pipeline {
         Ok(())
     }
 
+    /// `PutEvents` on the default bus, as `aws events put-events` does.
+    pub async fn put_events(&self, entries: &[Value]) -> anyhow::Result<Value> {
+        let entries: Vec<Value> = entries
+            .iter()
+            .map(|e| {
+                json!({
+                    "Source": e["source"],
+                    "DetailType": e["detail-type"],
+                    "Detail": e["detail"].to_string(),
+                    "Resources": e.get("resources").cloned().unwrap_or(json!([])),
+                })
+            })
+            .collect();
+        self.emulator
+            .json_call("events", "AWSEvents.PutEvents", json!({"Entries": entries}))
+            .await
+    }
+
     pub async fn stop(&self) {
         for task in &self.tasks {
             task.abort();
         }
         self.s3_trigger.stop().await;
         self.trigger_build.stop().await;
+        self.ci_dispatch.stop().await;
     }
 }
 
@@ -410,6 +471,55 @@ async fn provision(
     let state_machine_arn = created.state_machine_arn().to_owned();
     template.set("DeploymentStateMachine", state_machine_arn.clone());
 
+    // ci-dispatch: its table, and its EventBridge rules delivered through a
+    // local queue (moto matches the patterns; it cannot invoke the function).
+    let dispatch_table = name_of(template, "DispatchTable", "TableName")?;
+    dynamodb
+        .create_table()
+        .table_name(&dispatch_table)
+        .attribute_definitions(string_key("id")?)
+        .key_schema(key("id", KeyType::Hash)?)
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await
+        .with_context(|| format!("creating table {dispatch_table}"))?;
+    template.set("DispatchTable", dispatch_table.clone());
+    let events_queue = format!("{env}-deployer-local-events");
+    let created = emulator
+        .json_call(
+            "sqs",
+            "AmazonSQS.CreateQueue",
+            json!({"QueueName": events_queue}),
+        )
+        .await?;
+    let events_queue_url = created
+        .get("QueueUrl")
+        .and_then(Value::as_str)
+        .context("CreateQueue returned no QueueUrl")?
+        .to_owned();
+    let events_queue_arn = format!(
+        "arn:aws:sqs:{REGION}:{}:{events_queue}",
+        crate::emulator::ACCOUNT_ID
+    );
+    for (name, pattern) in template.rules_targeting("CiDispatchFunction") {
+        emulator
+            .json_call(
+                "events",
+                "AWSEvents.PutRule",
+                json!({"Name": name, "EventPattern": pattern.to_string(), "State": "ENABLED"}),
+            )
+            .await
+            .with_context(|| format!("creating rule {name}"))?;
+        emulator
+            .json_call(
+                "events",
+                "AWSEvents.PutTargets",
+                json!({"Rule": name, "Targets": [{"Id": "local-delivery", "Arn": events_queue_arn}]}),
+            )
+            .await
+            .with_context(|| format!("targeting rule {name}"))?;
+    }
+
     Ok(Resources {
         env,
         bucket,
@@ -419,6 +529,8 @@ async fn provision(
         state_machine_arn,
         approval_topic_arn,
         s3_event_queue_url,
+        dispatch_table,
+        events_queue_url,
     })
 }
 

@@ -187,6 +187,54 @@ impl Template {
         }
     }
 
+    /// Resolves intrinsics anywhere inside a JSON value (event patterns).
+    pub fn resolve_deep(&self, value: &Value) -> Value {
+        match value {
+            Value::Object(map)
+                if map.len() == 1 && map.keys().all(|k| k == "Ref" || k.starts_with("Fn::")) =>
+            {
+                Value::String(self.resolve(value))
+            }
+            Value::Object(map) => Value::Object(
+                map.iter()
+                    .map(|(k, v)| (k.clone(), self.resolve_deep(v)))
+                    .collect(),
+            ),
+            Value::Array(items) => {
+                Value::Array(items.iter().map(|v| self.resolve_deep(v)).collect())
+            }
+            other => other.clone(),
+        }
+    }
+
+    /// EventBridge rules with a target on `function_id`: (rule name, pattern).
+    pub fn rules_targeting(&self, function_id: &str) -> Vec<(String, Value)> {
+        let Some(resources) = self.doc.get("Resources").and_then(Value::as_object) else {
+            return Vec::new();
+        };
+        resources
+            .values()
+            .filter(|r| r.get("Type").and_then(Value::as_str) == Some("AWS::Events::Rule"))
+            .filter_map(|r| r.get("Properties"))
+            .filter(|props| {
+                props
+                    .get("Targets")
+                    .and_then(Value::as_array)
+                    .is_some_and(|targets| {
+                        targets.iter().any(|t| {
+                            t.pointer("/Arn/Fn::GetAtt/0").and_then(Value::as_str)
+                                == Some(function_id)
+                        })
+                    })
+            })
+            .filter_map(|props| {
+                let name = self.resolve(props.get("Name")?);
+                let pattern = self.resolve_deep(props.get("EventPattern")?);
+                Some((name, pattern))
+            })
+            .collect()
+    }
+
     fn lookup(&self, name: &str) -> String {
         match name {
             "AWS::Region" => crate::emulator::REGION.to_owned(),

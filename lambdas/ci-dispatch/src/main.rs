@@ -1,0 +1,84 @@
+use std::time::Duration;
+
+use aws_config::retry::RetryConfig;
+use ci_dispatch::config::{Config, Secret};
+use ci_dispatch::memory::Memory;
+use ci_dispatch::Dispatcher;
+use lambda_runtime::{service_fn, Error, LambdaEvent};
+use notify::{Notifier, SecretUrl, Target};
+use serde_json::Value;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    lambda_runtime::tracing::init_default_subscriber();
+    let config = Config::from_env()?;
+    let aws = aws_config::load_from_env().await;
+    // Throttling and 5xx are retried with exponential backoff and jitter by
+    // the SDK's standard mode; other errors are not retried.
+    let ecs_config = aws_sdk_ecs::config::Builder::from(&aws)
+        .retry_config(
+            RetryConfig::standard()
+                .with_max_attempts(5)
+                .with_initial_backoff(Duration::from_millis(200))
+                .with_max_backoff(Duration::from_secs(5)),
+        )
+        .build();
+    let ecs = aws_sdk_ecs::Client::from_conf(ecs_config);
+    let dynamodb = aws_sdk_dynamodb::Client::new(&aws);
+    let ssm = aws_sdk_ssm::Client::new(&aws);
+
+    let mut targets = Vec::new();
+    if let Some(secret) = &config.slack_webhook {
+        targets.push(Target::Slack(SecretUrl::new(resolve(&ssm, secret).await?)?));
+    }
+    if let Some(secret) = &config.webhook {
+        targets.push(Target::Webhook(SecretUrl::new(
+            resolve(&ssm, secret).await?,
+        )?));
+    }
+    let dispatcher = Dispatcher {
+        memory: Memory::new(
+            dynamodb.clone(),
+            &config.dispatch_table,
+            config.dedupe_ttl_seconds,
+        ),
+        builds: config
+            .builds_table
+            .as_ref()
+            .map(|table| builddao::BuildStore::new(dynamodb.clone(), table)),
+        notifier: Notifier::new(targets)?,
+        ecs,
+        dynamodb,
+        config,
+    };
+    lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
+        let dispatcher = &dispatcher;
+        async move { dispatcher.handle(event.payload).await }
+    }))
+    .await
+}
+
+/// Reads a webhook URL: given directly, or from an SSM SecureString.
+async fn resolve(ssm: &aws_sdk_ssm::Client, secret: &Secret) -> Result<String, Error> {
+    match secret {
+        Secret::Value(url) => Ok(url.clone()),
+        Secret::Parameter(name) => {
+            let out = ssm
+                .get_parameter()
+                .name(name)
+                .with_decryption(true)
+                .send()
+                .await
+                .map_err(|e| {
+                    format!(
+                        "reading SSM parameter {name}: {}",
+                        aws_sdk_ssm::error::DisplayErrorContext(&e)
+                    )
+                })?;
+            out.parameter()
+                .and_then(|p| p.value())
+                .map(str::to_owned)
+                .ok_or_else(|| format!("SSM parameter {name} has no value").into())
+        }
+    }
+}
