@@ -10,7 +10,7 @@ STAMP_PY := $(VENV)/.installed
 STAMP_NPM := node_modules/.installed
 ARCH ?= arm64
 DIST := dist
-FUNCTIONS := s3-trigger trigger-build
+FUNCTIONS := s3-trigger trigger-build ci-dispatch
 ENV ?= dev
 KEEP ?=
 

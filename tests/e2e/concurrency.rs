@@ -4,8 +4,8 @@ use builddao::BuildStatus;
 use deployer_e2e::{param, sample_template, TestStack};
 use serde_json::json;
 
-/// The span an execution held the stack lock: AcquireLock's success until
-/// ReleaseLock's end (or None if it never held it).
+/// The span an execution held the stack lock: its last AcquireLock until
+/// ReleaseLock's end (or None if it never released one, i.e. never held it).
 async fn lock_span(stack: &TestStack, execution_arn: &str) -> Option<(f64, f64)> {
     let history = stack
         .sfn()

@@ -7,3 +7,4 @@ mod build_store;
 mod concurrency;
 mod delivery;
 mod deploy;
+mod dispatch;

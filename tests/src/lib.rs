@@ -245,3 +245,65 @@ pub fn s3_put_event(bucket: &str, encoded_key: &str) -> Value {
     });
     json!({"Records": [localstack::delivery::complete_s3_record(record)]})
 }
+
+/// ECS resources of project `shop` in `dev`, named by the default patterns:
+/// cluster `shop_cluster_dev`; services api, worker and the backend; the
+/// api family has revisions 1..=10 so 9 and 10 coexist.
+pub async fn ecs_fixture(stack: &TestStack) {
+    stack
+        .pipeline
+        .ecs_fixture("shop", &[("api", 10), ("worker", 2), ("backend", 3)])
+        .await
+        .expect("ECS fixture");
+}
+
+/// An EventBridge event as AWS delivers it to a target.
+pub fn eventbridge(id: &str, source: &str, detail_type: &str, detail: Value) -> Value {
+    json!({
+        "version": "0",
+        "id": id,
+        "detail-type": detail_type,
+        "source": source,
+        "account": "123456789012",
+        "time": "2026-11-23T10:00:00Z",
+        "region": "us-east-1",
+        "resources": [],
+        "detail": detail
+    })
+}
+
+/// Waits until `n` UpdateService calls reached the emulator, then returns them.
+pub async fn update_service_calls(stack: &TestStack, n: usize) -> Vec<Value> {
+    let proxy = stack.pipeline.ecs_proxy.clone();
+    localstack::emulator::wait_until(
+        &format!("{n} UpdateService calls"),
+        Duration::from_secs(30),
+        || {
+            let proxy = proxy.clone();
+            async move {
+                let calls = proxy.forwarded("UpdateService");
+                Ok((calls.len() >= n).then_some(calls))
+            }
+        },
+    )
+    .await
+    .expect("UpdateService calls")
+}
+
+/// Waits until the Slack sink holds `n` messages, then returns them.
+pub async fn slack_messages(stack: &TestStack, n: usize) -> Vec<Value> {
+    let sink = stack.pipeline.slack.clone();
+    localstack::emulator::wait_until(
+        &format!("{n} Slack messages"),
+        Duration::from_secs(30),
+        || {
+            let sink = sink.clone();
+            async move {
+                let got: Vec<Value> = sink.received().into_iter().map(|(_, body)| body).collect();
+                Ok((got.len() >= n).then_some(got))
+            }
+        },
+    )
+    .await
+    .expect("Slack messages")
+}

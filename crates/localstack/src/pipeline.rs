@@ -274,6 +274,54 @@ impl Pipeline {
             .await
     }
 
+    /// A small ECS estate for project `project` in this environment, named
+    /// by the template's default patterns: a cluster and one service per
+    /// name, each family with `revisions` task definition revisions.
+    pub async fn ecs_fixture(
+        &self,
+        project: &str,
+        services: &[(&str, usize)],
+    ) -> anyhow::Result<()> {
+        let env = &self.resources.env;
+        let ecs = aws_sdk_ecs::Client::new(&self.sdk);
+        let cluster = format!("{project}_cluster_{env}");
+        ecs.create_cluster()
+            .cluster_name(&cluster)
+            .send()
+            .await
+            .context("creating the ECS cluster")?;
+        for (name, revisions) in services {
+            let family = if *name == "backend" {
+                format!("{project}_backend_{env}")
+            } else {
+                format!("{project}_service_{name}_{env}")
+            };
+            for _ in 0..*revisions {
+                ecs.register_task_definition()
+                    .family(&family)
+                    .container_definitions(
+                        aws_sdk_ecs::types::ContainerDefinition::builder()
+                            .name("app")
+                            .image(format!("123456789012.dkr.ecr.us-east-1.amazonaws.com/{project}_service_{name}:latest"))
+                            .memory(128)
+                            .build(),
+                    )
+                    .send()
+                    .await
+                    .with_context(|| format!("registering {family}"))?;
+            }
+            ecs.create_service()
+                .cluster(&cluster)
+                .service_name(&family)
+                .task_definition(format!("{family}:1"))
+                .desired_count(1)
+                .send()
+                .await
+                .with_context(|| format!("creating service {family}"))?;
+        }
+        Ok(())
+    }
+
     pub async fn stop(&self) {
         for task in &self.tasks {
             task.abort();

@@ -82,6 +82,30 @@ pub struct Function {
     invoke_lock: Mutex<()>,
     figures: Mutex<StartFigures>,
     counter: AtomicU64,
+    /// The process's last lines of output (what Lambda shows for a crash).
+    output: Arc<Mutex<std::collections::VecDeque<String>>>,
+}
+
+const OUTPUT_LINES: usize = 20;
+
+async fn keep_output(
+    stream: impl tokio::io::AsyncRead + Unpin,
+    mut file: Option<std::fs::File>,
+    output: Arc<Mutex<std::collections::VecDeque<String>>>,
+) {
+    use std::io::Write;
+    use tokio::io::AsyncBufReadExt;
+    let mut lines = tokio::io::BufReader::new(stream).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        if let Some(file) = file.as_mut() {
+            let _ = writeln!(file, "{line}");
+        }
+        let mut kept = output.lock().await;
+        if kept.len() == OUTPUT_LINES {
+            kept.pop_front();
+        }
+        kept.push_back(line);
+    }
 }
 
 impl Function {
@@ -121,6 +145,7 @@ impl Function {
             invoke_lock: Mutex::new(()),
             figures: Mutex::new(StartFigures::default()),
             counter: AtomicU64::new(0),
+            output: Arc::new(Mutex::new(std::collections::VecDeque::new())),
         }))
     }
 
@@ -168,24 +193,33 @@ impl Function {
             .envs(self.spec.env.iter().map(|(k, v)| (k, v)))
             .kill_on_drop(true)
             .stdin(std::process::Stdio::null());
-        match &self.spec.log_file {
-            Some(path) => {
-                let file = std::fs::OpenOptions::new()
+        command
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = command
+            .spawn()
+            .with_context(|| format!("starting {}", self.spec.binary.display()))?;
+        let log_file = match &self.spec.log_file {
+            Some(path) => Some(
+                std::fs::OpenOptions::new()
                     .create(true)
                     .append(true)
                     .open(path)
-                    .with_context(|| format!("opening log file {}", path.display()))?;
-                command.stdout(file.try_clone()?).stderr(file);
-            }
-            None => {
-                command
-                    .stdout(std::process::Stdio::null())
-                    .stderr(std::process::Stdio::null());
-            }
+                    .with_context(|| format!("opening log file {}", path.display()))?,
+            ),
+            None => None,
+        };
+        self.output.lock().await.clear();
+        if let Some(stdout) = child.stdout.take() {
+            tokio::spawn(keep_output(
+                stdout,
+                log_file.as_ref().and_then(|f| f.try_clone().ok()),
+                self.output.clone(),
+            ));
         }
-        let child = command
-            .spawn()
-            .with_context(|| format!("starting {}", self.spec.binary.display()))?;
+        if let Some(stderr) = child.stderr.take() {
+            tokio::spawn(keep_output(stderr, log_file, self.output.clone()));
+        }
         *process = Some((child, Instant::now()));
         Ok(true)
     }
@@ -259,8 +293,14 @@ impl Function {
             };
             if let Some(status) = exited {
                 self.abandon(id).await;
+                // Let the output readers catch the last lines.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                let tail: Vec<String> = self.output.lock().await.iter().cloned().collect();
                 return Err(InvokeError::Crashed {
-                    message: format!("process exited with {status}"),
+                    message: format!(
+                        "process exited with {status}; last output:\n{}",
+                        tail.join("\n")
+                    ),
                 });
             }
             if Instant::now() > deadline {

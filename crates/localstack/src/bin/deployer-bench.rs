@@ -74,12 +74,16 @@ async fn main() -> anyhow::Result<()> {
     };
     let s3_spec = pipeline.function_specs[0].clone();
     let tb_spec = pipeline.function_specs[1].clone();
+    let dispatch_spec = pipeline.function_specs[2].clone();
+    pipeline.ecs_fixture("app", &[("api", 3)]).await?;
+    let mut event_id = 0u64;
     let mut version = 100u64;
     let mut hello_init = 0.0;
     for (label, spec) in [
         ("hello-lambda", hello_spec),
         ("s3-trigger", s3_spec),
         ("trigger-build", tb_spec),
+        ("ci-dispatch", dispatch_spec),
     ] {
         let function = Function::serve(spec, localstack::emulator::REGION).await?;
         let mut inits = Vec::new();
@@ -103,6 +107,10 @@ async fn main() -> anyhow::Result<()> {
                     s3_event(&pipeline.resources.bucket, &key)
                 }
                 "trigger-build" => stream_batch.clone(),
+                "ci-dispatch" => {
+                    event_id += 1;
+                    ssm_event(event_id)
+                }
                 _ => json!({}),
             };
             function.stop().await;
@@ -141,13 +149,36 @@ async fn main() -> anyhow::Result<()> {
     }
 
     println!("\nRelease zips (dist/, from `make package`)");
-    for name in ["s3-trigger", "trigger-build"] {
+    for name in ["s3-trigger", "trigger-build", "ci-dispatch"] {
         let path = root.join("dist").join(format!("{name}.zip"));
         match std::fs::metadata(&path) {
             Ok(meta) => println!("{:<16} {:>8.2} MB", name, meta.len() as f64 / 1_048_576.0),
             Err(_) => println!("{:<16} {:>8} (run make package)", name, "-"),
         }
     }
+
+    println!("\nci-dispatch handler time per event, warm, against the emulator (200 SSM change events: dedupe claim, DescribeTaskDefinition, UpdateService, deploy record, Slack post to a local sink)");
+    let dispatch = &pipeline.ci_dispatch;
+    dispatch
+        .invoke(&ssm_event(0))
+        .await
+        .map_err(|e| anyhow::anyhow!("ci-dispatch: {e}"))?;
+    let mut handler_ms = Vec::new();
+    for i in 0..200u64 {
+        let event = ssm_event(10_000 + i);
+        let started = Instant::now();
+        dispatch
+            .invoke(&event)
+            .await
+            .map_err(|e| anyhow::anyhow!("ci-dispatch: {e}"))?;
+        handler_ms.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    let median_ms = median(&mut handler_ms);
+    println!(
+        "median {median_ms:.1} ms, p90 {:.1} ms, max {:.1} ms",
+        handler_ms[handler_ms.len() * 9 / 10],
+        handler_ms.last().copied().unwrap_or_default()
+    );
 
     println!("\nUpload -> IN_PROGRESS on the local stack ({LATENCY_BUILDS} builds)");
     let mut latencies = Vec::new();
@@ -201,6 +232,15 @@ async fn put(pipeline: &Pipeline, key: &str, body: Vec<u8>) -> anyhow::Result<()
         .await
         .with_context(|| format!("uploading {key}"))?;
     Ok(())
+}
+
+fn ssm_event(id: u64) -> Value {
+    json!({
+        "version": "0", "id": format!("bench-{id}"), "detail-type": "Parameter Store Change",
+        "source": "aws.ssm", "account": "123456789012", "time": "2026-11-23T10:00:00Z",
+        "region": "us-east-1", "resources": [],
+        "detail": {"operation": "Update", "name": "/dev/app/api/SETTING", "type": "String"}
+    })
 }
 
 fn s3_event(bucket: &str, key: &str) -> Value {

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
+use localstack::emulator::wait_until;
 use localstack::{Emulator, Pipeline, PipelineOptions};
 
 #[derive(Parser)]
@@ -70,7 +71,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     println!("    artifact bucket  {}", r.bucket);
     println!("    builds table     {}", r.builds_table);
     println!("    state machine    {}", r.state_machine_arn);
-    println!("    functions        s3-trigger, trigger-build (logs in target/local/)");
+    println!("    functions        s3-trigger, trigger-build, ci-dispatch (logs in target/local/)");
 
     let sample = root.join("examples/sample-app");
     let version = format!("1.{:x}", std::process::id() as u64 * 0x9e37);
@@ -88,11 +89,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     pipeline.upload(&prefix, &files).await?;
 
     let builds = pipeline.builds();
-    let build =
-        localstack::emulator::wait_until("the build record", Duration::from_secs(30), || async {
-            Ok(builds.latest("sample-app", &env).await?)
-        })
-        .await?;
+    let build = wait_until("the build record", Duration::from_secs(30), || async {
+        Ok(builds.latest("sample-app", &env).await?)
+    })
+    .await?;
 
     println!(
         "==> following build {} with `deployer builds watch`",
@@ -121,6 +121,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         done.stack_name, done.parameters
     );
 
+    redeploy_on_image_push(&pipeline).await?;
+
     if keep {
         let exports: Vec<String> = pipeline
             .cli_env()
@@ -148,5 +150,91 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     pipeline.stop().await;
     drop(pipeline);
     drop(emulator);
+    Ok(())
+}
+
+/// ci-dispatch: an image pushed to ECR redeploys its ECS service, and Slack
+/// (a local sink here) hears when it starts and when ECS says it completed.
+async fn redeploy_on_image_push(pipeline: &Pipeline) -> anyhow::Result<()> {
+    println!(
+        "==> ECS: service app_service_web_{} on cluster app_cluster_{}",
+        pipeline.resources.env, pipeline.resources.env
+    );
+    pipeline.ecs_fixture("app", &[("web", 2)]).await?;
+    println!("==> pushing image app_service_web:latest (an ECR PUSH event on EventBridge)");
+    pipeline
+        .put_events(&[serde_json::json!({
+            "source": "aws.ecr",
+            "detail-type": "ECR Image Action",
+            "detail": {"action-type": "PUSH", "result": "SUCCESS", "repository-name": "app_service_web",
+                       "image-digest": "sha256:0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0", "image-tag": "latest"}
+        })])
+        .await?;
+    let proxy = pipeline.ecs_proxy.clone();
+    let call = wait_until("UpdateService", Duration::from_secs(30), || {
+        let proxy = proxy.clone();
+        async move { Ok(proxy.forwarded("UpdateService").into_iter().next()) }
+    })
+    .await?;
+    println!(
+        "    UpdateService {} on {} with {} (forceNewDeployment={})",
+        call["service"].as_str().unwrap_or_default(),
+        call["cluster"].as_str().unwrap_or_default(),
+        call["taskDefinition"].as_str().unwrap_or_default(),
+        call["forceNewDeployment"]
+    );
+    let sink = pipeline.slack.clone();
+    let started = wait_until("the Slack message", Duration::from_secs(30), || {
+        let sink = sink.clone();
+        async move { Ok(sink.received().into_iter().next()) }
+    })
+    .await?;
+    println!(
+        "    Slack <- {}",
+        started.1["text"]
+            .as_str()
+            .unwrap_or_default()
+            .replace('\n', " | ")
+    );
+
+    // ECS reports the rollout; the message that says "deployed" comes from ECS, not from UpdateService.
+    let ecs = aws_sdk_ecs::Client::new(&pipeline.sdk);
+    let env = &pipeline.resources.env;
+    let described = ecs
+        .describe_services()
+        .cluster(format!("app_cluster_{env}"))
+        .services(format!("app_service_web_{env}"))
+        .send()
+        .await?;
+    let deployment_id = described
+        .services()
+        .first()
+        .and_then(|s| s.deployments().first())
+        .and_then(|d| d.id())
+        .unwrap_or_default()
+        .to_owned();
+    println!("==> ECS reports deployment {deployment_id} COMPLETED (an ECS Deployment State Change event)");
+    pipeline
+        .put_events(&[serde_json::json!({
+            "source": "aws.ecs",
+            "detail-type": "ECS Deployment State Change",
+            "resources": [format!("arn:aws:ecs:us-east-1:123456789012:service/app_cluster_{env}/app_service_web_{env}")],
+            "detail": {"eventType": "INFO", "eventName": "SERVICE_DEPLOYMENT_COMPLETED", "deploymentId": deployment_id,
+                       "reason": "ECS deployment completed."}
+        })])
+        .await?;
+    let sink = pipeline.slack.clone();
+    let done = wait_until("the completion message", Duration::from_secs(30), || {
+        let sink = sink.clone();
+        async move { Ok(sink.received().into_iter().nth(1)) }
+    })
+    .await?;
+    println!(
+        "    Slack <- {}",
+        done.1["text"]
+            .as_str()
+            .unwrap_or_default()
+            .replace('\n', " | ")
+    );
     Ok(())
 }

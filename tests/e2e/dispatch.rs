@@ -1,0 +1,498 @@
+//! ci-dispatch against the emulator: events in through EventBridge rules,
+//! UpdateService calls observed at a recording proxy in front of ECS, Slack
+//! messages at a local sink.
+
+use std::time::Duration;
+
+use builddao::{BuildStatus, NewBuild};
+use deployer_e2e::{ecs_fixture, eventbridge, slack_messages, update_service_calls, TestStack};
+use localstack::{InvokeError, SinkMode};
+use serde_json::{json, Value};
+
+const ENV_FILES: &str = r#"{"api": [{"bucket": "shop-env", "key": "shared.env"}], "worker": [{"bucket": "shop-env", "key": "shared.env"}, {"bucket": "shop-env", "key": "worker.env"}]}"#;
+
+async fn shop(extra: &[(&str, &str)]) -> TestStack {
+    let mut params = vec![
+        ("ProjectName", "shop"),
+        ("EnvFilesBucket", "shop-env"),
+        ("EnvFiles", ENV_FILES),
+    ];
+    params.extend_from_slice(extra);
+    let stack = TestStack::start("dev", &params).await;
+    ecs_fixture(&stack).await;
+    stack
+}
+
+fn ecr_push(repository: &str, digest: &str, tag: &str) -> Value {
+    json!({"source": "aws.ecr", "detail-type": "ECR Image Action",
+           "detail": {"result": "SUCCESS", "repository-name": repository, "image-digest": digest, "action-type": "PUSH", "image-tag": tag}})
+}
+
+fn ssm_change(name: &str) -> Value {
+    json!({"source": "aws.ssm", "detail-type": "Parameter Store Change",
+           "detail": {"operation": "Update", "name": name, "type": "String", "description": ""}})
+}
+
+fn manual(service: &str, extra: Value) -> Value {
+    let mut detail = json!({"service": service});
+    detail
+        .as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().cloned().unwrap_or_default());
+    json!({"source": "action.deploy", "detail-type": "DEPLOY", "detail": detail})
+}
+
+fn target(call: &Value) -> (String, String, String, bool) {
+    (
+        call["cluster"].as_str().unwrap_or_default().to_owned(),
+        call["service"].as_str().unwrap_or_default().to_owned(),
+        call["taskDefinition"]
+            .as_str()
+            .unwrap_or_default()
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .to_owned(),
+        call["forceNewDeployment"].as_bool().unwrap_or(false),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_source_redeploys_exactly_the_mapped_service_with_the_newest_revision() {
+    let stack = shop(&[]).await;
+    let p = &stack.pipeline;
+    let expect = |call: &Value, service: &str, revision: &str| {
+        assert_eq!(
+            target(call),
+            (
+                "shop_cluster_dev".into(),
+                service.into(),
+                revision.into(),
+                true
+            ),
+            "{call}"
+        );
+    };
+
+    p.put_events(&[ecr_push("shop_service_api", "sha256:aaa", "v1")])
+        .await
+        .unwrap();
+    let calls = update_service_calls(&stack, 1).await;
+    expect(&calls[0], "shop_service_api_dev", "shop_service_api_dev:10");
+
+    p.put_events(&[ssm_change("/dev/shop/worker/QUEUE_URL")])
+        .await
+        .unwrap();
+    let calls = update_service_calls(&stack, 2).await;
+    expect(
+        &calls[1],
+        "shop_service_worker_dev",
+        "shop_service_worker_dev:2",
+    );
+
+    // CloudTrail PutObject of an env file two services read: both, at once.
+    let cloudtrail = json!({"source": "aws.s3", "detail-type": "AWS API Call via CloudTrail",
+        "detail": {"eventSource": "s3.amazonaws.com", "eventName": "PutObject",
+                   "requestParameters": {"bucketName": "shop-env", "key": "shared.env"}}});
+    p.put_events(&[cloudtrail]).await.unwrap();
+    let calls = update_service_calls(&stack, 4).await;
+    let mut services: Vec<String> = calls[2..].iter().map(|c| target(c).1).collect();
+    services.sort();
+    assert_eq!(
+        services,
+        ["shop_service_api_dev", "shop_service_worker_dev"]
+    );
+
+    // An explicit task definition is honoured.
+    p.put_events(&[manual(
+        "api",
+        json!({"task_definition": "shop_service_api_dev:3", "reason": "roll back"}),
+    )])
+    .await
+    .unwrap();
+    let calls = update_service_calls(&stack, 5).await;
+    expect(&calls[4], "shop_service_api_dev", "shop_service_api_dev:3");
+
+    // The backend service from ECR, SSM and a manual event.
+    p.put_events(&[ecr_push("shop_backend", "sha256:bbb", "v1")])
+        .await
+        .unwrap();
+    update_service_calls(&stack, 6).await;
+    p.put_events(&[ssm_change("/dev/shop/backend/DATABASE_URL")])
+        .await
+        .unwrap();
+    update_service_calls(&stack, 7).await;
+    p.put_events(&[
+        json!({"source": "action.dev", "detail-type": "DEPLOY", "detail": {"service": "backend"}}),
+    ])
+    .await
+    .unwrap();
+    let calls = update_service_calls(&stack, 8).await;
+    for call in &calls[5..8] {
+        expect(call, "shop_backend_dev", "shop_backend_dev:3");
+    }
+
+    // Other projects and environments never reach the function's deploys.
+    p.put_events(&[
+        ecr_push("other_service_api", "sha256:ccc", "v1"),
+        ssm_change("/prd/shop/api/X"),
+    ])
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(p.ecs_proxy.forwarded("UpdateService").len(), 8);
+
+    // ECS reports the rollout COMPLETED: the loop closes with the context.
+    let deployment = aws_sdk_ecs::Client::new(&p.sdk)
+        .describe_services()
+        .cluster("shop_cluster_dev")
+        .services("shop_service_api_dev")
+        .send()
+        .await
+        .unwrap()
+        .services()[0]
+        .deployments()[0]
+        .id()
+        .unwrap()
+        .to_owned();
+    let before = p.slack.received().len();
+    p.put_events(&[json!({"source": "aws.ecs", "detail-type": "ECS Deployment State Change",
+        "resources": ["arn:aws:ecs:us-east-1:123456789012:service/shop_cluster_dev/shop_service_api_dev"],
+        "detail": {"eventType": "INFO", "eventName": "SERVICE_DEPLOYMENT_COMPLETED", "deploymentId": deployment,
+                   "updatedAt": "2026-11-23T10:05:00Z", "reason": "ECS deployment completed."}})])
+    .await
+    .unwrap();
+    let messages = slack_messages(&stack, before + 1).await;
+    let done = messages.last().unwrap().to_string();
+    assert!(
+        done.contains("Deployed shop_service_api_dev to dev"),
+        "{done}"
+    );
+    assert!(done.contains(&deployment), "{done}");
+    assert!(done.contains("#2EB67D"), "green for success: {done}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_event_or_a_second_tag_of_one_image_deploys_once() {
+    let stack = shop(&[]).await;
+    let p = &stack.pipeline;
+    let event = eventbridge(
+        "replayed-1",
+        "aws.ssm",
+        "Parameter Store Change",
+        json!({"operation": "Update", "name": "/dev/shop/api/X"}),
+    );
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        statuses.push(p.ci_dispatch.invoke(&event).await.unwrap()["status"].clone());
+    }
+    assert_eq!(
+        statuses,
+        [json!("done"), json!("duplicate"), json!("duplicate")]
+    );
+
+    p.put_events(&[
+        ecr_push("shop_service_worker", "sha256:same", "v2"),
+        ecr_push("shop_service_worker", "sha256:same", "latest"),
+    ])
+    .await
+    .unwrap();
+    update_service_calls(&stack, 2).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let calls = p.ecs_proxy.forwarded("UpdateService");
+    assert_eq!(
+        calls.len(),
+        2,
+        "one for the replayed event, one for the image: {calls:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttling_and_5xx_are_retried_but_an_unknown_service_is_reported_once() {
+    let stack = shop(&[]).await;
+    let p = &stack.pipeline;
+    p.ecs_proxy
+        .inject("UpdateService", 2, 400, "ThrottlingException");
+    p.ecs_proxy.inject(
+        "DescribeTaskDefinition",
+        1,
+        503,
+        "ServiceUnavailableException",
+    );
+    let result = p
+        .ci_dispatch
+        .invoke(&eventbridge(
+            "t-1",
+            "action.deploy",
+            "DEPLOY",
+            json!({"service": "api"}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(result["services"][0]["status"], "started", "{result}");
+    let attempts = p
+        .ecs_proxy
+        .calls()
+        .into_iter()
+        .filter(|c| c.operation == "UpdateService")
+        .count();
+    assert_eq!(attempts, 3, "two throttled attempts, then success");
+    assert_eq!(p.ecs_proxy.forwarded("UpdateService").len(), 1);
+
+    let before = p.slack.received().len();
+    let result = p
+        .ci_dispatch
+        .invoke(&eventbridge(
+            "t-2",
+            "action.deploy",
+            "DEPLOY",
+            json!({"service": "ghost", "task_definition": "shop_service_api_dev:1"}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(result["services"][0]["status"], "failed", "{result}");
+    assert!(
+        result["services"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("ServiceNotFound"),
+        "{result}"
+    );
+    let ghost_attempts = p
+        .ecs_proxy
+        .calls()
+        .into_iter()
+        .filter(|c| c.operation == "UpdateService" && c.body["service"] == "shop_service_ghost_dev")
+        .count();
+    assert_eq!(ghost_attempts, 1, "not retried");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let failures: Vec<_> = p.slack.received()[before..]
+        .iter()
+        .filter(|(_, body)| body.to_string().contains("ghost"))
+        .cloned()
+        .collect();
+    assert_eq!(failures.len(), 1, "reported once: {failures:?}");
+    // The same event again is a duplicate, not a second report.
+    let again = p
+        .ci_dispatch
+        .invoke(&eventbridge(
+            "t-2",
+            "action.deploy",
+            "DEPLOY",
+            json!({"service": "ghost"}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(again["status"], "duplicate");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_calls_no_update_service_and_says_dry_run() {
+    let stack = shop(&[("DryRun", "true")]).await;
+    let p = &stack.pipeline;
+    let result = p
+        .ci_dispatch
+        .invoke(&eventbridge(
+            "d-1",
+            "action.deploy",
+            "DEPLOY",
+            json!({"service": "api"}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(result["services"][0]["status"], "dry_run", "{result}");
+    assert_eq!(
+        result["services"][0]["task_definition"]
+            .as_str()
+            .unwrap()
+            .rsplit('/')
+            .next(),
+        Some("shop_service_api_dev:10")
+    );
+    assert!(p.ecs_proxy.forwarded("UpdateService").is_empty());
+    let message = slack_messages(&stack, 1).await[0].clone();
+    assert!(
+        message["text"].as_str().unwrap().contains("DRY RUN"),
+        "{message}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slack_gets_the_reason_intact_and_a_broken_webhook_never_stops_a_deploy() {
+    let stack = shop(&[]).await;
+    let p = &stack.pipeline;
+    let reason = "hotfix \"payments\" <urgent> & safe\nsecond line";
+    p.ci_dispatch
+        .invoke(&eventbridge(
+            "s-1",
+            "action.deploy",
+            "DEPLOY",
+            json!({"service": "api", "reason": reason}),
+        ))
+        .await
+        .unwrap();
+    let message = slack_messages(&stack, 1).await[0].clone();
+    assert!(
+        message["text"].as_str().unwrap().contains(reason),
+        "raw reason in the fallback text: {message}"
+    );
+    let blocks = message["attachments"][0]["blocks"].to_string();
+    assert!(
+        blocks.contains("hotfix \\\"payments\\\" &lt;urgent&gt; &amp; safe\\nsecond line"),
+        "escaped for mrkdwn: {blocks}"
+    );
+
+    p.slack.set_mode(SinkMode::Fail);
+    let result = p
+        .ci_dispatch
+        .invoke(&eventbridge(
+            "s-2",
+            "action.deploy",
+            "DEPLOY",
+            json!({"service": "worker"}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(result["services"][0]["status"], "started");
+    p.slack.set_mode(SinkMode::Hang);
+    let result = p
+        .ci_dispatch
+        .invoke(&eventbridge(
+            "s-3",
+            "action.deploy",
+            "DEPLOY",
+            json!({"service": "backend"}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(result["services"][0]["status"], "started");
+    assert_eq!(p.ecs_proxy.forwarded("UpdateService").len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_execution_fails_its_build_but_never_a_finished_one() {
+    let stack = shop(&[]).await;
+    let p = &stack.pipeline;
+    let store = stack.builds();
+    let mut keys = Vec::new();
+    for (n, status) in [(1u64, BuildStatus::InProgress), (2, BuildStatus::Success)] {
+        let mut build = NewBuild {
+            repo: "ledger".into(),
+            env: "dev".into(),
+            branch: "main".into(),
+            version: format!("{n}.abcd"),
+            build_number: n,
+            commit_hash: "abcd".into(),
+            artifact_bucket: p.resources.bucket.clone(),
+            artifact_prefix: format!("ledger/main/{n}.abcd/"),
+            parameters: Default::default(),
+            created_unix: 1_800_000_000 + n as i64,
+            origin: vec![n as u8],
+        }
+        .into_build(builddao::now_rfc3339());
+        build.status = status;
+        store.create(&build).await.unwrap();
+        keys.push(build);
+    }
+    for build in &keys {
+        let input =
+            json!({"build": {"pk": build.pk, "sk": build.sk}, "stack_name": build.stack_name});
+        p.put_events(&[json!({"source": "aws.states", "detail-type": "Step Functions Execution Status Change",
+            "detail": {"executionArn": format!("arn:aws:states:us-east-1:123456789012:execution:dev-deployer-deployment:{}", build.sk),
+                       "stateMachineArn": p.resources.state_machine_arn, "status": "ABORTED",
+                       "input": input.to_string(), "error": "States.Runtime", "cause": "stopped by an operator"}})])
+        .await
+        .unwrap();
+    }
+    let failed = stack.wait_terminal(&keys[0].key()).await;
+    assert_eq!(failed.status, BuildStatus::Failed);
+    let reason = failed.error_msg.unwrap();
+    assert!(
+        reason.contains("ABORTED") && reason.contains("stopped by an operator"),
+        "{reason}"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let untouched = store.get(&keys[1].key()).await.unwrap().unwrap();
+    assert_eq!(untouched.status, BuildStatus::Success);
+    assert_eq!(untouched.error_msg, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_events_are_rejected_without_a_retry_and_bad_config_fails_cold_start_listing_all()
+{
+    let stack = shop(&[]).await;
+    let p = &stack.pipeline;
+    let cases = [
+        (
+            json!({"id": "m-1", "source": "aws.ssm", "detail-type": "Parameter Store Change"}),
+            "detail is missing",
+        ),
+        (
+            eventbridge("m-2", "aws.health", "AWS Health Event", json!({})),
+            "no route for source",
+        ),
+        (
+            eventbridge(
+                "m-3",
+                "action.deploy",
+                "DEPLOY",
+                json!({"service": ["api"]}),
+            ),
+            "detail.service must be a string",
+        ),
+        (
+            eventbridge(
+                "m-4",
+                "aws.ecr",
+                "ECR Image Action",
+                json!({"action-type": "PUSH", "result": "SUCCESS", "repository-name": 7}),
+            ),
+            "repository-name must be a string",
+        ),
+        (json!("not an event"), "must be a JSON object"),
+    ];
+    p.ci_dispatch.invoke(&json!({})).await.ok();
+    let pid = p.ci_dispatch.pid().await;
+    for (event, expected) in cases {
+        let result = p
+            .ci_dispatch
+            .invoke(&event)
+            .await
+            .expect("bad input is not a function error");
+        assert_eq!(result["status"], "rejected", "{result}");
+        assert!(
+            result["error"].as_str().unwrap().contains(expected),
+            "{result}"
+        );
+    }
+    assert_eq!(p.ci_dispatch.pid().await, pid, "no panic, no restart");
+    assert!(p.ecs_proxy.forwarded("UpdateService").is_empty());
+
+    let mut spec = p.function_specs[2].clone();
+    spec.env
+        .retain(|(k, _)| !matches!(k.as_str(), "PROJECT" | "DISPATCH_TABLE"));
+    spec.env
+        .push(("SERVICE_PATTERN".into(), "{project}_{cluster}".into()));
+    spec.env.push(("DRY_RUN".into(), "perhaps".into()));
+    let broken = localstack::Function::serve(spec, "us-east-1")
+        .await
+        .unwrap();
+    match broken.invoke(&json!({})).await {
+        // main returns the configuration error before the runtime starts:
+        // the process exits and the error is its last output, as in Lambda.
+        Err(InvokeError::Crashed { message }) => {
+            for fragment in [
+                "PROJECT is required",
+                "DISPATCH_TABLE is required",
+                "unknown placeholder {cluster}",
+                "DRY_RUN must be true or false",
+            ] {
+                assert!(
+                    message.contains(fragment),
+                    "{fragment:?} missing from: {message}"
+                );
+            }
+        }
+        other => panic!("expected the cold start to fail, got {other:?}"),
+    }
+}
