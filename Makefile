@@ -61,9 +61,9 @@ package: setup
 
 # Figures, not pass/fail: cold start and RSS beside a hello-world baseline,
 # zip sizes, upload-to-IN_PROGRESS latency. Builds release binaries first.
-bench: package
-	cargo build --release --bins
-	target/release/deployer-bench
+bench: package build
+	cargo build --release $(addprefix -p ,$(FUNCTIONS)) -p hello-lambda
+	target/debug/deployer-bench
 
 # The local demo: moto server, the pipeline, the sample app deployed.
 # `make demo KEEP=1` leaves the stack running.
