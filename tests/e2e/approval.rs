@@ -1,8 +1,7 @@
 use std::time::Duration;
 
 use builddao::{Build, BuildStatus};
-use deployer_e2e::{sample_template, TestStack};
-use serde_json::json;
+use deployer_e2e::TestStack;
 
 /// Waits until the build awaits approval with its callback token stored.
 async fn awaiting(stack: &TestStack, build: &Build) -> Build {
@@ -29,26 +28,10 @@ async fn awaiting(stack: &TestStack, build: &Build) -> Build {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn production_waits_for_approval_then_deploys_or_fails_when_rejected() {
     let stack = TestStack::start("prd", &[("ApprovalTimeoutSeconds", "300")]).await;
-    stack
-        .upload(
-            "shop",
-            "main",
-            "1.aaaa",
-            &sample_template(),
-            json!({"Greeting": "ship it"}),
-        )
-        .await;
-    stack
-        .upload(
-            "cart",
-            "main",
-            "1.bbbb",
-            &sample_template(),
-            json!({"Greeting": "not yet"}),
-        )
-        .await;
+    let shop = stack.upload_sample("shop", "1.aaaa", "ship it").await;
+    let cart = stack.upload_sample("cart", "1.bbbb", "not yet").await;
 
-    let shop = awaiting(&stack, &stack.build_of("shop", "1.aaaa").await).await;
+    let shop = awaiting(&stack, &shop).await;
     let summary = shop.change_summary.clone().unwrap_or_default();
     assert!(
         summary.contains("GreetingParameter"),
@@ -73,7 +56,7 @@ async fn production_waits_for_approval_then_deploys_or_fails_when_rejected() {
     assert!(shop.approval_token.is_none());
     assert_eq!(stack.stack("prd-shop").await.unwrap().0, "CREATE_COMPLETE");
 
-    let cart = awaiting(&stack, &stack.build_of("cart", "1.bbbb").await).await;
+    let cart = awaiting(&stack, &cart).await;
     let out = stack
         .deployer(&["reject", "cart", &cart.sk, "--reason", "freeze week"])
         .await;
@@ -96,16 +79,7 @@ async fn production_waits_for_approval_then_deploys_or_fails_when_rejected() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unanswered_approval_times_out_as_failed() {
     let stack = TestStack::start("prd", &[("ApprovalTimeoutSeconds", "3")]).await;
-    stack
-        .upload(
-            "shop",
-            "main",
-            "1.aaaa",
-            &sample_template(),
-            json!({"Greeting": "hi"}),
-        )
-        .await;
-    let build = stack.build_of("shop", "1.aaaa").await;
+    let build = stack.upload_sample("shop", "1.aaaa", "hi").await;
     let done = stack.wait_terminal(&build.key()).await;
     assert_eq!(done.status, BuildStatus::Failed);
     assert!(

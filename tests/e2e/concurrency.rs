@@ -1,8 +1,7 @@
 //! One deployment per stack at a time; the newest build wins.
 
 use builddao::BuildStatus;
-use deployer_e2e::{param, sample_template, TestStack};
-use serde_json::json;
+use deployer_e2e::{param, TestStack};
 
 /// The span an execution held the stack lock: its last AcquireLock until
 /// ReleaseLock's end (or None if it never released one, i.e. never held it).
@@ -35,29 +34,11 @@ async fn lock_span(stack: &TestStack, execution_arn: &str) -> Option<(f64, f64)>
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_builds_of_one_stack_never_deploy_at_once_and_the_newer_wins() {
     let stack = TestStack::start("dev", &[]).await;
-    stack
-        .upload(
-            "shop",
-            "main",
-            "1.aaaa",
-            &sample_template(),
-            json!({"Greeting": "older"}),
-        )
-        .await;
+    let older = stack.upload_sample("shop", "1.aaaa", "older").await;
     // Seconds apart: a later upload time gives a later build key.
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-    stack
-        .upload(
-            "shop",
-            "main",
-            "2.bbbb",
-            &sample_template(),
-            json!({"Greeting": "newer"}),
-        )
-        .await;
+    let newer = stack.upload_sample("shop", "2.bbbb", "newer").await;
 
-    let older = stack.build_of("shop", "1.aaaa").await;
-    let newer = stack.build_of("shop", "2.bbbb").await;
     assert!(newer.sk > older.sk);
     let older = stack.wait_terminal(&older.key()).await;
     let newer = stack.wait_terminal(&newer.key()).await;

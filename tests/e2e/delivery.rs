@@ -2,22 +2,13 @@
 //! fails alone; start failures end the build, late retries change nothing.
 
 use builddao::BuildStatus;
-use deployer_e2e::{sample_template, TestStack};
-use serde_json::{json, Value};
+use deployer_e2e::TestStack;
+use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replayed_notifications_and_stream_batches_create_one_build_and_one_execution() {
     let stack = TestStack::start("dev", &[]).await;
-    stack
-        .upload(
-            "shop",
-            "main",
-            "1.aaaa",
-            &sample_template(),
-            json!({"Greeting": "hi"}),
-        )
-        .await;
-    let build = stack.build_of("shop", "1.aaaa").await;
+    let build = stack.upload_sample("shop", "1.aaaa", "hi").await;
     stack.wait_terminal(&build.key()).await;
 
     // The S3 notification as delivered, twice more (three in all).
@@ -38,13 +29,7 @@ async fn replayed_notifications_and_stream_batches_create_one_build_and_one_exec
     assert_eq!(page.builds.len(), 1, "one build after three deliveries");
 
     // The stream batch holding its INSERT, twice more.
-    let batch = stack
-        .pipeline
-        .delivered
-        .events(stack.pipeline.trigger_build.name())
-        .into_iter()
-        .find(|e| e.to_string().contains(&build.sk) && e.to_string().contains("\"INSERT\""))
-        .expect("INSERT batch delivered");
+    let batch = json!({"Records": [stack.delivered_insert(&build.sk)]});
     for _ in 0..2 {
         let response = stack.pipeline.trigger_build.invoke(&batch).await.unwrap();
         assert_eq!(response["batchItemFailures"], json!([]), "{response}");
@@ -62,39 +47,12 @@ async fn replayed_notifications_and_stream_batches_create_one_build_and_one_exec
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_malformed_record_fails_alone_and_its_batch_mates_start() {
     let stack = TestStack::start("dev", &[]).await;
-    stack
-        .upload(
-            "shop",
-            "main",
-            "1.aaaa",
-            &sample_template(),
-            json!({"Greeting": "a"}),
-        )
-        .await;
-    stack
-        .upload(
-            "cart",
-            "main",
-            "1.bbbb",
-            &sample_template(),
-            json!({"Greeting": "b"}),
-        )
-        .await;
-    let shop = stack.build_of("shop", "1.aaaa").await;
-    let cart = stack.build_of("cart", "1.bbbb").await;
+    let shop = stack.upload_sample("shop", "1.aaaa", "a").await;
+    let cart = stack.upload_sample("cart", "1.bbbb", "b").await;
     stack.wait_terminal(&shop.key()).await;
     stack.wait_terminal(&cart.key()).await;
 
-    let insert_of = |sk: &str| -> Value {
-        stack
-            .pipeline
-            .delivered
-            .events(stack.pipeline.trigger_build.name())
-            .iter()
-            .flat_map(|e| e["Records"].as_array().cloned().unwrap_or_default())
-            .find(|r| r["eventName"] == "INSERT" && r.to_string().contains(sk))
-            .expect("INSERT record")
-    };
+    let insert_of = |sk: &str| stack.delivered_insert(sk);
     let mut poison = insert_of(&shop.sk);
     poison["dynamodb"]["SequenceNumber"] = json!("4200000000000000000001");
     poison["dynamodb"]["NewImage"] =
@@ -126,16 +84,7 @@ async fn a_start_failure_fails_the_build_and_a_late_retry_never_overwrites_succe
         )],
     )
     .await;
-    stack
-        .upload(
-            "shop",
-            "main",
-            "1.aaaa",
-            &sample_template(),
-            json!({"Greeting": "a"}),
-        )
-        .await;
-    let build = stack.build_of("shop", "1.aaaa").await;
+    let build = stack.upload_sample("shop", "1.aaaa", "a").await;
     let failed = stack.wait_terminal(&build.key()).await;
     assert_eq!(failed.status, BuildStatus::Failed);
     let reason = failed.error_msg.clone().unwrap();
@@ -148,19 +97,13 @@ async fn a_start_failure_fails_the_build_and_a_late_retry_never_overwrites_succe
     // A build that already succeeded, then a late redelivery of the INSERT
     // that created it PENDING; the start fails again (the machine is gone).
     let store = stack.builds();
-    let mut done = stack.build_of("shop", "1.aaaa").await;
+    let mut done = build.clone();
     done.sk = format!("{}x", &done.sk[..26]);
     done.pk = format!("{}/{}", done.repo, done.env);
     done.status = BuildStatus::Success;
     done.error_msg = None;
     store.create(&done).await.unwrap();
-    let mut batch = stack
-        .pipeline
-        .delivered
-        .events(stack.pipeline.trigger_build.name())
-        .into_iter()
-        .find(|e| e.to_string().contains(&build.sk))
-        .expect("the first build's INSERT batch");
+    let mut batch = json!({"Records": [stack.delivered_insert(&build.sk)]});
     let record = &mut batch["Records"][0]["dynamodb"];
     record["NewImage"]["sk"] = json!({"S": done.sk});
     record["Keys"]["sk"] = json!({"S": done.sk});

@@ -75,31 +75,13 @@ async fn upload_becomes_a_deployed_stack_with_merged_parameters() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn new_version_updates_the_stack_and_identical_reupload_is_a_no_change_success() {
     let stack = TestStack::start("dev", &[]).await;
-    stack
-        .upload(
-            "shop",
-            "main",
-            "1.aaaa",
-            &sample_template(),
-            json!({"Greeting": "one"}),
-        )
-        .await;
-    let first = stack.build_of("shop", "1.aaaa").await;
+    let first = stack.upload_sample("shop", "1.aaaa", "one").await;
     assert_eq!(
         stack.wait_terminal(&first.key()).await.status,
         BuildStatus::Success
     );
 
-    stack
-        .upload(
-            "shop",
-            "main",
-            "2.bbbb",
-            &sample_template(),
-            json!({"Greeting": "two"}),
-        )
-        .await;
-    let second = stack.build_of("shop", "2.bbbb").await;
+    let second = stack.upload_sample("shop", "2.bbbb", "two").await;
     let second = stack.wait_terminal(&second.key()).await;
     assert_eq!(second.status, BuildStatus::Success, "{second:?}");
     assert_ne!(second.no_changes, Some(true));
@@ -108,16 +90,7 @@ async fn new_version_updates_the_stack_and_identical_reupload_is_a_no_change_suc
     assert_eq!(param(&params, "Greeting").as_deref(), Some("two"));
 
     // Same template and parameters again, as a new upload (new build).
-    stack
-        .upload(
-            "shop",
-            "main",
-            "3.cccc",
-            &sample_template(),
-            json!({"Greeting": "two"}),
-        )
-        .await;
-    let third = stack.build_of("shop", "3.cccc").await;
+    let third = stack.upload_sample("shop", "3.cccc", "two").await;
     let third = stack.wait_terminal(&third.key()).await;
     assert_eq!(third.status, BuildStatus::Success, "{third:?}");
     assert_eq!(third.no_changes, Some(true));
@@ -168,16 +141,7 @@ async fn failed_first_deploy_names_the_resource_and_the_next_build_replaces_the_
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stdout).contains("BrokenQueue"));
 
-    stack
-        .upload(
-            "shop",
-            "main",
-            "2.beef",
-            &sample_template(),
-            json!({"Greeting": "fixed"}),
-        )
-        .await;
-    let fixed = stack.build_of("shop", "2.beef").await;
+    let fixed = stack.upload_sample("shop", "2.beef", "fixed").await;
     let fixed = stack.wait_terminal(&fixed.key()).await;
     assert_eq!(fixed.status, BuildStatus::Success, "{fixed:?}");
     let (status, params) = stack.stack("dev-shop").await.unwrap();

@@ -110,6 +110,31 @@ impl TestStack {
         prefix
     }
 
+    /// Uploads the sample app as `repo` `version` with `Greeting` and waits
+    /// for its build record.
+    pub async fn upload_sample(&self, repo: &str, version: &str, greeting: &str) -> Build {
+        self.upload(
+            repo,
+            "main",
+            version,
+            &sample_template(),
+            json!({"Greeting": greeting}),
+        )
+        .await;
+        self.build_of(repo, version).await
+    }
+
+    /// The stream record of build `sk`'s INSERT, as trigger-build received it.
+    pub fn delivered_insert(&self, sk: &str) -> Value {
+        self.pipeline
+            .delivered
+            .events(self.pipeline.trigger_build.name())
+            .iter()
+            .flat_map(|e| e["Records"].as_array().cloned().unwrap_or_default())
+            .find(|r| r["eventName"] == "INSERT" && r["dynamodb"]["Keys"]["sk"]["S"] == sk)
+            .unwrap_or_else(|| panic!("no INSERT of {sk} was delivered"))
+    }
+
     /// Waits for the build made from `version` of `repo`.
     pub async fn build_of(&self, repo: &str, version: &str) -> Build {
         let builds = self.builds();

@@ -147,6 +147,19 @@ impl Emulator {
         Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
+    /// Creates an SQS queue; returns its URL and ARN.
+    pub async fn create_queue(&self, name: &str) -> anyhow::Result<(String, String)> {
+        let created = self
+            .json_call("sqs", "AmazonSQS.CreateQueue", json!({"QueueName": name}))
+            .await?;
+        let url = created
+            .get("QueueUrl")
+            .and_then(Value::as_str)
+            .with_context(|| format!("CreateQueue {name} returned no QueueUrl"))?
+            .to_owned();
+        Ok((url, format!("arn:aws:sqs:{REGION}:{ACCOUNT_ID}:{name}")))
+    }
+
     /// A call in the AWS query protocol (SNS).
     pub async fn query_call(
         &self,

@@ -426,22 +426,7 @@ async fn provision(
         .with_context(|| format!("creating bucket {bucket}"))?;
     template.set("ArtifactBucket", bucket.clone());
     let queue_name = format!("{env}-deployer-local-s3-events");
-    let queue = emulator
-        .json_call(
-            "sqs",
-            "AmazonSQS.CreateQueue",
-            json!({"QueueName": queue_name}),
-        )
-        .await?;
-    let s3_event_queue_url = queue
-        .get("QueueUrl")
-        .and_then(Value::as_str)
-        .context("CreateQueue returned no QueueUrl")?
-        .to_owned();
-    let queue_arn = format!(
-        "arn:aws:sqs:{REGION}:{}:{queue_name}",
-        crate::emulator::ACCOUNT_ID
-    );
+    let (s3_event_queue_url, queue_arn) = emulator.create_queue(&queue_name).await?;
     let mut queue_configs = Vec::new();
     for notification in template.s3_notifications("ArtifactBucket")? {
         let mut rules = Vec::new();
@@ -533,22 +518,7 @@ async fn provision(
         .with_context(|| format!("creating table {dispatch_table}"))?;
     template.set("DispatchTable", dispatch_table.clone());
     let events_queue = format!("{env}-deployer-local-events");
-    let created = emulator
-        .json_call(
-            "sqs",
-            "AmazonSQS.CreateQueue",
-            json!({"QueueName": events_queue}),
-        )
-        .await?;
-    let events_queue_url = created
-        .get("QueueUrl")
-        .and_then(Value::as_str)
-        .context("CreateQueue returned no QueueUrl")?
-        .to_owned();
-    let events_queue_arn = format!(
-        "arn:aws:sqs:{REGION}:{}:{events_queue}",
-        crate::emulator::ACCOUNT_ID
-    );
+    let (events_queue_url, events_queue_arn) = emulator.create_queue(&events_queue).await?;
     for (name, pattern) in template.rules_targeting("CiDispatchFunction") {
         emulator
             .json_call(
