@@ -8,3 +8,4 @@ mod concurrency;
 mod delivery;
 mod deploy;
 mod dispatch;
+mod template;

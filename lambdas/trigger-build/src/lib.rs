@@ -139,6 +139,21 @@ async fn handle_record(
 ) -> Result<(), RecordError> {
     let record: EventRecord =
         serde_json::from_value(record).map_err(|e| RecordError::NotStreamRecord(e.to_string()))?;
+    // Name the build on every line, even for records that are skipped.
+    let key = |name: &str| {
+        record.change.keys.get(name).and_then(|v| match v {
+            serde_dynamo::AttributeValue::S(s) => Some(s.clone()),
+            _ => None,
+        })
+    };
+    if let (Some(pk), Some(sk)) = (key("pk"), key("sk")) {
+        let span = tracing::Span::current();
+        if let Some((repo, env)) = pk.rsplit_once('/') {
+            span.record("repo", repo);
+            span.record("env", env);
+        }
+        span.record("build_id", format!("{pk}/{sk}").as_str());
+    }
     if record.event_name != "INSERT" {
         info!(event_name = %record.event_name, "skipping non-INSERT record");
         return Ok(());
@@ -148,10 +163,6 @@ async fn handle_record(
             sequence: sequence.to_owned(),
             reason: e.to_string(),
         })?;
-    let span = tracing::Span::current();
-    span.record("build_id", build.id().to_string().as_str());
-    span.record("repo", build.repo.as_str());
-    span.record("env", build.env.as_str());
     if build.status != BuildStatus::Pending {
         info!(status = %build.status, "inserted build is not PENDING; nothing to start");
         return Ok(());
