@@ -8,6 +8,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP_PY := $(VENV)/.installed
 STAMP_NPM := node_modules/.installed
+TOOLS := .tools
+CARGO_DENY := $(TOOLS)/bin/cargo-deny
 ARCH ?= arm64
 DIST := dist
 FUNCTIONS := s3-trigger trigger-build ci-dispatch
@@ -19,6 +21,9 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 .PHONY: setup build test unit e2e lint fmt clippy template-lint package bench demo clean
 
 setup: $(STAMP_PY) $(STAMP_NPM)
+
+$(CARGO_DENY):
+	cargo install --locked --quiet --root $(TOOLS) cargo-deny@0.20.2
 
 $(STAMP_PY): requirements-dev.txt
 	python3 -m venv $(VENV)
@@ -48,8 +53,9 @@ fmt:
 clippy:
 	cargo clippy --workspace --all-targets -- -D warnings
 
-lint: setup fmt clippy template-lint
+lint: setup fmt clippy template-lint $(CARGO_DENY)
 	$(VENV)/bin/checkov --quiet --compact --framework cloudformation -f cloudformation.template
+	$(CARGO_DENY) check licenses bans sources
 
 # Release zips for Lambda (cargo-lambda, cross-compiled with zig).
 package: setup
@@ -72,4 +78,4 @@ demo: setup build
 
 clean:
 	cargo clean
-	rm -rf $(DIST) $(VENV) node_modules
+	rm -rf $(DIST) $(VENV) node_modules $(TOOLS)
