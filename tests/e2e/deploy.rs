@@ -38,7 +38,10 @@ async fn upload_becomes_a_deployed_stack_with_merged_parameters() {
     assert_eq!(build.parameters["QueueRetentionSeconds"], "600");
 
     let inserted = stack.delivered_insert(&build.sk);
-    assert_eq!(inserted["dynamodb"]["NewImage"]["status"]["S"], "PENDING", "written PENDING");
+    assert_eq!(
+        inserted["dynamodb"]["NewImage"]["status"]["S"], "PENDING",
+        "written PENDING"
+    );
     let in_progress = stack.wait_for(&build.key(), BuildStatus::InProgress).await;
     let done = stack.wait_terminal(&build.key()).await;
     assert_eq!(done.status, BuildStatus::Success, "{done:?}");

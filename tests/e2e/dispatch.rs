@@ -399,8 +399,8 @@ async fn a_failed_execution_fails_its_build_but_never_a_finished_one() {
             json!({"build": {"pk": build.pk, "sk": build.sk}, "stack_name": build.stack_name});
         p.put_events(&[json!({"source": "aws.states", "detail-type": "Step Functions Execution Status Change",
             "detail": {"executionArn": format!("arn:aws:states:us-east-1:123456789012:execution:dev-deployer-deployment:{}", build.sk),
-                       "stateMachineArn": p.resources.state_machine_arn, "status": "ABORTED",
-                       "input": input.to_string(), "error": "States.Runtime", "cause": "stopped by an operator"}})])
+                       "stateMachineArn": p.resources.state_machine_arn, "status": "FAILED",
+                       "input": input.to_string(), "error": "States.Runtime", "cause": "An error occurred while executing the state 'DescribeStack'"}})])
         .await
         .unwrap();
     }
@@ -408,7 +408,8 @@ async fn a_failed_execution_fails_its_build_but_never_a_finished_one() {
     assert_eq!(failed.status, BuildStatus::Failed);
     let reason = failed.error_msg.unwrap();
     assert!(
-        reason.contains("ABORTED") && reason.contains("stopped by an operator"),
+        reason.contains("execution FAILED")
+            && reason.contains("while executing the state 'DescribeStack'"),
         "{reason}"
     );
     tokio::time::sleep(Duration::from_secs(1)).await;

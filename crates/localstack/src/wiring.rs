@@ -170,6 +170,16 @@ impl Template {
                         out.push_str(rest);
                         out
                     }
+                    "Fn::If" => {
+                        let items = arg.as_array().cloned().unwrap_or_default();
+                        let chosen =
+                            if self.condition(&items.first().map(scalar).unwrap_or_default()) {
+                                items.get(1)
+                            } else {
+                                items.get(2)
+                            };
+                        chosen.map(|v| self.resolve(v)).unwrap_or_default()
+                    }
                     "Fn::Join" => {
                         let items = arg.as_array().cloned().unwrap_or_default();
                         let sep = items.first().map(scalar).unwrap_or_default();
@@ -184,6 +194,29 @@ impl Template {
                 }
             }
             other => scalar(other),
+        }
+    }
+
+    /// Evaluates a template condition (`Fn::Equals`, `Fn::Not`, `Fn::And`, `Fn::Or`).
+    pub fn condition(&self, name: &str) -> bool {
+        let Some(expr) = self.doc.pointer(&format!("/Conditions/{name}")) else {
+            return false;
+        };
+        self.truth(expr)
+    }
+
+    fn truth(&self, expr: &Value) -> bool {
+        let Some((op, arg)) = expr.as_object().and_then(|m| m.iter().next()) else {
+            return false;
+        };
+        let args = arg.as_array().cloned().unwrap_or_default();
+        match op.as_str() {
+            "Fn::Equals" => args.len() == 2 && self.resolve(&args[0]) == self.resolve(&args[1]),
+            "Fn::Not" => !args.first().is_some_and(|a| self.truth(a)),
+            "Fn::And" => args.iter().all(|a| self.truth(a)),
+            "Fn::Or" => args.iter().any(|a| self.truth(a)),
+            "Condition" => self.condition(&scalar(arg)),
+            _ => false,
         }
     }
 

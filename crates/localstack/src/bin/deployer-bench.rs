@@ -72,7 +72,23 @@ async fn main() -> anyhow::Result<()> {
         timeout: Duration::from_secs(30),
         log_file: None,
     };
-    let s3_spec = pipeline.function_specs[0].clone();
+    // s3-trigger's cold starts read from a bucket nothing listens to and
+    // write to a table without a stream, so the pipeline stays quiet while
+    // they are measured (otherwise every upload starts a deployment).
+    let quiet_bucket = "bench-quiet-artifacts";
+    let quiet_table = "bench-quiet-builds";
+    pipeline
+        .s3()
+        .create_bucket()
+        .bucket(quiet_bucket)
+        .send()
+        .await?;
+    create_builds_table(&pipeline, quiet_table).await?;
+    let mut s3_spec = pipeline.function_specs[0].clone();
+    s3_spec.env.retain(|(k, _)| k != "BUILDS_TABLE");
+    s3_spec
+        .env
+        .push(("BUILDS_TABLE".into(), quiet_table.into()));
     let tb_spec = pipeline.function_specs[1].clone();
     let dispatch_spec = pipeline.function_specs[2].clone();
     pipeline.ecs_fixture("app", &[("api", 3)]).await?;
@@ -96,15 +112,22 @@ async fn main() -> anyhow::Result<()> {
                     // sees it too, which does not affect this instance.
                     version += 1;
                     let prefix = format!("bench/main/{version}.abcd/");
-                    put(
+                    put_in(
                         &pipeline,
+                        quiet_bucket,
                         &format!("{prefix}cloudformation.template"),
                         template.clone(),
                     )
                     .await?;
                     let key = format!("{prefix}cloudformation-params.json");
-                    put(&pipeline, &key, br#"{"Greeting": "bench"}"#.to_vec()).await?;
-                    s3_event(&pipeline.resources.bucket, &key)
+                    put_in(
+                        &pipeline,
+                        quiet_bucket,
+                        &key,
+                        br#"{"Greeting": "bench"}"#.to_vec(),
+                    )
+                    .await?;
+                    s3_event(quiet_bucket, &key)
                 }
                 "trigger-build" => stream_batch.clone(),
                 "ci-dispatch" => {
@@ -222,15 +245,48 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn put(pipeline: &Pipeline, key: &str, body: Vec<u8>) -> anyhow::Result<()> {
+    put_in(pipeline, &pipeline.resources.bucket, key, body).await
+}
+
+async fn put_in(pipeline: &Pipeline, bucket: &str, key: &str, body: Vec<u8>) -> anyhow::Result<()> {
     pipeline
         .s3()
         .put_object()
-        .bucket(&pipeline.resources.bucket)
+        .bucket(bucket)
         .key(key)
         .body(body.into())
         .send()
         .await
         .with_context(|| format!("uploading {key}"))?;
+    Ok(())
+}
+
+async fn create_builds_table(pipeline: &Pipeline, name: &str) -> anyhow::Result<()> {
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+    };
+    let attribute = |n: &str| {
+        AttributeDefinition::builder()
+            .attribute_name(n)
+            .attribute_type(ScalarAttributeType::S)
+            .build()
+    };
+    let key = |n: &str, k: KeyType| {
+        KeySchemaElement::builder()
+            .attribute_name(n)
+            .key_type(k)
+            .build()
+    };
+    aws_sdk_dynamodb::Client::new(&pipeline.sdk)
+        .create_table()
+        .table_name(name)
+        .attribute_definitions(attribute("pk")?)
+        .attribute_definitions(attribute("sk")?)
+        .key_schema(key("pk", KeyType::Hash)?)
+        .key_schema(key("sk", KeyType::Range)?)
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await?;
     Ok(())
 }
 
