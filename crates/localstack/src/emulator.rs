@@ -17,7 +17,7 @@ pub struct Emulator {
     pub endpoint: String,
     pub port: u16,
     http: reqwest::Client,
-    _child: Option<Child>,
+    _child: Child,
 }
 
 impl Emulator {
@@ -71,23 +71,8 @@ impl Emulator {
             endpoint,
             port,
             http: reqwest::Client::new(),
-            _child: Some(child),
+            _child: child,
         })
-    }
-
-    /// An emulator someone else runs (e.g. `deployer-local up --keep`).
-    pub fn attach(endpoint: &str) -> Self {
-        let port = endpoint
-            .rsplit(':')
-            .next()
-            .and_then(|p| p.parse().ok())
-            .unwrap_or(0);
-        Self {
-            endpoint: endpoint.trim_end_matches('/').to_owned(),
-            port,
-            http: reqwest::Client::new(),
-            _child: None,
-        }
     }
 
     /// SDK configuration pointed at the emulator.

@@ -148,17 +148,15 @@ impl Pipeline {
         ];
         let ecs_proxy = FaultProxy::start(&emulator.endpoint).await?;
         let slack = WebhookSink::start().await?;
+        // ci-dispatch reaches ECS through the recording proxy and posts to
+        // the local Slack sink, unless the template's webhook parameter is set.
         let mut dispatch_env = env_for("CiDispatchFunction")?;
-        dispatch_env.retain(|(k, _)| {
-            k != "SLACK_WEBHOOK_PARAMETER" || options.env_overrides.iter().any(|(_, n, _)| n == k)
-        });
-        for (name, value) in [
-            ("AWS_ENDPOINT_URL_ECS", ecs_proxy.endpoint.clone()),
-            ("SLACK_WEBHOOK_URL", slack.url.clone()),
-        ] {
-            if !dispatch_env.iter().any(|(k, _)| k == name) {
-                dispatch_env.push((name.to_owned(), value));
-            }
+        dispatch_env.push(("AWS_ENDPOINT_URL_ECS".into(), ecs_proxy.endpoint.clone()));
+        let slack_parameter_set = dispatch_env
+            .iter()
+            .any(|(k, v)| k == "SLACK_WEBHOOK_PARAMETER" && !v.is_empty());
+        if !slack_parameter_set {
+            dispatch_env.push(("SLACK_WEBHOOK_URL".into(), slack.url.clone()));
         }
         function_specs.push(FunctionSpec {
             name: format!("{}-deployer-ci-dispatch", options.env),

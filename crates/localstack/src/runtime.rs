@@ -432,7 +432,7 @@ pub fn built_binary(
         Ok(path)
     } else {
         Err(anyhow!(
-            "{} is not built; run `cargo build --bins` (or `make build-local`) first",
+            "{} is not built; run `make build` (cargo build --bins) first",
             path.display()
         ))
     }
