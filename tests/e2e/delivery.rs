@@ -29,7 +29,7 @@ async fn replayed_notifications_and_stream_batches_create_one_build_and_one_exec
     assert_eq!(page.builds.len(), 1, "one build after three deliveries");
 
     // The stream batch holding its INSERT, twice more.
-    let batch = json!({"Records": [stack.delivered_insert(&build.sk)]});
+    let batch = json!({"Records": [stack.delivered_insert(&build.sk).await]});
     for _ in 0..2 {
         let response = stack.pipeline.trigger_build.invoke(&batch).await.unwrap();
         assert_eq!(response["batchItemFailures"], json!([]), "{response}");
@@ -52,12 +52,13 @@ async fn a_malformed_record_fails_alone_and_its_batch_mates_start() {
     stack.wait_terminal(&shop.key()).await;
     stack.wait_terminal(&cart.key()).await;
 
-    let insert_of = |sk: &str| stack.delivered_insert(sk);
-    let mut poison = insert_of(&shop.sk);
+    let shop_insert = stack.delivered_insert(&shop.sk).await;
+    let cart_insert = stack.delivered_insert(&cart.sk).await;
+    let mut poison = shop_insert.clone();
     poison["dynamodb"]["SequenceNumber"] = json!("4200000000000000000001");
     poison["dynamodb"]["NewImage"] =
         json!({"pk": {"S": "shop/dev"}, "sk": {"S": "x"}, "status": {"N": "7"}});
-    let batch = json!({"Records": [insert_of(&shop.sk), poison, insert_of(&cart.sk)]});
+    let batch = json!({"Records": [shop_insert, poison, cart_insert]});
     let response = stack.pipeline.trigger_build.invoke(&batch).await.unwrap();
     assert_eq!(
         response["batchItemFailures"],
@@ -103,7 +104,7 @@ async fn a_start_failure_fails_the_build_and_a_late_retry_never_overwrites_succe
     done.status = BuildStatus::Success;
     done.error_msg = None;
     store.create(&done).await.unwrap();
-    let mut batch = json!({"Records": [stack.delivered_insert(&build.sk)]});
+    let mut batch = json!({"Records": [stack.delivered_insert(&build.sk).await]});
     let record = &mut batch["Records"][0]["dynamodb"];
     record["NewImage"]["sk"] = json!({"S": done.sk});
     record["Keys"]["sk"] = json!({"S": done.sk});

@@ -37,7 +37,7 @@ async fn upload_becomes_a_deployed_stack_with_merged_parameters() {
     assert_eq!(build.parameters["Greeting"], "hello dev");
     assert_eq!(build.parameters["QueueRetentionSeconds"], "600");
 
-    let inserted = stack.delivered_insert(&build.sk);
+    let inserted = stack.delivered_insert(&build.sk).await;
     assert_eq!(
         inserted["dynamodb"]["NewImage"]["status"]["S"], "PENDING",
         "written PENDING"

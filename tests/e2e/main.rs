@@ -8,4 +8,5 @@ mod concurrency;
 mod delivery;
 mod deploy;
 mod dispatch;
+mod site_publish;
 mod template;

@@ -124,15 +124,24 @@ impl TestStack {
         self.build_of(repo, version).await
     }
 
-    /// The stream record of build `sk`'s INSERT, as trigger-build received it.
-    pub fn delivered_insert(&self, sk: &str) -> Value {
-        self.pipeline
-            .delivered
-            .events(self.pipeline.trigger_build.name())
-            .iter()
-            .flat_map(|e| e["Records"].as_array().cloned().unwrap_or_default())
-            .find(|r| r["eventName"] == "INSERT" && r["dynamodb"]["Keys"]["sk"]["S"] == sk)
-            .unwrap_or_else(|| panic!("no INSERT of {sk} was delivered"))
+    /// The stream record of build `sk`'s INSERT, as trigger-build received it
+    /// (waits for its delivery).
+    pub async fn delivered_insert(&self, sk: &str) -> Value {
+        localstack::emulator::wait_until(
+            &format!("the INSERT of {sk}"),
+            Duration::from_secs(30),
+            || async {
+                Ok(self
+                    .pipeline
+                    .delivered
+                    .events(self.pipeline.trigger_build.name())
+                    .iter()
+                    .flat_map(|e| e["Records"].as_array().cloned().unwrap_or_default())
+                    .find(|r| r["eventName"] == "INSERT" && r["dynamodb"]["Keys"]["sk"]["S"] == sk))
+            },
+        )
+        .await
+        .expect("INSERT delivered")
     }
 
     /// Waits for the build made from `version` of `repo`.

@@ -1,0 +1,29 @@
+//! `site-build`: static sites published per environment (production,
+//! staging, a preview per branch) to S3 behind CloudFront.
+//!
+//! What is here is the publishing core; the Lambda handler (GitHub webhook
+//! over a Function URL, direct invoke, email commands) is built on it:
+//! - [`signature`]: GitHub's `X-Hub-Signature-256` over the raw body;
+//! - [`slug`]: branch names to preview names that never collide;
+//! - [`content`]: `Content-Type` and `Cache-Control` per file;
+//! - [`publish`]: atomic deploys with a live pointer, rollback, removal.
+
+mod hex;
+
+pub mod content;
+pub mod publish;
+pub mod signature;
+pub mod slug;
+
+pub use publish::{
+    DeployManifest, DistributionId, InvalidationStatus, LivePointer, ManifestEntry, PruneOutcome,
+    PublishError, PublishOutcome, PublishTarget, Publisher, RemoveOutcome, ResolvedObject,
+    RollbackOutcome,
+};
+pub use signature::{SignatureError, WebhookSecret};
+pub use slug::PreviewSlug;
+
+/// The SDK crates whose clients [`Publisher`] takes, re-exported so callers
+/// build them from the very versions this crate was compiled against.
+pub use aws_sdk_cloudfront;
+pub use aws_sdk_s3;

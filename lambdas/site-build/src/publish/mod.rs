@@ -1,0 +1,902 @@
+//! Publishing a built site to S3, atomically, behind CloudFront.
+//!
+//! Layout of the site bucket:
+//!
+//! ```text
+//! deploys/{target}/{deploy_id}/{path}                 every file of one deploy
+//! deploys/{target}/{deploy_id}/.deploy-manifest.json  path -> sha256, size, headers
+//! live/{target}.json                                  which deploy is live, and the one before
+//! ```
+//!
+//! `{target}` is `production`, `staging` or `preview/{slug}`. A deploy is a
+//! complete copy of the site under its own prefix and is never modified
+//! once written, so switching deploys is one small write (the pointer) and
+//! a rollback is the same write pointing back. Readers go through the
+//! pointer, and the pointer is written last: nobody resolves into a deploy
+//! whose files are still arriving.
+//!
+//! Files a deploy shares with the live one are not uploaded again but
+//! copied inside S3 (no bytes through the Lambda), so a one-file change
+//! uploads one file, and an unchanged site writes nothing at all.
+
+mod invalidation;
+mod layout;
+mod local;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{ChecksumAlgorithm, Delete, MetadataDirective, ObjectIdentifier};
+use futures::stream::{self, StreamExt, TryStreamExt};
+use percent_encoding::{percent_decode_str, utf8_percent_encode};
+use tracing::{info, warn};
+
+pub use invalidation::{
+    DistributionId, InvalidDistributionId, InvalidationStatus, DEFAULT_INVALIDATION_PATH_LIMIT,
+};
+pub use layout::{
+    DeployManifest, LivePointer, ManifestEntry, PublishTarget, Switch, MANIFEST_NAME,
+};
+
+use invalidation::{changed_paths, invalidation_paths, PATH_SAFE};
+use layout::{created_second, new_ksuid, now_rfc3339};
+use local::{base64, LocalFile, LocalSite};
+
+/// Uploads and copies in flight at once: enough to hide S3's per-request
+/// latency, few enough for a Lambda's sockets and memory.
+pub const DEFAULT_CONCURRENCY: usize = 32;
+
+/// The result of [`Publisher::publish`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishOutcome {
+    pub target: PublishTarget,
+    /// The live deploy: the new one, or the existing one when `unchanged`.
+    pub deploy_id: String,
+    /// The deploy that was live before (what a rollback returns to).
+    pub previous: Option<String>,
+    /// The site is byte-for-byte what is live already; nothing was written.
+    pub unchanged: bool,
+    pub uploaded: usize,
+    pub copied: usize,
+    /// Paths live before that the new deploy no longer has.
+    pub deleted: usize,
+    pub bytes_uploaded: u64,
+    pub invalidation_paths: Vec<String>,
+    pub invalidation: InvalidationStatus,
+}
+
+/// The result of [`Publisher::rollback`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RollbackOutcome {
+    pub target: PublishTarget,
+    /// The deploy live now (the former `previous`).
+    pub deploy_id: String,
+    /// The deploy rolled back from, now the pointer's `previous`.
+    pub rolled_back_from: String,
+    pub invalidation_paths: Vec<String>,
+    pub invalidation: InvalidationStatus,
+}
+
+/// The result of [`Publisher::remove`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoveOutcome {
+    pub target: PublishTarget,
+    /// The deploy that was live, if any.
+    pub was_live: Option<String>,
+    pub deleted_objects: usize,
+}
+
+/// The result of [`Publisher::prune`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PruneOutcome {
+    pub target: PublishTarget,
+    pub pruned_deploys: Vec<String>,
+    pub deleted_objects: usize,
+}
+
+/// What a viewer gets for a path: see [`Publisher::resolve`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedObject {
+    pub deploy_id: String,
+    /// The site path served (`blog/index.html` for `/blog/`).
+    pub path: String,
+    pub key: String,
+    pub content_type: String,
+    pub cache_control: String,
+    pub sha256: String,
+    pub size: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("cannot read the built site at {path}: {source}")]
+    Local {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is not a regular file or directory; a site holds only files")]
+    NotAFile { path: PathBuf },
+    #[error("{path} has a name that is not UTF-8; S3 keys and URLs must be")]
+    NonUtf8Path { path: PathBuf },
+    #[error("the built site at {dir} has no files (did the build write elsewhere?)")]
+    EmptySite { dir: PathBuf },
+    #[error("S3 {operation} on s3://{bucket}/{key} failed: {message}")]
+    S3 {
+        operation: &'static str,
+        bucket: String,
+        key: String,
+        message: String,
+    },
+    #[error("s3://{bucket}/{key} is not a valid {what}: {source}")]
+    Corrupt {
+        bucket: String,
+        key: String,
+        what: &'static str,
+        source: serde_json::Error,
+    },
+    #[error("{target} has nothing live in bucket {bucket}")]
+    NotLive { target: String, bucket: String },
+    #[error("{target} has no earlier deploy to roll back to (live is {live})")]
+    NoPrevious { target: String, live: String },
+    #[error("cannot roll {target} back to {deploy_id}: its manifest s3://{bucket}/{key} is gone (was the deploy pruned?)")]
+    PreviousGone {
+        target: String,
+        deploy_id: String,
+        bucket: String,
+        key: String,
+    },
+    #[error("the live pointer s3://{bucket}/{key} changed while this {action} ran (a concurrent publish, rollback or removal of {target}); nothing was switched")]
+    PointerMoved {
+        action: &'static str,
+        target: String,
+        bucket: String,
+        key: String,
+    },
+}
+
+/// One file of a new deploy: uploaded from disk or, when the live deploy
+/// has the same bytes, copied inside S3 from `copy_from`. Owned, so the
+/// publish future stays `Send` for the Lambda runtime.
+struct Transfer {
+    path: String,
+    file: LocalFile,
+    copy_from: Option<String>,
+}
+
+enum Transferred {
+    Uploaded { bytes: u64 },
+    Copied,
+}
+
+/// Publishes sites into one bucket, invalidating one distribution.
+#[derive(Debug, Clone)]
+pub struct Publisher {
+    s3: aws_sdk_s3::Client,
+    bucket: String,
+    cloudfront: Option<(aws_sdk_cloudfront::Client, DistributionId)>,
+    concurrency: usize,
+    invalidation_path_limit: usize,
+}
+
+impl Publisher {
+    pub fn new(s3: aws_sdk_s3::Client, bucket: impl Into<String>) -> Self {
+        Self {
+            s3,
+            bucket: bucket.into(),
+            cloudfront: None,
+            concurrency: DEFAULT_CONCURRENCY,
+            invalidation_path_limit: DEFAULT_INVALIDATION_PATH_LIMIT,
+        }
+    }
+
+    /// Invalidate `distribution` after every switch.
+    pub fn with_cloudfront(
+        mut self,
+        cloudfront: aws_sdk_cloudfront::Client,
+        distribution: DistributionId,
+    ) -> Self {
+        self.cloudfront = Some((cloudfront, distribution));
+        self
+    }
+
+    pub fn with_concurrency(mut self, concurrency: usize) -> Self {
+        self.concurrency = concurrency.max(1);
+        self
+    }
+
+    pub fn with_invalidation_path_limit(mut self, limit: usize) -> Self {
+        self.invalidation_path_limit = limit.max(1);
+        self
+    }
+
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    fn s3_error<E, R>(
+        &self,
+        operation: &'static str,
+        key: &str,
+        err: SdkError<E, R>,
+    ) -> PublishError
+    where
+        E: std::error::Error + 'static,
+        R: fmt::Debug,
+    {
+        PublishError::S3 {
+            operation,
+            bucket: self.bucket.clone(),
+            key: key.to_owned(),
+            message: DisplayErrorContext(&err).to_string(),
+        }
+    }
+
+    /// The object's bytes and ETag, or `None` if there is no such key.
+    async fn get(&self, key: &str) -> Result<Option<(Vec<u8>, Option<String>)>, PublishError> {
+        let output = match self
+            .s3
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(output) => output,
+            Err(err) if err.as_service_error().is_some_and(|e| e.is_no_such_key()) => {
+                return Ok(None)
+            }
+            Err(err) => return Err(self.s3_error("GetObject", key, err)),
+        };
+        let etag = output.e_tag().map(str::to_owned);
+        let bytes = output
+            .body
+            .collect()
+            .await
+            .map_err(|err| PublishError::S3 {
+                operation: "GetObject",
+                bucket: self.bucket.clone(),
+                key: key.to_owned(),
+                message: format!("reading the body: {err}"),
+            })?
+            .into_bytes()
+            .to_vec();
+        Ok(Some((bytes, etag)))
+    }
+
+    fn decode<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &str,
+        what: &'static str,
+        bytes: &[u8],
+    ) -> Result<T, PublishError> {
+        serde_json::from_slice(bytes).map_err(|source| PublishError::Corrupt {
+            bucket: self.bucket.clone(),
+            key: key.to_owned(),
+            what,
+            source,
+        })
+    }
+
+    async fn read_pointer(
+        &self,
+        target: &PublishTarget,
+    ) -> Result<Option<(LivePointer, Option<String>)>, PublishError> {
+        let key = target.pointer_key();
+        match self.get(&key).await? {
+            Some((bytes, etag)) => Ok(Some((self.decode(&key, "live pointer", &bytes)?, etag))),
+            None => Ok(None),
+        }
+    }
+
+    /// The live deploy of `target`, if any.
+    pub async fn live(&self, target: &PublishTarget) -> Result<Option<LivePointer>, PublishError> {
+        Ok(self.read_pointer(target).await?.map(|(pointer, _)| pointer))
+    }
+
+    async fn read_manifest(&self, key: &str) -> Result<Option<DeployManifest>, PublishError> {
+        match self.get(key).await? {
+            Some((bytes, _)) => Ok(Some(self.decode(key, "deploy manifest", &bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The manifest of one deploy of `target`, if that deploy exists.
+    pub async fn manifest(
+        &self,
+        target: &PublishTarget,
+        deploy_id: &str,
+    ) -> Result<Option<DeployManifest>, PublishError> {
+        self.read_manifest(&target.manifest_key(deploy_id)).await
+    }
+
+    /// Writes the pointer only if it is still what this switch read
+    /// (`expected` ETag, or absent), so two switches of one target cannot
+    /// both win and silently lose each other's `previous`.
+    async fn switch_pointer(
+        &self,
+        action: &'static str,
+        target: &PublishTarget,
+        pointer: &LivePointer,
+        expected: Option<&str>,
+    ) -> Result<(), PublishError> {
+        let key = target.pointer_key();
+        let body = serde_json::to_vec_pretty(pointer).expect("a pointer serialises");
+        let put = self
+            .s3
+            .put_object()
+            .bucket(&self.bucket)
+            .key(&key)
+            .body(ByteStream::from(body))
+            .content_type("application/json")
+            .cache_control("no-store");
+        let put = match expected {
+            Some(etag) => put.if_match(etag),
+            None => put.if_none_match("*"),
+        };
+        let err = match put.send().await {
+            Ok(_) => return Ok(()),
+            Err(err) => err,
+        };
+        let lost_race = match &err {
+            // 412: the condition failed; 409: a concurrent conditional write
+            // is in progress; 404: If-Match on a pointer someone deleted.
+            SdkError::ServiceError(e) => matches!(e.raw().status().as_u16(), 404 | 409 | 412),
+            _ => false,
+        };
+        if !lost_race {
+            return Err(self.s3_error("PutObject", &key, err));
+        }
+        // The SDK retries a write whose answer got lost; the retry then fails
+        // its condition against our own first attempt. That is a success.
+        if let Some((current, _)) = self.read_pointer(target).await? {
+            if current.deploy_id == pointer.deploy_id && current.switched_at == pointer.switched_at
+            {
+                return Ok(());
+            }
+        }
+        Err(PublishError::PointerMoved {
+            action,
+            target: target.name(),
+            bucket: self.bucket.clone(),
+            key,
+        })
+    }
+
+    /// Publishes the built site in `dir` as the new live deploy of `target`.
+    ///
+    /// Unchanged sites write nothing. Otherwise a new deploy is written in
+    /// full (changed files uploaded, the rest copied from the live deploy),
+    /// then its manifest, then the pointer. If anything fails before the
+    /// switch, the live deploy stays live and the partial one is deleted.
+    pub async fn publish(
+        &self,
+        target: &PublishTarget,
+        dir: &Path,
+    ) -> Result<PublishOutcome, PublishError> {
+        let root = dir.to_path_buf();
+        let site = tokio::task::spawn_blocking(move || LocalSite::scan(&root))
+            .await
+            .expect("scanning the site does not panic")?;
+        let files = site.entries();
+
+        let live = self.read_pointer(target).await?;
+        let live_manifest = match &live {
+            Some((pointer, _)) => {
+                let manifest = self.read_manifest(&pointer.manifest_key).await?;
+                if manifest.is_none() {
+                    warn!(
+                        target = %target,
+                        deploy_id = %pointer.deploy_id,
+                        key = %pointer.manifest_key,
+                        "the live deploy has no manifest; uploading every file"
+                    );
+                }
+                manifest
+            }
+            None => None,
+        };
+        let previous = live.as_ref().map(|(pointer, _)| pointer.deploy_id.clone());
+        if let Some(manifest) = &live_manifest {
+            if manifest.files == files {
+                let (pointer, _) = live.as_ref().expect("a manifest came from a pointer");
+                info!(target = %target, deploy_id = %pointer.deploy_id, "site unchanged; nothing published");
+                return Ok(PublishOutcome {
+                    target: target.clone(),
+                    deploy_id: pointer.deploy_id.clone(),
+                    previous: pointer.previous.clone(),
+                    unchanged: true,
+                    uploaded: 0,
+                    copied: 0,
+                    deleted: 0,
+                    bytes_uploaded: 0,
+                    invalidation_paths: Vec::new(),
+                    invalidation: InvalidationStatus::NotNeeded,
+                });
+            }
+        }
+
+        let deploy_id = new_ksuid();
+        let empty = BTreeMap::new();
+        let live_files = live_manifest.as_ref().map_or(&empty, |m| &m.files);
+        let live_prefix = live_manifest
+            .as_ref()
+            .map(|m| target.deploy_prefix(&m.deploy_id));
+        let transfers: Vec<Transfer> = site
+            .files
+            .into_iter()
+            .map(|(path, file)| {
+                let copy_from = match (&live_prefix, live_files.get(&path)) {
+                    (Some(prefix), Some(old)) if old.sha256 == file.entry.sha256 => {
+                        Some(format!("{prefix}{path}"))
+                    }
+                    _ => None,
+                };
+                Transfer {
+                    path,
+                    file,
+                    copy_from,
+                }
+            })
+            .collect();
+
+        let new_prefix = target.deploy_prefix(&deploy_id);
+        let written = stream::iter(transfers)
+            .map(|transfer| self.transfer(&new_prefix, transfer))
+            .buffer_unordered(self.concurrency)
+            .try_fold(
+                (0usize, 0usize, 0u64),
+                |(uploaded, copied, bytes), done| async move {
+                    Ok(match done {
+                        Transferred::Uploaded { bytes: b } => (uploaded + 1, copied, bytes + b),
+                        Transferred::Copied => (uploaded, copied + 1, bytes),
+                    })
+                },
+            )
+            .await;
+        let (uploaded, copied, bytes_uploaded) = match written {
+            Ok(counts) => counts,
+            Err(err) => return Err(self.abandon(target, &deploy_id, err).await),
+        };
+
+        let manifest = DeployManifest {
+            deploy_id: deploy_id.clone(),
+            target: target.name(),
+            files,
+        };
+        let manifest_key = target.manifest_key(&deploy_id);
+        if let Err(err) = self.put_manifest(&manifest_key, &manifest).await {
+            return Err(self.abandon(target, &deploy_id, err).await);
+        }
+
+        let pointer = LivePointer {
+            deploy_id: deploy_id.clone(),
+            manifest_key,
+            previous: previous.clone(),
+            target: target.name(),
+            switched_at: now_rfc3339(),
+            switched_by: Switch::Publish,
+        };
+        let expected = live.as_ref().and_then(|(_, etag)| etag.as_deref());
+        match self
+            .switch_pointer("publish", target, &pointer, expected)
+            .await
+        {
+            Ok(()) => {}
+            Err(err @ PublishError::PointerMoved { .. }) => {
+                return Err(self.abandon(target, &deploy_id, err).await)
+            }
+            // Whether the pointer moved is unknown, so the deploy may be
+            // live: it stays. If it is not, `prune` collects it later.
+            Err(err) => return Err(err),
+        }
+
+        let changed = changed_paths(live_files, &manifest.files);
+        let deleted = live_files
+            .keys()
+            .filter(|path| !manifest.files.contains_key(*path))
+            .count();
+        let invalidation_paths = invalidation_paths(&changed, self.invalidation_path_limit);
+        let invalidation =
+            invalidation::invalidate(self.cloudfront.as_ref(), &invalidation_paths, &deploy_id)
+                .await;
+        info!(
+            target = %target,
+            deploy_id = %deploy_id,
+            previous = previous.as_deref().unwrap_or("none"),
+            uploaded,
+            copied,
+            deleted,
+            bytes_uploaded,
+            invalidation = ?invalidation,
+            "published"
+        );
+        Ok(PublishOutcome {
+            target: target.clone(),
+            deploy_id,
+            previous,
+            unchanged: false,
+            uploaded,
+            copied,
+            deleted,
+            bytes_uploaded,
+            invalidation_paths,
+            invalidation,
+        })
+    }
+
+    async fn transfer(
+        &self,
+        new_prefix: &str,
+        transfer: Transfer,
+    ) -> Result<Transferred, PublishError> {
+        let Transfer {
+            path,
+            file,
+            copy_from,
+        } = transfer;
+        let Some(from_key) = copy_from else {
+            return self.upload(new_prefix, &path, &file).await;
+        };
+        let key = format!("{new_prefix}{path}");
+        let copied = self
+            .s3
+            .copy_object()
+            .bucket(&self.bucket)
+            .key(&key)
+            .copy_source(format!(
+                "{}/{}",
+                self.bucket,
+                utf8_percent_encode(&from_key, PATH_SAFE)
+            ))
+            // Headers come from this deploy's rules, not the old object's.
+            .metadata_directive(MetadataDirective::Replace)
+            .content_type(&file.entry.content_type)
+            .cache_control(&file.entry.cache_control)
+            .send()
+            .await;
+        match copied {
+            Ok(_) => Ok(Transferred::Copied),
+            // The live deploy lost the file (removed or pruned under us):
+            // the local copy is just as good.
+            Err(err) if err.code() == Some("NoSuchKey") => {
+                warn!(key = %from_key, "copy source is gone; uploading instead");
+                self.upload(new_prefix, &path, &file).await
+            }
+            Err(err) => Err(self.s3_error("CopyObject", &key, err)),
+        }
+    }
+
+    async fn upload(
+        &self,
+        new_prefix: &str,
+        path: &str,
+        file: &LocalFile,
+    ) -> Result<Transferred, PublishError> {
+        let key = format!("{new_prefix}{path}");
+        // Streamed from disk: a large video does not have to fit in memory,
+        // 32 of them even less.
+        let body = ByteStream::from_path(&file.disk_path)
+            .await
+            .map_err(|err| PublishError::Local {
+                path: file.disk_path.clone(),
+                source: std::io::Error::other(err),
+            })?;
+        self.s3
+            .put_object()
+            .bucket(&self.bucket)
+            .key(&key)
+            .body(body)
+            .content_type(&file.entry.content_type)
+            .cache_control(&file.entry.cache_control)
+            // The algorithm too, not only the value: S3 accepts the value
+            // alone, moto only reads it when the algorithm is named.
+            .checksum_algorithm(ChecksumAlgorithm::Sha256)
+            .checksum_sha256(base64(&file.digest))
+            .send()
+            .await
+            .map_err(|err| self.s3_error("PutObject", &key, err))?;
+        Ok(Transferred::Uploaded {
+            bytes: file.entry.size,
+        })
+    }
+
+    async fn put_manifest(&self, key: &str, manifest: &DeployManifest) -> Result<(), PublishError> {
+        let body = serde_json::to_vec(manifest).expect("a manifest serialises");
+        self.s3
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .body(ByteStream::from(body))
+            .content_type("application/json")
+            .cache_control("no-store")
+            .send()
+            .await
+            .map_err(|err| self.s3_error("PutObject", key, err))?;
+        Ok(())
+    }
+
+    /// Deletes a deploy that will never be live, then hands back the error
+    /// that stopped it. Best effort: leftovers are harmless (nothing points
+    /// at them) and `prune` or `remove` collects them later.
+    async fn abandon(
+        &self,
+        target: &PublishTarget,
+        deploy_id: &str,
+        err: PublishError,
+    ) -> PublishError {
+        let prefix = target.deploy_prefix(deploy_id);
+        if let Err(cleanup) = self.delete_prefix(&prefix).await {
+            warn!(prefix = %prefix, error = %cleanup, "could not delete an abandoned deploy");
+        }
+        err
+    }
+
+    /// Puts the previous deploy of `target` back live. Nothing is uploaded:
+    /// the previous deploy's files never left. The deploy rolled back from
+    /// becomes `previous`, so a second rollback undoes the first.
+    pub async fn rollback(&self, target: &PublishTarget) -> Result<RollbackOutcome, PublishError> {
+        let (live, etag) =
+            self.read_pointer(target)
+                .await?
+                .ok_or_else(|| PublishError::NotLive {
+                    target: target.name(),
+                    bucket: self.bucket.clone(),
+                })?;
+        let previous = live
+            .previous
+            .clone()
+            .ok_or_else(|| PublishError::NoPrevious {
+                target: target.name(),
+                live: live.deploy_id.clone(),
+            })?;
+        let manifest_key = target.manifest_key(&previous);
+        if self.read_manifest(&manifest_key).await?.is_none() {
+            return Err(PublishError::PreviousGone {
+                target: target.name(),
+                deploy_id: previous,
+                bucket: self.bucket.clone(),
+                key: manifest_key,
+            });
+        }
+        let pointer = LivePointer {
+            deploy_id: previous.clone(),
+            manifest_key,
+            previous: Some(live.deploy_id.clone()),
+            target: target.name(),
+            switched_at: now_rfc3339(),
+            switched_by: Switch::Rollback,
+        };
+        self.switch_pointer("rollback", target, &pointer, etag.as_deref())
+            .await?;
+        let invalidation_paths = vec!["/*".to_owned()];
+        // Rolling back and forth between the same two deploys must invalidate
+        // every time, so the reference is unique per rollback.
+        let reference = format!("rollback-{}", new_ksuid());
+        let invalidation =
+            invalidation::invalidate(self.cloudfront.as_ref(), &invalidation_paths, &reference)
+                .await;
+        info!(target = %target, from = %live.deploy_id, to = %previous, "rolled back");
+        Ok(RollbackOutcome {
+            target: target.clone(),
+            deploy_id: previous,
+            rolled_back_from: live.deploy_id,
+            invalidation_paths,
+            invalidation,
+        })
+    }
+
+    /// Takes `target` down and deletes all its deploys (a closed PR's
+    /// preview). The pointer goes first, so viewers stop resolving into the
+    /// files before they disappear. Removing what is not there is a no-op,
+    /// so a replayed "PR closed" event is harmless.
+    ///
+    /// A publish of the same target that is already uploading loses its
+    /// switch (the pointer it read is gone) unless it read the pointer after
+    /// the removal; callers must not publish a target they are removing.
+    pub async fn remove(&self, target: &PublishTarget) -> Result<RemoveOutcome, PublishError> {
+        let was_live = self.live(target).await?.map(|pointer| pointer.deploy_id);
+        let key = target.pointer_key();
+        self.s3
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(&key)
+            .send()
+            .await
+            .map_err(|err| self.s3_error("DeleteObject", &key, err))?;
+        let deleted_objects = self.delete_prefix(&target.deploys_prefix()).await?;
+        info!(target = %target, deleted_objects, "removed");
+        Ok(RemoveOutcome {
+            target: target.clone(),
+            was_live,
+            deleted_objects,
+        })
+    }
+
+    /// Deletes the deploys of `target` that neither are live nor can be
+    /// rolled back to. Only deploys made in an earlier second than both are
+    /// touched: deploy ids are KSUIDs, which carry their creation second,
+    /// and a publish still uploading started after the live deploy it read
+    /// was made. Ids that are not KSUIDs are left alone.
+    pub async fn prune(&self, target: &PublishTarget) -> Result<PruneOutcome, PublishError> {
+        let live = self
+            .live(target)
+            .await?
+            .ok_or_else(|| PublishError::NotLive {
+                target: target.name(),
+                bucket: self.bucket.clone(),
+            })?;
+        let kept_seconds: Option<Vec<i64>> = std::iter::once(&live.deploy_id)
+            .chain(live.previous.as_ref())
+            .map(|id| created_second(id))
+            .collect();
+        let Some(keep_from) = kept_seconds.and_then(|seconds| seconds.into_iter().min()) else {
+            return Ok(PruneOutcome {
+                target: target.clone(),
+                pruned_deploys: Vec::new(),
+                deleted_objects: 0,
+            });
+        };
+        let prefix = target.deploys_prefix();
+        let mut deploy_ids = Vec::new();
+        let mut pages = self
+            .s3
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(&prefix)
+            .delimiter("/")
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|err| self.s3_error("ListObjectsV2", &prefix, err))?;
+            for common in page.common_prefixes() {
+                let id = common
+                    .prefix()
+                    .and_then(|p| p.strip_prefix(prefix.as_str()))
+                    .map(|p| p.trim_end_matches('/'));
+                let older = id
+                    .and_then(created_second)
+                    .is_some_and(|second| second < keep_from);
+                if let (true, Some(id)) = (older, id) {
+                    deploy_ids.push(id.to_owned());
+                }
+            }
+        }
+        let mut deleted_objects = 0;
+        for id in &deploy_ids {
+            deleted_objects += self.delete_prefix(&target.deploy_prefix(id)).await?;
+        }
+        Ok(PruneOutcome {
+            target: target.clone(),
+            pruned_deploys: deploy_ids,
+            deleted_objects,
+        })
+    }
+
+    /// Deletes every object under `prefix`; returns how many there were.
+    async fn delete_prefix(&self, prefix: &str) -> Result<usize, PublishError> {
+        let mut deleted = 0;
+        let mut pages = self
+            .s3
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .into_paginator()
+            .send();
+        // Pages hold at most 1,000 keys, which is also DeleteObjects' limit.
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|err| self.s3_error("ListObjectsV2", prefix, err))?;
+            let objects: Vec<ObjectIdentifier> = page
+                .contents()
+                .iter()
+                .filter_map(|object| object.key())
+                .filter_map(|key| ObjectIdentifier::builder().key(key).build().ok())
+                .collect();
+            if objects.is_empty() {
+                continue;
+            }
+            let count = objects.len();
+            let delete = Delete::builder()
+                .set_objects(Some(objects))
+                .quiet(true)
+                .build()
+                .expect("objects are set");
+            let out = self
+                .s3
+                .delete_objects()
+                .bucket(&self.bucket)
+                .delete(delete)
+                .send()
+                .await
+                .map_err(|err| self.s3_error("DeleteObjects", prefix, err))?;
+            if let Some(failed) = out.errors().first() {
+                return Err(PublishError::S3 {
+                    operation: "DeleteObjects",
+                    bucket: self.bucket.clone(),
+                    key: failed.key().unwrap_or(prefix).to_owned(),
+                    message: format!(
+                        "{} of {count} objects not deleted, first: {} {}",
+                        out.errors().len(),
+                        failed.code().unwrap_or("?"),
+                        failed.message().unwrap_or_default()
+                    ),
+                });
+            }
+            deleted += count;
+        }
+        Ok(deleted)
+    }
+
+    /// What a viewer of `target` gets for the URL path `request_path`
+    /// (`/`, `/blog/`, `/_astro/app.3f9a1c2b.js`, percent-encoded as in a
+    /// URL): read through the live pointer, with `/` and `/dir/` served
+    /// from their `index.html`, and `/dir` too when only `dir/index.html`
+    /// exists. `None` when the live deploy has no such file.
+    pub async fn resolve(
+        &self,
+        target: &PublishTarget,
+        request_path: &str,
+    ) -> Result<Option<ResolvedObject>, PublishError> {
+        let live = self
+            .live(target)
+            .await?
+            .ok_or_else(|| PublishError::NotLive {
+                target: target.name(),
+                bucket: self.bucket.clone(),
+            })?;
+        // The manifest is written before the pointer names it; missing now
+        // means the target was removed after the pointer was read.
+        let Some(manifest) = self.read_manifest(&live.manifest_key).await? else {
+            return Ok(None);
+        };
+        let Some(site_path) = site_path(request_path) else {
+            return Ok(None);
+        };
+        let directory_index = format!("{site_path}/index.html");
+        let found = manifest
+            .files
+            .get_key_value(&site_path)
+            .or_else(|| manifest.files.get_key_value(&directory_index));
+        Ok(found.map(|(path, entry)| ResolvedObject {
+            deploy_id: live.deploy_id.clone(),
+            path: path.clone(),
+            key: format!("{}{path}", target.deploy_prefix(&live.deploy_id)),
+            content_type: entry.content_type.clone(),
+            cache_control: entry.cache_control.clone(),
+            sha256: entry.sha256.clone(),
+            size: entry.size,
+        }))
+    }
+}
+
+/// The site path a URL path asks for, or `None` if it cannot name one.
+fn site_path(request_path: &str) -> Option<String> {
+    let path = request_path.split(['?', '#']).next().unwrap_or_default();
+    let decoded = percent_decode_str(path).decode_utf8().ok()?;
+    let relative = decoded.trim_start_matches('/');
+    if relative.is_empty() || relative.ends_with('/') {
+        Some(format!("{relative}index.html"))
+    } else {
+        Some(relative.to_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn viewer_paths_map_to_site_files() {
+        assert_eq!(site_path("/").as_deref(), Some("index.html"));
+        assert_eq!(site_path("").as_deref(), Some("index.html"));
+        assert_eq!(site_path("/blog/").as_deref(), Some("blog/index.html"));
+        assert_eq!(
+            site_path("/blog/post?ref=x#top").as_deref(),
+            Some("blog/post")
+        );
+        assert_eq!(site_path("/%C3%BCber/").as_deref(), Some("über/index.html"));
+        assert_eq!(site_path("/%FF"), None);
+    }
+}

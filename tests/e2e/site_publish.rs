@@ -1,0 +1,827 @@
+//! site-build's publisher against S3 and CloudFront (moto): headers on
+//! every file, unchanged sites write nothing, one changed file uploads one
+//! file, readers only ever see complete deploys, rollback without uploads,
+//! removal of a closed PR's preview.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use localstack::Emulator;
+use site_build::aws_sdk_cloudfront;
+use site_build::aws_sdk_s3;
+use site_build::{
+    DistributionId, InvalidationStatus, PruneOutcome, PublishError, PublishOutcome, PublishTarget,
+    Publisher,
+};
+
+use aws_sdk_s3::config::interceptors::BeforeSerializationInterceptorContextRef;
+use aws_sdk_s3::config::{ConfigBag, Intercept, RuntimeComponents};
+use aws_sdk_s3::operation::copy_object::CopyObjectInput;
+use aws_sdk_s3::operation::put_object::PutObjectInput;
+
+const BUCKET: &str = "site-bucket";
+
+/// Every PutObject and CopyObject the publisher sends, by destination key.
+/// Recorded in the client, before serialisation, so an SDK retry of one
+/// call is still one call.
+#[derive(Debug, Default)]
+struct WriteLog {
+    writes: Mutex<Vec<(&'static str, String)>>,
+}
+
+impl WriteLog {
+    fn take(&self) -> Vec<(&'static str, String)> {
+        std::mem::take(&mut *self.writes.lock().unwrap())
+    }
+}
+
+#[derive(Debug, Clone)]
+struct RecordWrites(Arc<WriteLog>);
+
+impl Intercept for RecordWrites {
+    fn name(&self) -> &'static str {
+        "RecordWrites"
+    }
+
+    fn read_before_serialization(
+        &self,
+        context: &BeforeSerializationInterceptorContextRef<'_>,
+        _: &RuntimeComponents,
+        _: &mut ConfigBag,
+    ) -> Result<(), aws_sdk_s3::error::BoxError> {
+        let input = context.input();
+        let write = if let Some(put) = input.downcast_ref::<PutObjectInput>() {
+            Some(("PutObject", put.key().unwrap_or_default().to_owned()))
+        } else {
+            input
+                .downcast_ref::<CopyObjectInput>()
+                .map(|copy| ("CopyObject", copy.key().unwrap_or_default().to_owned()))
+        };
+        if let Some(write) = write {
+            self.0.writes.lock().unwrap().push(write);
+        }
+        Ok(())
+    }
+}
+
+/// One emulator with the site bucket and a distribution in front of it.
+struct SiteStack {
+    _emulator: Emulator,
+    s3: aws_sdk_s3::Client,
+    cloudfront: aws_sdk_cloudfront::Client,
+    distribution: DistributionId,
+    writes: Arc<WriteLog>,
+}
+
+impl SiteStack {
+    async fn start() -> Self {
+        let emulator = Emulator::start(&deployer_e2e::root(), None)
+            .await
+            .expect("moto server starts");
+        let sdk = emulator.sdk_config().await;
+        let writes = Arc::new(WriteLog::default());
+        let s3 = aws_sdk_s3::Client::from_conf(
+            aws_sdk_s3::config::Builder::from(&sdk)
+                .interceptor(RecordWrites(writes.clone()))
+                .build(),
+        );
+        s3.create_bucket()
+            .bucket(BUCKET)
+            .send()
+            .await
+            .expect("CreateBucket");
+        let cloudfront = aws_sdk_cloudfront::Client::new(&sdk);
+        let distribution = create_distribution(&cloudfront).await;
+        Self {
+            _emulator: emulator,
+            s3,
+            cloudfront,
+            distribution,
+            writes,
+        }
+    }
+
+    fn publisher(&self) -> Publisher {
+        Publisher::new(self.s3.clone(), BUCKET)
+            .with_cloudfront(self.cloudfront.clone(), self.distribution.clone())
+    }
+
+    /// Keys written by PutObject / CopyObject since the last call, sorted.
+    fn writes(&self) -> (Vec<String>, Vec<String>) {
+        let mut puts = Vec::new();
+        let mut copies = Vec::new();
+        for (operation, key) in self.writes.take() {
+            match operation {
+                "PutObject" => puts.push(key),
+                _ => copies.push(key),
+            }
+        }
+        puts.sort();
+        copies.sort();
+        (puts, copies)
+    }
+
+    async fn body(&self, key: &str) -> String {
+        let object = self
+            .s3
+            .get_object()
+            .bucket(BUCKET)
+            .key(key)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GetObject {key}: {e:?}"));
+        let bytes = object.body.collect().await.unwrap().into_bytes();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    /// The content a viewer of `target` gets for `path`.
+    async fn view(&self, target: &PublishTarget, path: &str) -> String {
+        let resolved = self
+            .publisher()
+            .resolve(target, path)
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("{path} does not resolve"));
+        self.body(&resolved.key).await
+    }
+
+    async fn keys_under(&self, prefix: &str) -> Vec<String> {
+        let mut keys = Vec::new();
+        let mut pages = self
+            .s3
+            .list_objects_v2()
+            .bucket(BUCKET)
+            .prefix(prefix)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.expect("ListObjectsV2");
+            keys.extend(
+                page.contents()
+                    .iter()
+                    .filter_map(|o| o.key().map(str::to_owned)),
+            );
+        }
+        keys
+    }
+
+    async fn invalidated_paths(&self, status: &InvalidationStatus) -> Vec<String> {
+        let InvalidationStatus::Created { id } = status else {
+            panic!("no invalidation was created: {status:?}");
+        };
+        let got = self
+            .cloudfront
+            .get_invalidation()
+            .distribution_id(self.distribution.as_str())
+            .id(id)
+            .send()
+            .await
+            .expect("GetInvalidation");
+        let mut paths = got
+            .invalidation()
+            .and_then(|i| i.invalidation_batch())
+            .and_then(|b| b.paths())
+            .map(|p| p.items().to_vec())
+            .unwrap_or_default();
+        paths.sort();
+        paths
+    }
+}
+
+async fn create_distribution(cloudfront: &aws_sdk_cloudfront::Client) -> DistributionId {
+    use aws_sdk_cloudfront::types::{
+        DefaultCacheBehavior, DistributionConfig, Origin, Origins, S3OriginConfig,
+        ViewerProtocolPolicy,
+    };
+    let origin = Origin::builder()
+        .id("site")
+        .domain_name(format!("{BUCKET}.s3.us-east-1.amazonaws.com"))
+        .s3_origin_config(S3OriginConfig::builder().origin_access_identity("").build())
+        .build()
+        .unwrap();
+    let config = DistributionConfig::builder()
+        .caller_reference("site-publish-tests")
+        .comment("site-build e2e")
+        .enabled(true)
+        .origins(
+            Origins::builder()
+                .quantity(1)
+                .items(origin)
+                .build()
+                .unwrap(),
+        )
+        .default_cache_behavior(
+            DefaultCacheBehavior::builder()
+                .target_origin_id("site")
+                .viewer_protocol_policy(ViewerProtocolPolicy::RedirectToHttps)
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    let created = cloudfront
+        .create_distribution()
+        .distribution_config(config)
+        .send()
+        .await
+        .expect("CreateDistribution");
+    created
+        .distribution()
+        .expect("a distribution")
+        .id()
+        .parse()
+        .expect("moto answers a CloudFront-shaped id")
+}
+
+/// A built site in a temporary folder, deleted when dropped (also when a
+/// test fails).
+struct TempSite {
+    root: PathBuf,
+}
+
+impl TempSite {
+    fn new(label: &str) -> Self {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let root = std::env::temp_dir().join(format!(
+            "site-publish-{label}-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root).expect("temporary site folder");
+        Self { root }
+    }
+
+    fn with(label: &str, files: &[(&str, &str)]) -> Self {
+        let site = Self::new(label);
+        for (path, content) in files {
+            site.write(path, content);
+        }
+        site
+    }
+
+    fn write(&self, path: &str, content: &str) {
+        let file = self.root.join(path);
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(file, content).unwrap();
+    }
+
+    fn delete(&self, path: &str) {
+        std::fs::remove_file(self.root.join(path)).unwrap();
+    }
+
+    fn path(&self) -> &Path {
+        &self.root
+    }
+}
+
+impl Drop for TempSite {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+/// An Astro-like build: pages, hashed bundles, public assets, root manifests.
+const ASTRO_SITE: &[(&str, &str)] = &[
+    ("index.html", "<h1>Home</h1>"),
+    ("about/index.html", "<h1>About</h1>"),
+    ("über uns/index.html", "<h1>Über uns</h1>"),
+    ("_astro/index.3f9a1c2b.js", "console.log('home')"),
+    ("assets/app-BQ4ZtN2k.css", "body{color:#333}"),
+    ("img/logo.png", "\u{89}PNG not really"),
+    ("robots.txt", "User-agent: *"),
+    ("sitemap.xml", "<urlset/>"),
+];
+
+fn site_keys(outcome: &PublishOutcome, paths: &[&str]) -> Vec<String> {
+    let mut keys: Vec<String> = paths
+        .iter()
+        .map(|p| format!("{}{p}", outcome.target.deploy_prefix(&outcome.deploy_id)))
+        .collect();
+    keys.sort();
+    keys
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_publish_uploads_every_file_with_its_content_type_and_cache_control() {
+    let stack = SiteStack::start().await;
+    let site = TempSite::with("first", ASTRO_SITE);
+    let target = PublishTarget::Production;
+
+    let outcome = stack
+        .publisher()
+        .publish(&target, site.path())
+        .await
+        .unwrap();
+
+    assert!(!outcome.unchanged);
+    assert_eq!(
+        (outcome.uploaded, outcome.copied, outcome.deleted),
+        (8, 0, 0)
+    );
+    let bytes: usize = ASTRO_SITE.iter().map(|(_, c)| c.len()).sum();
+    assert_eq!(outcome.bytes_uploaded, bytes as u64);
+    assert_eq!(outcome.previous, None);
+
+    // Every file once, then the manifest, then the pointer; nothing copied.
+    let (puts, copies) = stack.writes();
+    let paths: Vec<&str> = ASTRO_SITE.iter().map(|(p, _)| *p).collect();
+    let mut expected = site_keys(&outcome, &paths);
+    expected.push(target.manifest_key(&outcome.deploy_id));
+    expected.push("live/production.json".to_owned());
+    expected.sort();
+    assert_eq!(puts, expected);
+    assert!(copies.is_empty(), "{copies:?}");
+
+    let revalidate = "public, max-age=0, must-revalidate";
+    let immutable = "public, max-age=31536000, immutable";
+    let hour = "public, max-age=3600";
+    for (path, content_type, cache_control) in [
+        ("index.html", "text/html; charset=utf-8", revalidate),
+        (
+            "über uns/index.html",
+            "text/html; charset=utf-8",
+            revalidate,
+        ),
+        (
+            "_astro/index.3f9a1c2b.js",
+            "text/javascript; charset=utf-8",
+            immutable,
+        ),
+        (
+            "assets/app-BQ4ZtN2k.css",
+            "text/css; charset=utf-8",
+            immutable,
+        ),
+        ("img/logo.png", "image/png", hour),
+        ("robots.txt", "text/plain; charset=utf-8", revalidate),
+        ("sitemap.xml", "text/xml; charset=utf-8", revalidate),
+    ] {
+        let key = format!("{}{path}", target.deploy_prefix(&outcome.deploy_id));
+        let head = stack
+            .s3
+            .head_object()
+            .bucket(BUCKET)
+            .key(&key)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("HeadObject {key}: {e:?}"));
+        assert_eq!(head.content_type(), Some(content_type), "{path}");
+        assert_eq!(head.cache_control(), Some(cache_control), "{path}");
+    }
+
+    // Uploads carry the manifest's SHA-256 as S3 checksum (base64 of the
+    // digest, computed here independently), so S3 refuses other bytes.
+    let home = stack
+        .s3
+        .head_object()
+        .bucket(BUCKET)
+        .key(format!(
+            "{}index.html",
+            target.deploy_prefix(&outcome.deploy_id)
+        ))
+        .checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        home.checksum_sha256(),
+        Some("GnEzBnpKx/4GVllD3USHDyMgQbHSi0NA4rZ4JEo7efY=")
+    );
+
+    // The pointer names the deploy; viewers get its files.
+    let live = stack.publisher().live(&target).await.unwrap().unwrap();
+    assert_eq!(live.deploy_id, outcome.deploy_id);
+    assert_eq!(live.manifest_key, target.manifest_key(&outcome.deploy_id));
+    assert_eq!(live.previous, None);
+    assert_eq!(stack.view(&target, "/").await, "<h1>Home</h1>");
+    assert_eq!(stack.view(&target, "/about/").await, "<h1>About</h1>");
+    assert_eq!(stack.view(&target, "/about").await, "<h1>About</h1>");
+    assert_eq!(
+        stack.view(&target, "/%C3%BCber%20uns/").await,
+        "<h1>Über uns</h1>"
+    );
+    let resolved = stack
+        .publisher()
+        .resolve(&target, "/_astro/index.3f9a1c2b.js")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(resolved.cache_control, immutable);
+    assert!(stack
+        .publisher()
+        .resolve(&target, "/missing.html")
+        .await
+        .unwrap()
+        .is_none());
+
+    // 8 files and 3 directory URLs: 11 paths, under the limit, so listed.
+    assert_eq!(
+        outcome.invalidation_paths.len(),
+        11,
+        "{:?}",
+        outcome.invalidation_paths
+    );
+    assert!(outcome.invalidation_paths.contains(&"/".to_owned()));
+    assert!(outcome
+        .invalidation_paths
+        .contains(&"/%C3%BCber%20uns/".to_owned()));
+    assert_eq!(
+        stack.invalidated_paths(&outcome.invalidation).await,
+        outcome.invalidation_paths
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn republishing_the_same_site_is_unchanged_and_writes_nothing() {
+    let stack = SiteStack::start().await;
+    let target = PublishTarget::Staging;
+    let site = TempSite::with("same", ASTRO_SITE);
+    let first = stack
+        .publisher()
+        .publish(&target, site.path())
+        .await
+        .unwrap();
+    stack.writes();
+
+    let again = stack
+        .publisher()
+        .publish(&target, site.path())
+        .await
+        .unwrap();
+    // The same bytes built into another folder are the same site.
+    let rebuilt = TempSite::with("same-rebuilt", ASTRO_SITE);
+    let rebuilt_outcome = stack
+        .publisher()
+        .publish(&target, rebuilt.path())
+        .await
+        .unwrap();
+
+    for outcome in [&again, &rebuilt_outcome] {
+        assert!(outcome.unchanged);
+        assert_eq!(outcome.deploy_id, first.deploy_id);
+        assert_eq!(
+            (outcome.uploaded, outcome.copied, outcome.bytes_uploaded),
+            (0, 0, 0)
+        );
+        assert!(outcome.invalidation_paths.is_empty());
+        assert_eq!(outcome.invalidation, InvalidationStatus::NotNeeded);
+    }
+    assert_eq!(stack.writes(), (vec![], vec![]));
+    assert_eq!(
+        stack.keys_under("deploys/staging/").await.len(),
+        ASTRO_SITE.len() + 1,
+        "no second deploy"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changing_one_file_uploads_only_that_file_and_invalidates_it() {
+    let stack = SiteStack::start().await;
+    let target = PublishTarget::preview("feature/Login");
+    let site = TempSite::with("one-change", ASTRO_SITE);
+    let first = stack
+        .publisher()
+        .publish(&target, site.path())
+        .await
+        .unwrap();
+    stack.writes();
+
+    site.write("about/index.html", "<h1>About us</h1>");
+    let second = stack
+        .publisher()
+        .publish(&target, site.path())
+        .await
+        .unwrap();
+
+    assert!(!second.unchanged);
+    assert_ne!(second.deploy_id, first.deploy_id);
+    assert_eq!(second.previous.as_deref(), Some(first.deploy_id.as_str()));
+    assert_eq!((second.uploaded, second.copied, second.deleted), (1, 7, 0));
+    assert_eq!(second.bytes_uploaded, "<h1>About us</h1>".len() as u64);
+    let (puts, copies) = stack.writes();
+    let mut expected_puts = site_keys(&second, &["about/index.html"]);
+    expected_puts.push(target.manifest_key(&second.deploy_id));
+    expected_puts.push(target.pointer_key());
+    expected_puts.sort();
+    assert_eq!(puts, expected_puts);
+    let unchanged: Vec<&str> = ASTRO_SITE
+        .iter()
+        .map(|(p, _)| *p)
+        .filter(|p| *p != "about/index.html")
+        .collect();
+    assert_eq!(copies, site_keys(&second, &unchanged));
+
+    // Copies carry this deploy's headers.
+    let key = format!(
+        "{}assets/app-BQ4ZtN2k.css",
+        target.deploy_prefix(&second.deploy_id)
+    );
+    let head = stack
+        .s3
+        .head_object()
+        .bucket(BUCKET)
+        .key(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.content_type(), Some("text/css; charset=utf-8"));
+    assert_eq!(
+        head.cache_control(),
+        Some("public, max-age=31536000, immutable")
+    );
+    assert_eq!(stack.body(&key).await, "body{color:#333}");
+
+    assert_eq!(second.invalidation_paths, ["/about/", "/about/index.html"]);
+    assert_eq!(
+        stack.invalidated_paths(&second.invalidation).await,
+        ["/about/", "/about/index.html"]
+    );
+    assert_eq!(stack.view(&target, "/about/").await, "<h1>About us</h1>");
+
+    // A deleted file is invalidated too, and nothing is uploaded for it.
+    site.delete("robots.txt");
+    let third = stack
+        .publisher()
+        .publish(&target, site.path())
+        .await
+        .unwrap();
+    assert_eq!((third.uploaded, third.copied, third.deleted), (0, 7, 1));
+    assert_eq!(third.invalidation_paths, ["/robots.txt"]);
+    assert!(stack
+        .publisher()
+        .resolve(&target, "/robots.txt")
+        .await
+        .unwrap()
+        .is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_changes_are_invalidated_with_one_wildcard() {
+    let stack = SiteStack::start().await;
+    let target = PublishTarget::Production;
+    let pages: Vec<(String, String)> = (0..20)
+        .map(|i| (format!("posts/{i}/index.html"), format!("post {i} v1")))
+        .collect();
+    let site = TempSite::new("wildcard");
+    for (path, content) in &pages {
+        site.write(path, content);
+    }
+    stack
+        .publisher()
+        .publish(&target, site.path())
+        .await
+        .unwrap();
+    for (path, _) in &pages {
+        site.write(path, &format!("{path} v2"));
+    }
+    let outcome = stack
+        .publisher()
+        .publish(&target, site.path())
+        .await
+        .unwrap();
+    assert_eq!(outcome.uploaded, 20);
+    assert_eq!(outcome.invalidation_paths, ["/*"]);
+    assert_eq!(stack.invalidated_paths(&outcome.invalidation).await, ["/*"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_resolving_during_a_publish_only_see_complete_deploys() {
+    let stack = SiteStack::start().await;
+    let target = PublishTarget::Production;
+    const PAGES: usize = 40;
+    let version = |v: &str| -> Vec<(String, String)> {
+        (0..PAGES)
+            .map(|i| (format!("page-{i}.html"), format!("{v} page {i}")))
+            .collect()
+    };
+    let site = TempSite::new("atomic");
+    for (path, content) in version("v1") {
+        site.write(&path, &content);
+    }
+    let v1 = stack
+        .publisher()
+        .publish(&target, site.path())
+        .await
+        .unwrap();
+    for (path, content) in version("v2") {
+        site.write(&path, &content);
+    }
+
+    // One file at a time, so the new deploy takes a while to fill up.
+    let slow = stack.publisher().with_concurrency(1);
+    let root = site.path().to_path_buf();
+    let publish_target = target.clone();
+    let publishing =
+        tokio::spawn(async move { slow.publish(&publish_target, &root).await.unwrap() });
+
+    let reader = stack.publisher();
+    let mut checked = BTreeSet::new();
+    let mut seen = Vec::new();
+    let mut i = 0;
+    loop {
+        let done = publishing.is_finished();
+        let path = format!("/page-{}.html", i % PAGES);
+        let resolved = reader.resolve(&target, &path).await.unwrap().unwrap();
+        let body = stack.body(&resolved.key).await;
+        let expected_version = if resolved.deploy_id == v1.deploy_id {
+            "v1"
+        } else {
+            "v2"
+        };
+        assert_eq!(body, format!("{expected_version} page {}", i % PAGES));
+        // The first time a deploy is seen live, all of it must be there.
+        if checked.insert(resolved.deploy_id.clone()) {
+            let keys = stack
+                .keys_under(&target.deploy_prefix(&resolved.deploy_id))
+                .await;
+            assert_eq!(
+                keys.len(),
+                PAGES + 1,
+                "deploy {} is incomplete",
+                resolved.deploy_id
+            );
+        }
+        if seen.last() != Some(&resolved.deploy_id) {
+            seen.push(resolved.deploy_id.clone());
+        }
+        i += 1;
+        if done {
+            break;
+        }
+    }
+    let v2 = publishing.await.unwrap();
+    assert_eq!(v2.uploaded, PAGES);
+    // Readers saw v1, then v2, never anything in between or back.
+    assert_eq!(seen.first(), Some(&v1.deploy_id));
+    assert_eq!(seen.last(), Some(&v2.deploy_id));
+    assert!(seen.len() <= 2, "{seen:?}");
+    assert!(i > 2, "the reader never ran while the publish did");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollback_restores_the_previous_deploy_without_uploading() {
+    let stack = SiteStack::start().await;
+    let target = PublishTarget::Production;
+    let site = TempSite::with("rollback", ASTRO_SITE);
+    let v1 = stack
+        .publisher()
+        .publish(&target, site.path())
+        .await
+        .unwrap();
+    // Nothing to roll back to yet.
+    assert!(matches!(
+        stack.publisher().rollback(&target).await,
+        Err(PublishError::NoPrevious { .. })
+    ));
+    site.write("index.html", "<h1>Home, broken</h1>");
+    let v2 = stack
+        .publisher()
+        .publish(&target, site.path())
+        .await
+        .unwrap();
+    assert_eq!(stack.view(&target, "/").await, "<h1>Home, broken</h1>");
+    stack.writes();
+
+    let rolled = stack.publisher().rollback(&target).await.unwrap();
+
+    assert_eq!(rolled.deploy_id, v1.deploy_id);
+    assert_eq!(rolled.rolled_back_from, v2.deploy_id);
+    // One write: the pointer. No file uploaded or copied.
+    assert_eq!(stack.writes(), (vec![target.pointer_key()], vec![]));
+    assert_eq!(stack.view(&target, "/").await, "<h1>Home</h1>");
+    let live = stack.publisher().live(&target).await.unwrap().unwrap();
+    assert_eq!(live.deploy_id, v1.deploy_id);
+    assert_eq!(live.previous.as_deref(), Some(v2.deploy_id.as_str()));
+    assert_eq!(rolled.invalidation_paths, ["/*"]);
+    assert_eq!(stack.invalidated_paths(&rolled.invalidation).await, ["/*"]);
+
+    // Rolling back again undoes the rollback, with its own invalidation.
+    let undone = stack.publisher().rollback(&target).await.unwrap();
+    assert_eq!(undone.deploy_id, v2.deploy_id);
+    assert_eq!(stack.view(&target, "/").await, "<h1>Home, broken</h1>");
+    assert_ne!(undone.invalidation, rolled.invalidation);
+    assert_eq!(stack.writes(), (vec![target.pointer_key()], vec![]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_a_preview_deletes_its_pointer_and_every_deploy_and_nothing_else() {
+    let stack = SiteStack::start().await;
+    // `foo` is a prefix of `foo-bar`: removing one must not touch the other.
+    let closed = PublishTarget::preview("foo");
+    let open = PublishTarget::preview("foo-bar");
+    let site = TempSite::with("remove", ASTRO_SITE);
+    stack
+        .publisher()
+        .publish(&closed, site.path())
+        .await
+        .unwrap();
+    site.write("index.html", "<h1>Home 2</h1>");
+    let live = stack
+        .publisher()
+        .publish(&closed, site.path())
+        .await
+        .unwrap();
+    stack.publisher().publish(&open, site.path()).await.unwrap();
+
+    let removed = stack.publisher().remove(&closed).await.unwrap();
+
+    assert_eq!(removed.was_live.as_deref(), Some(live.deploy_id.as_str()));
+    // Two deploys of 8 files and a manifest each.
+    assert_eq!(removed.deleted_objects, 18);
+    assert!(stack.keys_under("deploys/preview/foo/").await.is_empty());
+    assert!(stack.keys_under("live/preview/foo.json").await.is_empty());
+    assert!(stack.publisher().live(&closed).await.unwrap().is_none());
+    assert!(matches!(
+        stack.publisher().resolve(&closed, "/").await,
+        Err(PublishError::NotLive { .. })
+    ));
+    assert_eq!(stack.view(&open, "/").await, "<h1>Home 2</h1>");
+    assert_eq!(stack.keys_under("deploys/preview/foo-bar/").await.len(), 9);
+
+    // Removing twice is harmless (a replayed "PR closed" event).
+    let again = stack.publisher().remove(&closed).await.unwrap();
+    assert_eq!((again.was_live, again.deleted_objects), (None, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_publishes_of_one_target_never_both_switch() {
+    let stack = SiteStack::start().await;
+    let target = PublishTarget::Staging;
+    let base = TempSite::with("race-base", ASTRO_SITE);
+    let original = stack
+        .publisher()
+        .publish(&target, base.path())
+        .await
+        .unwrap();
+
+    let one = TempSite::with("race-one", ASTRO_SITE);
+    let two = TempSite::with("race-two", ASTRO_SITE);
+    for i in 0..30 {
+        one.write(&format!("p/{i}.html"), &format!("one {i}"));
+        two.write(&format!("p/{i}.html"), &format!("two {i}"));
+    }
+    let slow = stack.publisher().with_concurrency(1);
+    let (a, b) = tokio::join!(
+        slow.publish(&target, one.path()),
+        slow.publish(&target, two.path())
+    );
+
+    let (winner, loser) = match (a, b) {
+        (Ok(winner), Err(loser)) | (Err(loser), Ok(winner)) => (winner, loser),
+        other => panic!("exactly one publish must switch: {other:?}"),
+    };
+    assert!(
+        matches!(loser, PublishError::PointerMoved { .. }),
+        "{loser}"
+    );
+    let live = stack.publisher().live(&target).await.unwrap().unwrap();
+    assert_eq!(live.deploy_id, winner.deploy_id);
+    assert_eq!(live.previous.as_deref(), Some(original.deploy_id.as_str()));
+    // The loser's deploy was deleted: only the original and the winner remain.
+    let keys = stack.keys_under("deploys/staging/").await;
+    let deploys: BTreeSet<&str> = keys.iter().filter_map(|k| k.split('/').nth(2)).collect();
+    assert_eq!(
+        deploys,
+        BTreeSet::from([original.deploy_id.as_str(), winner.deploy_id.as_str()])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prune_keeps_only_the_live_deploy_and_the_one_to_roll_back_to() {
+    let stack = SiteStack::start().await;
+    let target = PublishTarget::Production;
+    let site = TempSite::with("prune", ASTRO_SITE);
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        site.write("index.html", &format!("<h1>Home {n}</h1>"));
+        ids.push(
+            stack
+                .publisher()
+                .publish(&target, site.path())
+                .await
+                .unwrap()
+                .deploy_id,
+        );
+        // Deploy ids order by the second they were made in.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+    }
+
+    let PruneOutcome {
+        pruned_deploys,
+        deleted_objects,
+        ..
+    } = stack.publisher().prune(&target).await.unwrap();
+
+    assert_eq!(pruned_deploys, [ids[0].clone()]);
+    assert_eq!(deleted_objects, ASTRO_SITE.len() + 1);
+    let rolled = stack.publisher().rollback(&target).await.unwrap();
+    assert_eq!(rolled.deploy_id, ids[1]);
+    assert_eq!(stack.view(&target, "/").await, "<h1>Home 1</h1>");
+    // After the rollback the newer deploy is `previous`; nothing more goes.
+    let again = stack.publisher().prune(&target).await.unwrap();
+    assert!(again.pruned_deploys.is_empty());
+}
