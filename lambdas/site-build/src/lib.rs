@@ -8,8 +8,6 @@
 //! - [`content`]: `Content-Type` and `Cache-Control` per file;
 //! - [`publish`]: atomic deploys with a live pointer, rollback, removal.
 
-mod hex;
-
 pub mod content;
 pub mod publish;
 pub mod signature;

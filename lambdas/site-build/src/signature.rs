@@ -9,8 +9,6 @@
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::hex;
-
 /// The header GitHub puts the signature in (HTTP header names are
 /// case-insensitive; Function URLs deliver them lowercased).
 pub const SIGNATURE_HEADER: &str = "X-Hub-Signature-256";
@@ -70,7 +68,7 @@ impl WebhookSecret {
     pub fn sign(&self, raw_body: &[u8]) -> String {
         let mut mac = self.mac();
         mac.update(raw_body);
-        format!("{SCHEME}{}", hex::encode(&mac.finalize().into_bytes()))
+        format!("{SCHEME}{}", hex::encode(mac.finalize().into_bytes()))
     }
 
     /// Checks `header` (the `X-Hub-Signature-256` value, if any) against the

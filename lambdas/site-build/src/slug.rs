@@ -15,8 +15,6 @@ use std::fmt;
 
 use sha2::{Digest, Sha256};
 
-use crate::hex;
-
 /// A DNS label is at most 63 octets.
 pub const MAX_SLUG_LEN: usize = 63;
 
@@ -39,7 +37,7 @@ impl PreviewSlug {
         if kept_verbatim {
             return Self(readable);
         }
-        let digest = hex::encode(&Sha256::digest(branch.as_bytes()));
+        let digest = hex::encode(Sha256::digest(branch.as_bytes()));
         let hash = &digest[..HASH_DIGITS];
         let room = MAX_SLUG_LEN - HASH_DIGITS - 1;
         let head = readable[..readable.len().min(room)].trim_end_matches('-');

@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 
 use super::layout::{ManifestEntry, MANIFEST_NAME};
 use super::PublishError;
-use crate::{content, hex};
+use crate::content;
 
 /// A file of the built site on local disk.
 #[derive(Debug, Clone)]
@@ -62,7 +62,7 @@ impl LocalSite {
                 } else if site_path != MANIFEST_NAME {
                     let (digest, size) = hash_file(&disk_path)?;
                     let entry = ManifestEntry {
-                        sha256: hex::encode(&digest),
+                        sha256: hex::encode(digest),
                         size,
                         content_type: content::content_type(&site_path),
                         cache_control: content::cache_control(&site_path).to_owned(),
