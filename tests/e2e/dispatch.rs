@@ -287,6 +287,75 @@ async fn throttling_and_5xx_are_retried_but_an_unknown_service_is_reported_once(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_env_file_event_redeploys_only_the_services_not_yet_deployed() {
+    let stack = shop(&[]).await;
+    let p = &stack.pipeline;
+    // The worker's ECS calls keep failing past the client's retries.
+    p.ecs_proxy.inject_matching(
+        "UpdateService",
+        "shop_service_worker_dev",
+        5,
+        503,
+        "ServerException",
+    );
+    let event = eventbridge(
+        "r-1",
+        "aws.s3",
+        "AWS API Call via CloudTrail",
+        json!({"eventSource": "s3.amazonaws.com", "eventName": "PutObject",
+               "requestParameters": {"bucketName": "shop-env", "key": "shared.env"}}),
+    );
+    let first = p.ci_dispatch.invoke(&event).await;
+    assert!(
+        matches!(first, Err(InvokeError::Function { .. })),
+        "retryable failure fails the invocation: {first:?}"
+    );
+    // Lambda retries the same event.
+    let second = p.ci_dispatch.invoke(&event).await.unwrap();
+    let statuses: Vec<(String, String)> = second["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["service"].as_str().unwrap().to_owned(),
+                s["status"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert!(
+        statuses.contains(&("shop_service_api_dev".into(), "already_deployed".into())),
+        "{second}"
+    );
+    assert!(
+        statuses.contains(&("shop_service_worker_dev".into(), "started".into())),
+        "{second}"
+    );
+    let deployed: Vec<String> = p
+        .ecs_proxy
+        .forwarded("UpdateService")
+        .iter()
+        .map(|c| target(c).1)
+        .collect();
+    assert_eq!(
+        deployed
+            .iter()
+            .filter(|s| *s == "shop_service_api_dev")
+            .count(),
+        1,
+        "api deployed once: {deployed:?}"
+    );
+    assert_eq!(
+        deployed
+            .iter()
+            .filter(|s| *s == "shop_service_worker_dev")
+            .count(),
+        1,
+        "{deployed:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dry_run_calls_no_update_service_and_says_dry_run() {
     let stack = shop(&[("DryRun", "true")]).await;
     let p = &stack.pipeline;

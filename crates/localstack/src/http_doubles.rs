@@ -88,6 +88,8 @@ async fn sink(State(state): State<Arc<SinkState>>, uri: Uri, body: Bytes) -> Res
 pub struct Fault {
     /// Matches the `X-Amz-Target` header's operation, e.g. `UpdateService`.
     pub operation: String,
+    /// Only calls whose body contains this text (empty: every call).
+    pub body_contains: String,
     pub remaining: usize,
     pub status: u16,
     pub code: String,
@@ -134,8 +136,21 @@ impl FaultProxy {
     /// Answers the next `times` calls of `operation` with `status` and an
     /// AWS JSON error of type `code`.
     pub fn inject(&self, operation: &str, times: usize, status: u16, code: &str) {
+        self.inject_matching(operation, "", times, status, code);
+    }
+
+    /// Like `inject`, for calls whose body contains `body_contains`.
+    pub fn inject_matching(
+        &self,
+        operation: &str,
+        body_contains: &str,
+        times: usize,
+        status: u16,
+        code: &str,
+    ) {
         self.state.faults.lock().expect("proxy lock").push(Fault {
             operation: operation.to_owned(),
+            body_contains: body_contains.to_owned(),
             remaining: times,
             status,
             code: code.to_owned(),
@@ -169,11 +184,16 @@ async fn forward(
         .and_then(|t| t.rsplit('.').next())
         .unwrap_or_default()
         .to_owned();
+    let body_text = String::from_utf8_lossy(&body).into_owned();
     let fault = {
         let mut faults = state.faults.lock().expect("proxy lock");
         faults
             .iter_mut()
-            .find(|f| f.operation == operation && f.remaining > 0)
+            .find(|f| {
+                f.operation == operation
+                    && f.remaining > 0
+                    && (f.body_contains.is_empty() || body_text.contains(&f.body_contains))
+            })
             .map(|f| {
                 f.remaining -= 1;
                 f.clone()

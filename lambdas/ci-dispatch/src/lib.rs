@@ -111,7 +111,7 @@ impl Dispatcher {
                 info!("event already processed; acknowledged and skipped");
                 return Ok(json!({"status": "duplicate", "event_id": envelope.id}));
             }
-            let outcome = self.route(trigger).await;
+            let outcome = self.route(&envelope.id, trigger).await;
             if outcome.is_err() {
                 // Forget the event so the retry of this invocation runs it again.
                 if let Err(err) = self.memory.release(&claim).await {
@@ -135,7 +135,7 @@ impl Dispatcher {
         }
     }
 
-    async fn route(&self, trigger: Trigger) -> Result<Value, DispatchError> {
+    async fn route(&self, event_id: &str, trigger: Trigger) -> Result<Value, DispatchError> {
         match trigger {
             Trigger::ImagePushed {
                 repository,
@@ -166,7 +166,7 @@ impl Dispatcher {
                     "image {repository}:{} pushed ({digest})",
                     tag.as_deref().unwrap_or("untagged")
                 );
-                let result = self.deploy(&[name], None, &reason).await;
+                let result = self.deploy(event_id, &[name], None, &reason).await;
                 if result.is_err() {
                     let _ = self.memory.release(&image).await;
                 }
@@ -179,8 +179,13 @@ impl Dispatcher {
                         json!({"status": "skipped", "reason": format!("parameter {name} maps to no service")}),
                     );
                 };
-                self.deploy(&[service], None, &format!("parameter {name} {operation}"))
-                    .await
+                self.deploy(
+                    event_id,
+                    &[service],
+                    None,
+                    &format!("parameter {name} {operation}"),
+                )
+                .await
             }
             Trigger::EnvFileChanged {
                 bucket,
@@ -201,6 +206,7 @@ impl Dispatcher {
                     );
                 }
                 self.deploy(
+                    event_id,
                     &users,
                     None,
                     &format!("env file s3://{bucket}/{key} {operation}"),
@@ -213,7 +219,7 @@ impl Dispatcher {
                 reason,
             } => {
                 let reason = reason.unwrap_or_else(|| "manual deploy".into());
-                self.deploy(&[service], task_definition.as_deref(), &reason)
+                self.deploy(event_id, &[service], task_definition.as_deref(), &reason)
                     .await
             }
             Trigger::EcsDeployment {
@@ -246,9 +252,12 @@ impl Dispatcher {
         }
     }
 
-    /// Redeploys services concurrently; one aggregated result.
+    /// Redeploys services concurrently; one aggregated result. If some
+    /// service fails in a way worth retrying, the event fails and its retry
+    /// redeploys only the services not yet deployed for this event.
     async fn deploy(
         &self,
+        event_id: &str,
         services: &[String],
         task_definition: Option<&str>,
         reason: &str,
@@ -260,30 +269,43 @@ impl Dispatcher {
         let results = join_all(
             targets
                 .iter()
-                .map(|target| self.deploy_one(target, task_definition, reason)),
+                .map(|target| self.deploy_once(event_id, target, task_definition, reason)),
         )
         .await;
-        let mut retryable = None;
         let mut report = Vec::new();
         for result in results {
-            match result {
-                Ok(r) => report.push(r),
-                Err(err) => {
-                    report.push(ServiceResult {
-                        service: String::new(),
-                        status: "retrying",
-                        deployment_id: None,
-                        task_definition: None,
-                        error: Some(err.to_string()),
-                    });
-                    retryable = Some(err);
-                }
-            }
-        }
-        if let Some(err) = retryable {
-            return Err(DispatchError::Deploy(err));
+            report.push(result?);
         }
         Ok(json!({"status": "done", "dry_run": self.config.dry_run, "services": report}))
+    }
+
+    async fn deploy_once(
+        &self,
+        event_id: &str,
+        target: &ServiceTarget,
+        task_definition: Option<&str>,
+        reason: &str,
+    ) -> Result<ServiceResult, DispatchError> {
+        let done = format!("deployed#{event_id}#{}#{}", target.cluster, target.service);
+        if !self.memory.claim(&done).await? {
+            info!(service = %target.service, "already deployed for this event by an earlier attempt");
+            return Ok(ServiceResult {
+                service: target.service.clone(),
+                status: "already_deployed",
+                deployment_id: None,
+                task_definition: None,
+                error: None,
+            });
+        }
+        match self.deploy_one(target, task_definition, reason).await {
+            Ok(result) => Ok(result),
+            Err(err) => {
+                if let Err(release) = self.memory.release(&done).await {
+                    warn!(error = %release, "could not release the service claim");
+                }
+                Err(DispatchError::Deploy(err))
+            }
+        }
     }
 
     async fn deploy_one(
