@@ -10,8 +10,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use localstack::Emulator;
-use site_build::aws_sdk_cloudfront;
-use site_build::aws_sdk_s3;
 use site_build::{
     DistributionId, InvalidationStatus, PruneOutcome, PublishError, PublishOutcome, PublishTarget,
     Publisher,

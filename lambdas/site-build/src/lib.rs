@@ -20,8 +20,3 @@ pub use publish::{
 };
 pub use signature::{SignatureError, WebhookSecret};
 pub use slug::PreviewSlug;
-
-/// The SDK crates whose clients [`Publisher`] takes, re-exported so callers
-/// build them from the very versions this crate was compiled against.
-pub use aws_sdk_cloudfront;
-pub use aws_sdk_s3;
