@@ -18,7 +18,7 @@ KEEP ?=
 
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup build test unit e2e lint fmt clippy template-lint package bench demo clean
+.PHONY: setup build test unit e2e lint fmt clippy template-lint package deploy bench demo clean
 
 setup: $(STAMP_PY) $(STAMP_NPM)
 
@@ -64,6 +64,21 @@ package: setup
 	for f in $(FUNCTIONS); do cp target/lambda/$$f/bootstrap.zip $(DIST)/$$f.zip; done
 	cp state-machine/deployment.asl.json $(DIST)/
 	cd $(DIST) && sha256sum *.zip deployment.asl.json > SHA256SUMS && cat SHA256SUMS
+
+# Ship it: upload dist/ under deployer/$(VERSION)/ in the code bucket (created if
+# missing) and create or update the stack $(ENV)-deployer; AWS_ENDPOINT_URL aims it
+# at an emulator. Packages first only when dist/ is missing (`make package deploy`
+# to rebuild). CFN_ROLE_ARN is required on the first deploy; PARAMS="Key=Value ..."
+# sets other template parameters (unset ones keep their deployed values).
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null)
+DEPLOY_FLAGS = $(if $(CODE_BUCKET),--code-bucket $(CODE_BUCKET)) \
+	$(if $(CFN_ROLE_ARN),--cfn-role-arn $(CFN_ROLE_ARN)) \
+	$(if $(filter command line environment,$(origin ARCH)),--architecture $(ARCH)) \
+	$(foreach p,$(PARAMS),--parameter '$(p)')
+
+deploy: setup
+	@test -d $(DIST) || $(MAKE) package
+	$(PY) scripts/deploy.py --env $(ENV) --version "$(VERSION)" --dist $(DIST) $(strip $(DEPLOY_FLAGS))
 
 # Figures, not pass/fail: cold start and RSS beside a hello-world baseline,
 # zip sizes, upload-to-IN_PROGRESS latency. Builds release binaries first.

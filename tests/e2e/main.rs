@@ -9,4 +9,5 @@ mod delivery;
 mod deploy;
 mod dispatch;
 mod site_publish;
+mod stack_deploy;
 mod template;

@@ -1,0 +1,289 @@
+//! `make deploy` (scripts/deploy.py) into the emulator: Deployer's own stack
+//! from `cloudformation.template`, created, updated to a new version, left
+//! alone when nothing changed, and a failed first create reported by resource.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use deployer_e2e::root;
+use localstack::emulator::{venv_python, ACCOUNT_ID, REGION};
+use localstack::Emulator;
+
+const STACK: &str = "dev-deployer";
+const CFN_ROLE: &str = "arn:aws:iam::123456789012:role/deployer-cloudformation";
+
+/// Python from the project venv: `WRITE_ZIPS DIR NAME...` writes DIR/NAME.zip.
+const WRITE_ZIPS: &str = r##"
+import sys, zipfile
+for name in sys.argv[2:]:
+    with zipfile.ZipFile(f"{sys.argv[1]}/{name}.zip", "w") as z:
+        z.writestr("bootstrap", "#!/bin/sh\n")
+"##;
+
+/// A stand-in for `make package`'s `dist/`: the emulator never runs the
+/// functions, so a zip holding a file named `bootstrap` is enough.
+struct Dist(PathBuf);
+
+impl Dist {
+    fn create() -> Self {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let dir = std::env::temp_dir().join(format!(
+            "deployer-stack-deploy-{}-{nanos}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let zipped = std::process::Command::new(venv_python(&root()).unwrap())
+            .arg("-c")
+            .arg(WRITE_ZIPS)
+            .arg(&dir)
+            .args(["s3-trigger", "trigger-build", "ci-dispatch"])
+            .status()
+            .unwrap();
+        assert!(zipped.success(), "writing the zips");
+        std::fs::copy(
+            root().join("state-machine/deployment.asl.json"),
+            dir.join("deployment.asl.json"),
+        )
+        .unwrap();
+        Self(dir)
+    }
+}
+
+impl Drop for Dist {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Runs the deploy script as `make deploy ENV=dev VERSION={version}` does,
+/// with the emulator's endpoint, region and dummy credentials.
+async fn deploy(emulator: &Emulator, dist: &Path, version: &str, extra: &[&str]) -> Output {
+    tokio::process::Command::new(venv_python(&root()).unwrap())
+        .arg(root().join("scripts/deploy.py"))
+        .args(["--env", "dev", "--version", version, "--dist"])
+        .arg(dist)
+        .args(extra)
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_SESSION_TOKEN")
+        .envs(emulator.client_env())
+        .output()
+        .await
+        .expect("running scripts/deploy.py")
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+async fn cloudformation(emulator: &Emulator) -> aws_sdk_cloudformation::Client {
+    aws_sdk_cloudformation::Client::new(&emulator.sdk_config().await)
+}
+
+/// The stack's status and parameters, from DescribeStacks.
+async fn stack(cfn: &aws_sdk_cloudformation::Client) -> (String, Vec<(String, String)>) {
+    let described = cfn
+        .describe_stacks()
+        .stack_name(STACK)
+        .send()
+        .await
+        .expect("DescribeStacks");
+    let stack = described.stacks().first().expect("the stack");
+    let parameters = stack
+        .parameters()
+        .iter()
+        .map(|p| {
+            (
+                p.parameter_key().unwrap_or_default().to_owned(),
+                p.parameter_value().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    (
+        stack.stack_status().expect("status").as_str().to_owned(),
+        parameters,
+    )
+}
+
+fn template_resources() -> Vec<String> {
+    let text = std::fs::read_to_string(root().join("cloudformation.template")).unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let mut ids: Vec<String> = doc["Resources"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn make_deploy_creates_the_stack_then_updates_it_to_the_new_version() {
+    let emulator = Emulator::start(&root(), None)
+        .await
+        .expect("moto server starts");
+    let dist = Dist::create();
+    let cfn = cloudformation(&emulator).await;
+
+    let first = deploy(
+        &emulator,
+        &dist.0,
+        "0.1.0-aaaaaaa",
+        &[
+            "--cfn-role-arn",
+            CFN_ROLE,
+            "--parameter",
+            "ProjectName=shop",
+        ],
+    )
+    .await;
+    assert!(first.status.success(), "{}", text(&first));
+    assert!(
+        String::from_utf8_lossy(&first.stdout).contains("dev-deployer CREATE_COMPLETE"),
+        "{}",
+        text(&first)
+    );
+    let (status, params) = stack(&cfn).await;
+    assert_eq!(status, "CREATE_COMPLETE");
+    let param = |params: &[(String, String)], name: &str| {
+        deployer_e2e::param(params, name).unwrap_or_else(|| panic!("{name} missing"))
+    };
+    assert_eq!(param(&params, "CodePrefix"), "deployer/0.1.0-aaaaaaa/");
+    let bucket = format!("dev-deployer-code-{ACCOUNT_ID}-{REGION}");
+    assert_eq!(param(&params, "CodeBucket"), bucket);
+
+    // Every resource the template declares is in the stack.
+    let listed = cfn
+        .list_stack_resources()
+        .stack_name(STACK)
+        .send()
+        .await
+        .expect("ListStackResources");
+    let mut created: Vec<String> = listed
+        .stack_resource_summaries()
+        .iter()
+        .map(|r| r.logical_resource_id().unwrap_or_default().to_owned())
+        .collect();
+    created.sort();
+    assert_eq!(created, template_resources());
+
+    // The code, the definition and the template are under the versioned prefix.
+    let s3 = aws_sdk_s3::Client::new(&emulator.sdk_config().await);
+    let objects = s3
+        .list_objects_v2()
+        .bucket(&bucket)
+        .prefix("deployer/0.1.0-aaaaaaa/")
+        .send()
+        .await
+        .expect("ListObjectsV2");
+    let mut keys: Vec<&str> = objects.contents().iter().filter_map(|o| o.key()).collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "deployer/0.1.0-aaaaaaa/ci-dispatch.zip",
+            "deployer/0.1.0-aaaaaaa/cloudformation.template",
+            "deployer/0.1.0-aaaaaaa/deployment.asl.json",
+            "deployer/0.1.0-aaaaaaa/s3-trigger.zip",
+            "deployer/0.1.0-aaaaaaa/trigger-build.zip",
+        ]
+    );
+
+    // A new version: no role this time, the deployed values are kept.
+    let second = deploy(&emulator, &dist.0, "0.1.0-bbbbbbb", &[]).await;
+    assert!(second.status.success(), "{}", text(&second));
+    let (status, params) = stack(&cfn).await;
+    assert_eq!(status, "UPDATE_COMPLETE");
+    assert_eq!(param(&params, "CodePrefix"), "deployer/0.1.0-bbbbbbb/");
+    assert_eq!(param(&params, "CloudFormationRoleArn"), CFN_ROLE);
+    assert_eq!(param(&params, "ProjectName"), "shop");
+
+    // The same version again changes nothing and still succeeds.
+    let again = deploy(&emulator, &dist.0, "0.1.0-bbbbbbb", &[]).await;
+    assert!(again.status.success(), "{}", text(&again));
+    assert!(
+        String::from_utf8_lossy(&again.stdout).contains("no changes"),
+        "{}",
+        text(&again)
+    );
+    assert_eq!(stack(&cfn).await.0, "UPDATE_COMPLETE");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_first_make_deploy_names_the_resource_and_a_rerun_creates_the_stack_afresh() {
+    let emulator = Emulator::start(&root(), None)
+        .await
+        .expect("moto server starts");
+    let dist = Dist::create();
+    let cfn = cloudformation(&emulator).await;
+    let dynamodb = aws_sdk_dynamodb::Client::new(&emulator.sdk_config().await);
+    // A table left behind under the name the stack's StacksTable takes.
+    dynamodb
+        .create_table()
+        .table_name("dev-deployer-stacks")
+        .attribute_definitions(
+            aws_sdk_dynamodb::types::AttributeDefinition::builder()
+                .attribute_name("stack_name")
+                .attribute_type(aws_sdk_dynamodb::types::ScalarAttributeType::S)
+                .build()
+                .unwrap(),
+        )
+        .key_schema(
+            aws_sdk_dynamodb::types::KeySchemaElement::builder()
+                .attribute_name("stack_name")
+                .key_type(aws_sdk_dynamodb::types::KeyType::Hash)
+                .build()
+                .unwrap(),
+        )
+        .billing_mode(aws_sdk_dynamodb::types::BillingMode::PayPerRequest)
+        .send()
+        .await
+        .expect("CreateTable");
+
+    let failed = deploy(
+        &emulator,
+        &dist.0,
+        "0.1.0-aaaaaaa",
+        &["--cfn-role-arn", CFN_ROLE],
+    )
+    .await;
+    assert_eq!(failed.status.code(), Some(1), "{}", text(&failed));
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert!(
+        stderr.contains("ROLLBACK_COMPLETE") && stderr.contains("StacksTable"),
+        "{}",
+        text(&failed)
+    );
+    assert_eq!(stack(&cfn).await.0, "ROLLBACK_COMPLETE");
+
+    dynamodb
+        .delete_table()
+        .table_name("dev-deployer-stacks")
+        .send()
+        .await
+        .expect("DeleteTable");
+    let retried = deploy(
+        &emulator,
+        &dist.0,
+        "0.1.0-aaaaaaa",
+        &["--cfn-role-arn", CFN_ROLE],
+    )
+    .await;
+    assert!(retried.status.success(), "{}", text(&retried));
+    assert!(
+        String::from_utf8_lossy(&retried.stdout)
+            .contains("ROLLBACK_COMPLETE from a failed first create"),
+        "{}",
+        text(&retried)
+    );
+    assert_eq!(stack(&cfn).await.0, "CREATE_COMPLETE");
+}
