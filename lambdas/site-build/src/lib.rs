@@ -12,6 +12,7 @@ pub mod content;
 pub mod publish;
 pub mod signature;
 pub mod slug;
+pub mod trigger;
 
 pub use publish::{
     DeployManifest, DistributionId, InvalidationStatus, LivePointer, ManifestEntry, PruneOutcome,
