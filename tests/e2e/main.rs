@@ -8,6 +8,7 @@ mod concurrency;
 mod delivery;
 mod deploy;
 mod dispatch;
+mod site_build_runner;
 mod site_publish;
 mod stack_deploy;
 mod template;

@@ -1,13 +1,17 @@
 //! `site-build`: static sites published per environment (production,
 //! staging, a preview per branch) to S3 behind CloudFront.
 //!
-//! What is here is the publishing core; the Lambda handler (GitHub webhook
-//! over a Function URL, direct invoke, email commands) is built on it:
+//! The pieces the Lambda handler (not written yet) is built from:
+//! - [`trigger`]: GitHub webhooks, SES email commands and direct invocations
+//!   parsed into build requests whose origin decides the production gate;
 //! - [`signature`]: GitHub's `X-Hub-Signature-256` over the raw body;
+//! - [`build`]: the source at an exact commit (tarball, no git), `npm ci`
+//!   with a reused cache, `npm run build`, the log tail;
 //! - [`slug`]: branch names to preview names that never collide;
 //! - [`content`]: `Content-Type` and `Cache-Control` per file;
 //! - [`publish`]: atomic deploys with a live pointer, rollback, removal.
 
+pub mod build;
 pub mod content;
 pub mod publish;
 pub mod signature;
