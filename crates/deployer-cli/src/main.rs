@@ -150,17 +150,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Approve { repo, build, by } => {
             let build = awaiting(&store, &repo, env, build.as_deref()).await?;
-            let token = build
-                .approval_token
-                .clone()
-                .context("build has no approval token yet")?;
-            aws_sdk_sfn::Client::new(&aws)
-                .send_task_success()
-                .task_token(token)
-                .output(serde_json::json!({"approved_by": by}).to_string())
-                .send()
-                .await
-                .context("sending the approval to Step Functions")?;
+            answer(&aws, &build, Answer::Approve { by }).await?;
             println!(
                 "approved {} ({} {})",
                 build.id(),
@@ -176,18 +166,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             by,
         } => {
             let build = awaiting(&store, &repo, env, build.as_deref()).await?;
-            let token = build
-                .approval_token
-                .clone()
-                .context("build has no approval token yet")?;
-            aws_sdk_sfn::Client::new(&aws)
-                .send_task_failure()
-                .task_token(token)
-                .error("Rejected")
-                .cause(format!("{reason} (by {by})"))
-                .send()
-                .await
-                .context("sending the rejection to Step Functions")?;
+            answer(&aws, &build, Answer::Reject { reason, by }).await?;
             println!(
                 "rejected {} ({} {})",
                 build.id(),
@@ -196,6 +175,39 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             );
             Ok(0)
         }
+    }
+}
+
+enum Answer {
+    Approve { by: String },
+    Reject { reason: String, by: String },
+}
+
+/// Completes the approval task the build's execution waits on.
+async fn answer(aws: &aws_config::SdkConfig, build: &Build, answer: Answer) -> anyhow::Result<()> {
+    let token = build
+        .approval_token
+        .clone()
+        .context("build has no approval token yet; try again in a moment")?;
+    let sfn = aws_sdk_sfn::Client::new(aws);
+    match answer {
+        Answer::Approve { by } => sfn
+            .send_task_success()
+            .task_token(token)
+            .output(serde_json::json!({"approved_by": by}).to_string())
+            .send()
+            .await
+            .map(|_| ())
+            .context("sending the approval to Step Functions"),
+        Answer::Reject { reason, by } => sfn
+            .send_task_failure()
+            .task_token(token)
+            .error("Rejected")
+            .cause(format!("{reason} (by {by})"))
+            .send()
+            .await
+            .map(|_| ())
+            .context("sending the rejection to Step Functions"),
     }
 }
 
