@@ -79,7 +79,7 @@ impl fmt::Debug for GitHubToken {
 pub enum SourceError {
     #[error("repository {found:?} is not \"owner/name\": {reason}")]
     InvalidRepository { found: String, reason: &'static str },
-    #[error("commit {found:?} is not 7 to 40 hex digits")]
+    #[error("commit {found:?} is not 7 to 64 hex digits (a SHA-1 or SHA-256 commit id, or an abbreviation)")]
     InvalidCommit { found: String },
     #[error("GitHub API base {found:?} is not an http(s) URL")]
     InvalidApiBase { found: String },
@@ -206,7 +206,7 @@ impl SourceFetcher {
         self
     }
 
-    /// Unpacks `repository` (`owner/name`) at `commit` (7 to 40 hex digits;
+    /// Unpacks `repository` (`owner/name`) at `commit` (7 to 64 hex digits;
     /// prefer the full id) into `into`, which must not exist or be an empty
     /// directory. On any error `into` is removed again, so a half-unpacked
     /// tree is never built.
@@ -384,7 +384,7 @@ fn parse_repository(repository: &str) -> Result<(&str, &str), SourceError> {
 }
 
 fn parse_commit(commit: &str) -> Result<String, SourceError> {
-    if !(7..=40).contains(&commit.len()) || !commit.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if !(7..=64).contains(&commit.len()) || !commit.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(SourceError::InvalidCommit {
             found: commit.chars().take(80).collect(),
         });
@@ -496,10 +496,11 @@ mod tests {
     }
 
     #[test]
-    fn commits_are_7_to_40_hex_digits_lowercased() {
+    fn commits_are_7_to_64_hex_digits_lowercased() {
         assert_eq!(parse_commit("ABCDEF1").unwrap(), "abcdef1");
         assert_eq!(parse_commit(&"a".repeat(40)).unwrap(), "a".repeat(40));
-        for bad in ["", "abcdef", &"a".repeat(41), "main", "abcdefg", "../../x"] {
+        assert_eq!(parse_commit(&"b".repeat(64)).unwrap(), "b".repeat(64));
+        for bad in ["", "abcdef", &"a".repeat(65), "main", "abcdefg", "../../x"] {
             let error = parse_commit(bad).unwrap_err();
             assert!(
                 matches!(error, SourceError::InvalidCommit { .. }),
