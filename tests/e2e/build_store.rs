@@ -1,26 +1,8 @@
 //! builddao against DynamoDB (moto): idempotent create, newest-first
 //! pagination, conditional transitions.
 
-use std::collections::BTreeMap;
-
-use builddao::{BuildStatus, Created, NewBuild, Transition};
-use deployer_e2e::TestStack;
-
-fn new_build(n: u64, at: i64) -> NewBuild {
-    NewBuild {
-        repo: "ledger".into(),
-        env: "dev".into(),
-        branch: "main".into(),
-        version: format!("{n}.abcd"),
-        build_number: n,
-        commit_hash: "abcd".into(),
-        artifact_bucket: "nowhere".into(),
-        artifact_prefix: format!("ledger/main/{n}.abcd/"),
-        parameters: BTreeMap::new(),
-        created_unix: at,
-        origin: format!("upload-{n}").into_bytes(),
-    }
-}
+use builddao::{BuildStatus, Created, Transition};
+use deployer_e2e::{ledger_build, TestStack};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn build_store_creates_once_lists_newest_first_and_never_leaves_a_terminal_status() {
@@ -28,7 +10,7 @@ async fn build_store_creates_once_lists_newest_first_and_never_leaves_a_terminal
     let store = stack.builds();
     let mut keys = Vec::new();
     for n in 1..=5u64 {
-        let build = new_build(n, 1_800_000_000 + n as i64).into_build(builddao::now_rfc3339());
+        let build = ledger_build(n, "nowhere").into_build(builddao::now_rfc3339());
         assert!(matches!(
             store.create(&build).await.unwrap(),
             Created::New(_)

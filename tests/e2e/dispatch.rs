@@ -4,8 +4,10 @@
 
 use std::time::Duration;
 
-use builddao::{BuildStatus, NewBuild};
-use deployer_e2e::{ecs_fixture, eventbridge, slack_messages, update_service_calls, TestStack};
+use builddao::BuildStatus;
+use deployer_e2e::{
+    ecs_fixture, eventbridge, ledger_build, slack_messages, update_service_calls, TestStack,
+};
 use localstack::{InvokeError, SinkMode};
 use serde_json::{json, Value};
 
@@ -445,20 +447,7 @@ async fn a_failed_execution_fails_its_build_but_never_a_finished_one() {
     let store = stack.builds();
     let mut keys = Vec::new();
     for (n, status) in [(1u64, BuildStatus::InProgress), (2, BuildStatus::Success)] {
-        let mut build = NewBuild {
-            repo: "ledger".into(),
-            env: "dev".into(),
-            branch: "main".into(),
-            version: format!("{n}.abcd"),
-            build_number: n,
-            commit_hash: "abcd".into(),
-            artifact_bucket: p.resources.bucket.clone(),
-            artifact_prefix: format!("ledger/main/{n}.abcd/"),
-            parameters: Default::default(),
-            created_unix: 1_800_000_000 + n as i64,
-            origin: vec![n as u8],
-        }
-        .into_build(builddao::now_rfc3339());
+        let mut build = ledger_build(n, &p.resources.bucket).into_build(builddao::now_rfc3339());
         build.status = status;
         store.create(&build).await.unwrap();
         keys.push(build);

@@ -90,27 +90,9 @@ async fn cloudformation(emulator: &Emulator) -> aws_sdk_cloudformation::Client {
 
 /// The stack's status and parameters, from DescribeStacks.
 async fn stack(cfn: &aws_sdk_cloudformation::Client) -> (String, Vec<(String, String)>) {
-    let described = cfn
-        .describe_stacks()
-        .stack_name(STACK)
-        .send()
+    deployer_e2e::describe_stack(cfn, STACK)
         .await
-        .expect("DescribeStacks");
-    let stack = described.stacks().first().expect("the stack");
-    let parameters = stack
-        .parameters()
-        .iter()
-        .map(|p| {
-            (
-                p.parameter_key().unwrap_or_default().to_owned(),
-                p.parameter_value().unwrap_or_default().to_owned(),
-            )
-        })
-        .collect();
-    (
-        stack.stack_status().expect("status").as_str().to_owned(),
-        parameters,
-    )
+        .expect("the stack")
 }
 
 fn template_resources() -> Vec<String> {

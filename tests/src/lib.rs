@@ -196,27 +196,9 @@ impl TestStack {
             .unwrap_or_else(|e| panic!("running {}: {e}", cli.display()))
     }
 
-    /// Parameters of a deployed stack.
+    /// Status and parameters of a deployed stack.
     pub async fn stack(&self, name: &str) -> Option<(String, Vec<(String, String)>)> {
-        let out = self
-            .cfn()
-            .describe_stacks()
-            .stack_name(name)
-            .send()
-            .await
-            .ok()?;
-        let stack = out.stacks().first()?;
-        let params = stack
-            .parameters()
-            .iter()
-            .map(|p| {
-                (
-                    p.parameter_key().unwrap_or_default().to_owned(),
-                    p.parameter_value().unwrap_or_default().to_owned(),
-                )
-            })
-            .collect();
-        Some((stack.stack_status()?.as_str().to_owned(), params))
+        describe_stack(&self.cfn(), name).await
     }
 
     /// Executions of the deployment state machine.
@@ -229,6 +211,43 @@ impl TestStack {
             .expect("ListExecutions")
             .executions()
             .to_vec()
+    }
+}
+
+/// A stack's status and parameters from DescribeStacks (None if it does not exist).
+pub async fn describe_stack(
+    cfn: &aws_sdk_cloudformation::Client,
+    name: &str,
+) -> Option<(String, Vec<(String, String)>)> {
+    let out = cfn.describe_stacks().stack_name(name).send().await.ok()?;
+    let stack = out.stacks().first()?;
+    let params = stack
+        .parameters()
+        .iter()
+        .map(|p| {
+            (
+                p.parameter_key().unwrap_or_default().to_owned(),
+                p.parameter_value().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    Some((stack.stack_status()?.as_str().to_owned(), params))
+}
+
+/// A build record of repo `ledger` in `dev` that no upload made.
+pub fn ledger_build(n: u64, bucket: &str) -> builddao::NewBuild {
+    builddao::NewBuild {
+        repo: "ledger".into(),
+        env: "dev".into(),
+        branch: "main".into(),
+        version: format!("{n}.abcd"),
+        build_number: n,
+        commit_hash: "abcd".into(),
+        artifact_bucket: bucket.into(),
+        artifact_prefix: format!("ledger/main/{n}.abcd/"),
+        parameters: Default::default(),
+        created_unix: 1_800_000_000 + n as i64,
+        origin: format!("upload-{n}").into_bytes(),
     }
 }
 

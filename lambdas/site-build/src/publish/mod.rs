@@ -296,6 +296,16 @@ impl Publisher {
         Ok(self.read_pointer(target).await?.map(|(pointer, _)| pointer))
     }
 
+    /// The live pointer, or `NotLive` when `target` has never been published.
+    async fn require_live(&self, target: &PublishTarget) -> Result<LivePointer, PublishError> {
+        self.live(target)
+            .await?
+            .ok_or_else(|| PublishError::NotLive {
+                target: target.name(),
+                bucket: self.bucket.clone(),
+            })
+    }
+
     async fn read_manifest(&self, key: &str) -> Result<Option<DeployManifest>, PublishError> {
         match self.get(key).await? {
             Some((bytes, _)) => Ok(Some(self.decode(key, "deploy manifest", &bytes)?)),
@@ -721,13 +731,7 @@ impl Publisher {
     /// and a publish still uploading started after the live deploy it read
     /// was made. Ids that are not KSUIDs are left alone.
     pub async fn prune(&self, target: &PublishTarget) -> Result<PruneOutcome, PublishError> {
-        let live = self
-            .live(target)
-            .await?
-            .ok_or_else(|| PublishError::NotLive {
-                target: target.name(),
-                bucket: self.bucket.clone(),
-            })?;
+        let live = self.require_live(target).await?;
         let kept_seconds: Option<Vec<i64>> = std::iter::once(&live.deploy_id)
             .chain(live.previous.as_ref())
             .map(|id| created_second(id))
@@ -839,13 +843,7 @@ impl Publisher {
         target: &PublishTarget,
         request_path: &str,
     ) -> Result<Option<ResolvedObject>, PublishError> {
-        let live = self
-            .live(target)
-            .await?
-            .ok_or_else(|| PublishError::NotLive {
-                target: target.name(),
-                bucket: self.bucket.clone(),
-            })?;
+        let live = self.require_live(target).await?;
         // The manifest is written before the pointer names it; missing now
         // means the target was removed after the pointer was read.
         let Some(manifest) = self.read_manifest(&live.manifest_key).await? else {
