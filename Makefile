@@ -12,7 +12,7 @@ TOOLS := .tools
 CARGO_DENY := $(TOOLS)/bin/cargo-deny
 ARCH ?= arm64
 DIST := dist
-FUNCTIONS := s3-trigger trigger-build ci-dispatch
+FUNCTIONS := s3-trigger trigger-build ci-dispatch site-build
 ENV ?= dev
 KEEP ?=
 

@@ -125,6 +125,35 @@ def _patch_send_task_failure_cause():
     StepFunctionResponse.send_task_failure = send_task_failure
 
 
+def _patch_cloudformation_conditions():
+    """Stack updates honour resource Conditions, as CloudFormation does.
+
+    moto's update path re-parses every resource whatever its Condition says,
+    so a conditional resource that was never created (site-build without a
+    site) is "modified" on every update and fails on its first Fn::GetAtt.
+    Here a resource whose condition is false is skipped (and deleted if it
+    existed), and one whose condition became true is created.
+    """
+    from moto.cloudformation import parsing as cfn_parsing
+
+    original_update = cfn_parsing.parse_and_update_resource
+
+    def parse_and_update_resource(logical_id, resource_json, resources_map, *args, **kwargs):
+        condition = resource_json.get("Condition")
+        existing = resources_map._parsed_resources.get(logical_id)
+        if condition and not resources_map.lazy_condition_map[condition]:
+            if existing is not None:
+                resources_map._delete_resource(existing, resource_json)
+            return None
+        if existing is None:
+            return cfn_parsing.parse_and_create_resource(
+                logical_id, resource_json, resources_map, *args, **kwargs
+            )
+        return original_update(logical_id, resource_json, resources_map, *args, **kwargs)
+
+    cfn_parsing.parse_and_update_resource = parse_and_update_resource
+
+
 def main(argv=None):
     args = _parse_args(argv if argv is not None else sys.argv[1:])
     # Must be set before the interpreter makes its first call (read at call time).
@@ -138,6 +167,7 @@ def main(argv=None):
     )
     from werkzeug.serving import make_server
 
+    _patch_cloudformation_conditions()
     _patch_cloudformation_rollback()
     _patch_send_task_failure_cause()
     default_user_config["stepfunctions"] = {"execute_state_machine": True}

@@ -4,10 +4,11 @@ Usage (normally through `make deploy ENV=dev [VERSION=...] [CODE_BUCKET=...] [CF
 
     python scripts/deploy.py --env dev --version 0.1.0-4d891bc [--dist dist]
         [--code-bucket NAME] [--cfn-role-arn ARN] [--architecture arm64|x86_64]
-        [--parameter Key=Value ...]
+        [--parameter Key=Value ...] [--review]
 
-1. Checks `dist/` (from `make package`): the three function zips, each holding a
-   `bootstrap`, and the state machine definition; SHA256SUMS, when present, must match.
+1. Checks `dist/` (from `make package`): the function zips (FUNCTIONS, as in the
+   Makefile), each holding a `bootstrap` built for one architecture, and the state machine
+   definition; SHA256SUMS, when present, must match.
 2. Creates the code bucket if it does not exist (default: the one the stack already
    uses, else `{env}-deployer-code-{account}-{region}`; public access blocked).
 3. Uploads the zips, `deployment.asl.json`, SHA256SUMS and the template under
@@ -17,6 +18,8 @@ Usage (normally through `make deploy ENV=dev [VERSION=...] [CODE_BUCKET=...] [CF
    ROLLBACK_COMPLETE by a failed first create is deleted and created again; "no changes"
    is a success), follows its events to the end and prints the status and outputs.
    Exits 1 when the deploy fails, naming the first resource that failed and why.
+   With --review it stops after printing the change set's changes and leaves the change
+   set to be executed (or deleted) by hand.
 
 It uses the standard AWS SDK environment (AWS_PROFILE, AWS_REGION, credentials...);
 AWS_ENDPOINT_URL aims every call at an emulator. Nothing here is emulator-specific.
@@ -38,7 +41,8 @@ import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
 ROOT = Path(__file__).resolve().parent.parent
-FUNCTIONS = ("s3-trigger", "trigger-build", "ci-dispatch")
+# Every function zip the template names (${CodePrefix}{name}.zip); the Makefile's FUNCTIONS.
+FUNCTIONS = ("s3-trigger", "trigger-build", "ci-dispatch", "site-build")
 DEFINITION = "deployment.asl.json"
 SUMS = "SHA256SUMS"
 TEMPLATE = "cloudformation.template"
@@ -87,6 +91,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="any other template parameter (repeatable); unset ones keep their deployed value",
     )
     parser.add_argument("--timeout", type=int, default=3600, help="seconds to wait for the stack")
+    parser.add_argument(
+        "--review",
+        action="store_true",
+        help="create the change set and print it, but do not execute it",
+    )
     args = parser.parse_args(argv)
     if not re.fullmatch(r"[a-z0-9]{1,10}", args.env):
         parser.error(f"--env {args.env!r}: 1 to 10 lower-case letters or digits")
@@ -367,6 +376,7 @@ def deploy_stack(
     parameters: list[dict],
     version: str,
     timeout: int,
+    review: bool = False,
 ) -> dict:
     if existing and existing["StackStatus"] == "ROLLBACK_COMPLETE":
         delete_failed_create(cfn, existing, timeout)
@@ -406,6 +416,11 @@ def deploy_stack(
         replace = " (replacement)" if rc.get("Replacement") == "True" else ""
         action = rc.get("Action", "?")
         log(f"  {action:<6} {rc.get('LogicalResourceId')} {rc.get('ResourceType')}{replace}")
+    if review:
+        log(f"change set {cs_name} is ready for review and was not executed; apply it with")
+        log(f"  aws cloudformation execute-change-set --change-set-name {change_set_id}")
+        log("or delete it with delete-change-set; a deploy without --review makes a new one")
+        return describe_stack(cfn, stack_id)
 
     events = EventLog(cfn, stack_id)
     cfn.execute_change_set(ChangeSetName=change_set_id)
@@ -483,10 +498,14 @@ def main(argv: list[str]) -> int:
         s3.put_object(Bucket=bucket, Key=prefix + TEMPLATE, Body=template_text.encode())
 
         url = template_url(bucket, region, prefix + TEMPLATE)
-        stack = deploy_stack(cfn, existing, name, url, parameters, args.version, args.timeout)
+        stack = deploy_stack(
+            cfn, existing, name, url, parameters, args.version, args.timeout, args.review
+        )
     except (DeployError, ClientError, BotoCoreError) as exc:
         print(f"deploy failed: {exc}", file=sys.stderr, flush=True)
         return 1
+    if args.review:
+        return 0
 
     log(f"{stack['StackName']} {stack['StackStatus']} (code s3://{bucket}/{prefix})")
     outputs = sorted(stack.get("Outputs") or [], key=lambda o: o["OutputKey"])

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use localstack::{GitHubDouble, GitHubOptions};
 use serde_json::{json, Value};
 use site_build::build::{
     ArchiveError, BuildStep, FailureCause, GitHubToken, NpmBuilder, SourceError, SourceFetcher,
@@ -275,99 +276,27 @@ async fn serve(
 
 // --------------------------------------------------------- GitHub double
 
-/// GitHub's tarball API over `repo`: `/repos/acme/sample-site/tarball/{sha}`
-/// checks the token and answers 302 to a codeload double on another port
-/// (another origin, as on GitHub), which answers with `git archive` of the
-/// commit. `planted` replaces the archive of one commit id.
-struct GitHubDouble {
-    api: HttpDouble,
-    codeload: HttpDouble,
+/// The local stack's GitHub double over `repo`, requiring [`TOKEN`]:
+/// `/repos/acme/sample-site/tarball/{sha}` answers 302 to its codeload (on
+/// another port: another origin, as on GitHub), which answers with
+/// `git archive` of the commit. `planted` replaces the archive of one
+/// commit id.
+async fn github(repo: &SampleRepo, planted: Option<(String, Vec<u8>)>) -> GitHubDouble {
+    let github = GitHubDouble::start(GitHubOptions {
+        repository: format!("{OWNER}/{REPO}"),
+        repo_dir: Some(repo.dir.clone()),
+        token: Some(TOKEN.to_owned()),
+    })
+    .await
+    .unwrap();
+    if let Some((sha, archive)) = planted {
+        github.plant(&sha, archive);
+    }
+    github
 }
 
-impl GitHubDouble {
-    async fn start(repo: &SampleRepo, planted: Option<(String, Vec<u8>)>) -> Self {
-        let repo_dir = repo.dir.clone();
-        let planted = Arc::new(planted);
-        let planted_too = planted.clone();
-        let codeload = HttpDouble::start(Arc::new(move |request: &Request| {
-            let prefix = format!("/{OWNER}/{REPO}/legacy.tar.gz/");
-            let Some(sha) = request
-                .path
-                .strip_prefix(&prefix)
-                .and_then(|rest| rest.split('?').next())
-            else {
-                return Response::json(404, json!({"message": "Not Found"}));
-            };
-            if let Some((planted_sha, bytes)) = planted_too.as_ref() {
-                if planted_sha == sha {
-                    return Response::bytes("application/x-gzip", bytes.clone());
-                }
-            }
-            let output = Command::new("git")
-                .args([
-                    "archive",
-                    "--format=tar.gz",
-                    &format!("--prefix={OWNER}-{REPO}-{}/", &sha[..7]),
-                    sha,
-                ])
-                .current_dir(&repo_dir)
-                .output()
-                .unwrap();
-            assert!(output.status.success(), "git archive {sha}");
-            Response::bytes("application/x-gzip", output.stdout)
-        }))
-        .await;
-
-        let repo_dir = repo.dir.clone();
-        let codeload_base = codeload.base.clone();
-        let api = HttpDouble::start(Arc::new(move |request: &Request| {
-            if request.headers.get("authorization").map(String::as_str)
-                != Some(&format!("Bearer {TOKEN}"))
-            {
-                return Response::json(401, json!({"message": "Bad credentials", "status": "401"}));
-            }
-            let prefix = format!("/repos/{OWNER}/{REPO}/tarball/");
-            let Some(asked) = request.path.strip_prefix(&prefix) else {
-                return Response::json(404, json!({"message": "Not Found", "status": "404"}));
-            };
-            let full = match planted.as_ref() {
-                Some((sha, _)) if sha == asked => sha.clone(),
-                _ => {
-                    let resolved = Command::new("git")
-                        .args(["rev-parse", "--verify", "--quiet"])
-                        .arg(format!("{asked}^{{commit}}"))
-                        .current_dir(&repo_dir)
-                        .stderr(Stdio::null())
-                        .output()
-                        .unwrap();
-                    if !resolved.status.success() {
-                        return Response::json(
-                            404,
-                            json!({"message": "Not Found", "status": "404"}),
-                        );
-                    }
-                    String::from_utf8(resolved.stdout)
-                        .unwrap()
-                        .trim()
-                        .to_owned()
-                }
-            };
-            Response {
-                status: 302,
-                headers: vec![(
-                    "Location",
-                    format!("{codeload_base}/{OWNER}/{REPO}/legacy.tar.gz/{full}?token=SHORTLIVED"),
-                )],
-                body: Vec::new(),
-            }
-        }))
-        .await;
-        Self { api, codeload }
-    }
-
-    fn fetcher(&self, token: &str) -> SourceFetcher {
-        SourceFetcher::new(&self.api.base, Some(GitHubToken::new(token).unwrap())).unwrap()
-    }
+fn fetcher(github: &GitHubDouble, token: &str) -> SourceFetcher {
+    SourceFetcher::new(&github.api_url, Some(GitHubToken::new(token).unwrap())).unwrap()
 }
 
 // ------------------------------------------------------ npm registry double
@@ -513,8 +442,8 @@ async fn the_exact_commit_is_fetched_even_after_the_branch_moved_on() {
     repo.write("src/index.html", "      <h1>Second commit</h1>\n");
     repo.write("src/news.html", "      <p>new page</p>\n");
     let second = repo.commit("second commit");
-    let github = GitHubDouble::start(&repo, None).await;
-    let fetcher = github.fetcher(TOKEN);
+    let github = github(&repo, None).await;
+    let fetcher = fetcher(&github, TOKEN);
     let scratch = Scratch::new("exact");
 
     let tree = fetcher
@@ -546,7 +475,7 @@ async fn the_exact_commit_is_fetched_even_after_the_branch_moved_on() {
 
     // Through the redirect, with the token sent to the API only: codeload
     // is another origin and its URL carries its own.
-    let api = github.api.requests();
+    let api = github.requests();
     assert_eq!(
         api[0].path,
         format!("/repos/acme/sample-site/tarball/{first}")
@@ -554,7 +483,7 @@ async fn the_exact_commit_is_fetched_even_after_the_branch_moved_on() {
     assert_eq!(api[0].headers["authorization"], format!("Bearer {TOKEN}"));
     assert_eq!(api[0].headers["accept"], "application/vnd.github+json");
     assert_eq!(api[0].headers["user-agent"], "deployer-site-build");
-    let codeload = github.codeload.requests();
+    let codeload = github.codeload_requests();
     assert_eq!(codeload.len(), 2);
     assert!(codeload[0].path.contains(&first), "{}", codeload[0].path);
     assert!(codeload
@@ -566,8 +495,8 @@ async fn the_exact_commit_is_fetched_even_after_the_branch_moved_on() {
 async fn the_sample_site_builds_with_its_environment_and_reuses_the_npm_cache() {
     let repo = SampleRepo::new();
     let commit = repo.git(&["rev-parse", "HEAD"]);
-    let github = GitHubDouble::start(&repo, None).await;
-    let fetcher = github.fetcher(TOKEN);
+    let github = github(&repo, None).await;
+    let fetcher = fetcher(&github, TOKEN);
     let scratch = Scratch::new("sample");
     let builder = NpmBuilder::new(npm(), scratch.join("npm-cache"));
 
@@ -725,10 +654,9 @@ async fn a_failing_build_names_its_step_and_keeps_the_log_tail() {
         "console.log(\"building\");\nconsole.error(\"Error: src/layout.html has an unclosed {{title}\");\nprocess.exit(1);\n",
     );
     let broken = repo.commit("break the build");
-    let github = GitHubDouble::start(&repo, None).await;
+    let github = github(&repo, None).await;
     let scratch = Scratch::new("failing");
-    let tree = github
-        .fetcher(TOKEN)
+    let tree = fetcher(&github, TOKEN)
         .fetch("acme/sample-site", &broken, &scratch.join("tree"))
         .await
         .unwrap();
@@ -766,12 +694,11 @@ async fn a_tarball_with_a_parent_dir_entry_is_refused_and_nothing_is_left() {
         ("acme-sample-site-eeeeeee/package.json", b"{}"),
         ("acme-sample-site-eeeeeee/../../evil", b"pwned"),
     ]);
-    let github = GitHubDouble::start(&repo, Some((planted_sha.clone(), evil))).await;
+    let github = github(&repo, Some((planted_sha.clone(), evil))).await;
     let scratch = Scratch::new("evil");
     let into = scratch.join("work/tree");
 
-    let error = github
-        .fetcher(TOKEN)
+    let error = fetcher(&github, TOKEN)
         .fetch("acme/sample-site", &planted_sha, &into)
         .await
         .unwrap_err();
@@ -799,11 +726,10 @@ async fn a_tarball_with_a_parent_dir_entry_is_refused_and_nothing_is_left() {
 async fn a_wrong_token_or_unknown_commit_names_repository_commit_and_status() {
     let repo = SampleRepo::new();
     let commit = repo.git(&["rev-parse", "HEAD"]);
-    let github = GitHubDouble::start(&repo, None).await;
+    let github = github(&repo, None).await;
     let scratch = Scratch::new("refused");
 
-    let error = github
-        .fetcher("ghp_wrong")
+    let error = fetcher(&github, "ghp_wrong")
         .fetch("acme/sample-site", &commit, &scratch.join("a"))
         .await
         .unwrap_err();
@@ -819,8 +745,7 @@ async fn a_wrong_token_or_unknown_commit_names_repository_commit_and_status() {
     assert!(!scratch.join("a").exists());
 
     let missing = "0123456789abcdef0123456789abcdef01234567";
-    let error = github
-        .fetcher(TOKEN)
+    let error = fetcher(&github, TOKEN)
         .fetch("acme/sample-site", missing, &scratch.join("b"))
         .await
         .unwrap_err();
@@ -833,8 +758,7 @@ async fn a_wrong_token_or_unknown_commit_names_repository_commit_and_status() {
     assert!(message.contains(missing), "{message}");
     assert!(message.contains("404"), "{message}");
 
-    let error = github
-        .fetcher(TOKEN)
+    let error = fetcher(&github, TOKEN)
         .fetch("acme/other-site", &commit, &scratch.join("c"))
         .await
         .unwrap_err();
@@ -863,11 +787,10 @@ async fn an_archive_of_another_commit_is_refused() {
         .output()
         .unwrap()
         .stdout;
-    let github = GitHubDouble::start(&repo, Some((asked.clone(), stale))).await;
+    let github = github(&repo, Some((asked.clone(), stale))).await;
     let scratch = Scratch::new("stale");
 
-    let error = github
-        .fetcher(TOKEN)
+    let error = fetcher(&github, TOKEN)
         .fetch("acme/sample-site", &asked, &scratch.join("tree"))
         .await
         .unwrap_err();

@@ -1,6 +1,11 @@
 //! `make deploy` (scripts/deploy.py) into the emulator: Deployer's own stack
 //! from `cloudformation.template`, created, updated to a new version, left
 //! alone when nothing changed, and a failed first create reported by resource.
+//!
+//! The stack is deployed with the default parameters: no site (site-build's
+//! resources are conditional on `SiteRepository`, and moto cannot create its
+//! CloudFront, function URL and SES resources) and no alarm email. See
+//! docs/local-stack.md, "Deploying the template into the emulator".
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -40,7 +45,7 @@ impl Dist {
             .arg("-c")
             .arg(WRITE_ZIPS)
             .arg(&dir)
-            .args(["s3-trigger", "trigger-build", "ci-dispatch"])
+            .args(["s3-trigger", "trigger-build", "ci-dispatch", "site-build"])
             .status()
             .unwrap();
         assert!(zipped.success(), "writing the zips");
@@ -95,14 +100,24 @@ async fn stack(cfn: &aws_sdk_cloudformation::Client) -> (String, Vec<(String, St
         .expect("the stack")
 }
 
+/// Resource types moto 5.2.5's CloudFormation does not implement among those
+/// created with the default parameters: it logs a warning, skips them, and
+/// the stack still completes.
+const NOT_IN_MOTO: &[&str] = &["AWS::CloudWatch::Alarm"];
+
+/// The resources the stack should hold with the default parameters: those
+/// without a `Condition` (every condition is off by default), less the types
+/// moto skips.
 fn template_resources() -> Vec<String> {
     let text = std::fs::read_to_string(root().join("cloudformation.template")).unwrap();
     let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
     let mut ids: Vec<String> = doc["Resources"]
         .as_object()
         .unwrap()
-        .keys()
-        .cloned()
+        .iter()
+        .filter(|(_, r)| r["Condition"].is_null())
+        .filter(|(_, r)| !NOT_IN_MOTO.iter().any(|t| r["Type"] == *t))
+        .map(|(id, _)| id.clone())
         .collect();
     ids.sort();
     ids
@@ -143,7 +158,8 @@ async fn make_deploy_creates_the_stack_then_updates_it_to_the_new_version() {
     let bucket = format!("dev-deployer-code-{ACCOUNT_ID}-{REGION}");
     assert_eq!(param(&params, "CodeBucket"), bucket);
 
-    // Every resource the template declares is in the stack.
+    // Every resource the template declares for these parameters is in the stack
+    // (moto also lists each resource it did not create, with no logical id).
     let listed = cfn
         .list_stack_resources()
         .stack_name(STACK)
@@ -153,7 +169,9 @@ async fn make_deploy_creates_the_stack_then_updates_it_to_the_new_version() {
     let mut created: Vec<String> = listed
         .stack_resource_summaries()
         .iter()
-        .map(|r| r.logical_resource_id().unwrap_or_default().to_owned())
+        .filter_map(|r| r.logical_resource_id())
+        .filter(|id| !id.is_empty())
+        .map(str::to_owned)
         .collect();
     created.sort();
     assert_eq!(created, template_resources());
@@ -176,6 +194,7 @@ async fn make_deploy_creates_the_stack_then_updates_it_to_the_new_version() {
             "deployer/0.1.0-aaaaaaa/cloudformation.template",
             "deployer/0.1.0-aaaaaaa/deployment.asl.json",
             "deployer/0.1.0-aaaaaaa/s3-trigger.zip",
+            "deployer/0.1.0-aaaaaaa/site-build.zip",
             "deployer/0.1.0-aaaaaaa/trigger-build.zip",
         ]
     );

@@ -1,6 +1,6 @@
 //! Properties of `cloudformation.template` every change must keep.
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 fn template() -> Value {
     let text =
@@ -20,9 +20,54 @@ fn resources(doc: &Value, kind: &str) -> Vec<(String, Value)> {
 
 fn as_list(value: &Value) -> Vec<Value> {
     match value {
-        Value::Array(items) => items.clone(),
+        Value::Array(items) => items.iter().flat_map(branches).collect(),
         Value::Null => Vec::new(),
-        other => vec![other.clone()],
+        other => branches(other),
+    }
+}
+
+/// What a value can be once conditions are resolved: both branches of an
+/// `Fn::If` (flattened, `AWS::NoValue` dropped), else the value itself.
+fn branches(value: &Value) -> Vec<Value> {
+    if let Some(choice) = value.get("Fn::If").and_then(Value::as_array) {
+        return choice[1..]
+            .iter()
+            .flat_map(|branch| match branch {
+                Value::Array(items) => items.iter().flat_map(branches).collect(),
+                other => branches(other),
+            })
+            .collect();
+    }
+    if value == &json!({"Ref": "AWS::NoValue"}) {
+        return Vec::new();
+    }
+    vec![value.clone()]
+}
+
+/// The alarms watching `metric` of `dimension` = `subject`.
+fn alarms_on(doc: &Value, metric: &str, dimension: &str, subject: &Value) -> Vec<(String, Value)> {
+    resources(doc, "AWS::CloudWatch::Alarm")
+        .into_iter()
+        .filter(|(_, alarm)| {
+            let props = &alarm["Properties"];
+            props["MetricName"] == metric
+                && as_list(&props["Dimensions"])
+                    .iter()
+                    .any(|d| d["Name"] == dimension && &d["Value"] == subject)
+        })
+        .collect()
+}
+
+/// Asserts `subject` (a resource id) has an alarm on `metric` that exists
+/// exactly when the subject does.
+fn assert_alarmed(doc: &Value, subject: &str, metric: &str, dimension: &str, value: Value) {
+    let alarms = alarms_on(doc, metric, dimension, &value);
+    assert!(!alarms.is_empty(), "{subject} has no {metric} alarm");
+    for (id, alarm) in alarms {
+        assert_eq!(
+            alarm["Condition"], doc["Resources"][subject]["Condition"],
+            "{id} must exist exactly when {subject} does"
+        );
     }
 }
 
@@ -55,7 +100,7 @@ fn no_role_grants_every_action_on_every_resource() {
 fn every_function_logs_to_a_group_with_retention() {
     let doc = template();
     let functions = resources(&doc, "AWS::Lambda::Function");
-    assert!(functions.len() >= 3);
+    assert!(functions.len() >= 4);
     for (id, function) in functions {
         let group = function["Properties"]["LoggingConfig"]["LogGroup"]["Ref"]
             .as_str()
@@ -64,6 +109,10 @@ fn every_function_logs_to_a_group_with_retention() {
         assert!(
             !retention.is_null(),
             "{id}'s log group {group} keeps logs forever"
+        );
+        assert_eq!(
+            doc["Resources"][group]["Condition"], function["Condition"],
+            "{id} and its log group {group} exist together"
         );
         assert_eq!(
             function["Properties"]["LoggingConfig"]["LogFormat"], "JSON",
@@ -117,4 +166,235 @@ fn runtime_defaults_to_al2023_and_arm64_and_offers_the_alternatives() {
         arch["AllowedValues"],
         serde_json::json!(["arm64", "x86_64"])
     );
+}
+
+#[test]
+fn every_alarm_notifies_the_alarm_topic() {
+    let doc = template();
+    let alarms = resources(&doc, "AWS::CloudWatch::Alarm");
+    assert!(!alarms.is_empty());
+    for (id, alarm) in alarms {
+        let props = &alarm["Properties"];
+        assert!(
+            as_list(&props["AlarmActions"]).contains(&json!({"Ref": "AlarmTopic"})),
+            "{id} notifies no one"
+        );
+        assert!(
+            as_list(&props["OKActions"]).contains(&json!({"Ref": "AlarmTopic"})),
+            "{id} never says it recovered"
+        );
+        assert_eq!(props["TreatMissingData"], "notBreaching", "{id}");
+    }
+    let topic = &doc["Resources"]["AlarmTopic"];
+    assert_eq!(topic["Type"], "AWS::SNS::Topic");
+    assert_ne!(
+        topic["Properties"]["KmsMasterKeyId"], "alias/aws/sns",
+        "CloudWatch cannot publish to a topic under the AWS managed SNS key"
+    );
+}
+
+#[test]
+fn every_function_queue_stream_and_state_machine_is_alarmed() {
+    let doc = template();
+    for (id, _) in resources(&doc, "AWS::Lambda::Function") {
+        assert_alarmed(&doc, &id, "Errors", "FunctionName", json!({"Ref": id}));
+    }
+    for (id, mapping) in resources(&doc, "AWS::Lambda::EventSourceMapping") {
+        let function = mapping["Properties"]["FunctionName"]["Ref"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{id} names its function by Ref"))
+            .to_owned();
+        assert_alarmed(
+            &doc,
+            &function,
+            "IteratorAge",
+            "FunctionName",
+            json!({"Ref": function}),
+        );
+    }
+    for (id, _) in resources(&doc, "AWS::SQS::Queue") {
+        assert_alarmed(
+            &doc,
+            &id,
+            "ApproximateNumberOfMessagesVisible",
+            "QueueName",
+            json!({"Fn::GetAtt": [id, "QueueName"]}),
+        );
+    }
+    for (id, _) in resources(&doc, "AWS::StepFunctions::StateMachine") {
+        for metric in ["ExecutionsFailed", "ExecutionsTimedOut"] {
+            assert_alarmed(&doc, &id, metric, "StateMachineArn", json!({"Ref": id}));
+        }
+    }
+}
+
+/// `FUNCTIONS` as the Makefile and scripts/deploy.py spell it.
+fn packaged_functions() -> (Vec<String>, Vec<String>) {
+    let root = deployer_e2e::root();
+    let makefile = std::fs::read_to_string(root.join("Makefile")).unwrap();
+    let make: Vec<String> = makefile
+        .lines()
+        .find_map(|line| line.strip_prefix("FUNCTIONS := "))
+        .expect("Makefile sets FUNCTIONS")
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    let script = std::fs::read_to_string(root.join("scripts/deploy.py")).unwrap();
+    let tuple = script
+        .lines()
+        .find_map(|line| line.strip_prefix("FUNCTIONS = ("))
+        .expect("deploy.py sets FUNCTIONS");
+    let deploy: Vec<String> = tuple
+        .trim_end_matches(')')
+        .split(',')
+        .map(|name| name.trim().trim_matches('"').to_owned())
+        .filter(|name| !name.is_empty())
+        .collect();
+    (make, deploy)
+}
+
+#[test]
+fn every_function_runs_a_zip_that_make_package_builds_and_make_deploy_uploads() {
+    let doc = template();
+    let mut zips: Vec<String> = resources(&doc, "AWS::Lambda::Function")
+        .into_iter()
+        .map(|(id, function)| {
+            let key = function["Properties"]["Code"]["S3Key"]["Fn::Sub"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{id}'s code key is a Fn::Sub"))
+                .to_owned();
+            key.strip_prefix("${CodePrefix}")
+                .and_then(|k| k.strip_suffix(".zip"))
+                .unwrap_or_else(|| panic!("{id}: code key {key} is not ${{CodePrefix}}NAME.zip"))
+                .to_owned()
+        })
+        .collect();
+    zips.sort();
+    let (mut make, mut deploy) = packaged_functions();
+    make.sort();
+    deploy.sort();
+    assert_eq!(make, zips, "Makefile FUNCTIONS");
+    assert_eq!(deploy, zips, "scripts/deploy.py FUNCTIONS");
+}
+
+/// The variables of the configuration table in docs/site-build.md.
+fn documented_site_build_variables() -> Vec<String> {
+    let text = std::fs::read_to_string(deployer_e2e::root().join("docs/site-build.md")).unwrap();
+    let section = text
+        .split("\n## Configuration")
+        .nth(1)
+        .expect("docs/site-build.md has a Configuration section");
+    let table = section.split("\n## ").next().unwrap_or_default();
+    table
+        .lines()
+        .filter_map(|line| line.strip_prefix("| `"))
+        .map(|row| row.split(" |").next().unwrap_or_default())
+        .flat_map(|cell| {
+            cell.split('`')
+                .map(str::trim)
+                .filter(|name| {
+                    !name.is_empty() && name.chars().all(|c| c.is_ascii_uppercase() || c == '_')
+                })
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[test]
+fn site_build_gets_every_documented_variable_and_exists_only_with_a_site() {
+    let doc = template();
+    let function = &doc["Resources"]["SiteBuildFunction"];
+    let vars = function["Properties"]["Environment"]["Variables"]
+        .as_object()
+        .expect("SiteBuildFunction has environment variables");
+    let documented = documented_site_build_variables();
+    assert!(documented.len() >= 20, "{documented:?}");
+    for name in &documented {
+        assert!(vars.contains_key(name), "SiteBuildFunction lacks {name}");
+    }
+    for name in vars.keys() {
+        assert!(
+            documented.contains(name),
+            "{name} is not in docs/site-build.md"
+        );
+    }
+    let props = &function["Properties"];
+    assert_eq!(props["Timeout"], 900);
+    assert_eq!(props["EphemeralStorage"]["Size"], 4096);
+    // Everything of site-build is created only with a site; nothing else depends on it.
+    for (id, resource) in doc["Resources"].as_object().unwrap() {
+        let site = id.starts_with("Site");
+        let condition = resource["Condition"].as_str();
+        assert_eq!(
+            site,
+            matches!(condition, Some("HasSite" | "HasInbound")),
+            "{id}: Condition {condition:?}"
+        );
+    }
+}
+
+#[test]
+fn the_site_bucket_is_read_only_by_the_distribution_and_written_only_by_ses() {
+    let doc = template();
+    let bucket = &doc["Resources"]["SiteBucket"]["Properties"];
+    assert_eq!(
+        bucket["PublicAccessBlockConfiguration"],
+        json!({
+            "BlockPublicAcls": true,
+            "BlockPublicPolicy": true,
+            "IgnorePublicAcls": true,
+            "RestrictPublicBuckets": true
+        })
+    );
+    assert!(!bucket["BucketEncryption"].is_null());
+    let policy = &doc["Resources"]["SiteBucketPolicy"]["Properties"]["PolicyDocument"];
+    let statements = as_list(&policy["Statement"]);
+    assert!(
+        statements
+            .iter()
+            .any(|s| s["Effect"] == "Deny"
+                && s["Condition"]["Bool"]["aws:SecureTransport"] == "false")
+    );
+    for statement in statements.iter().filter(|s| s["Effect"] == "Allow") {
+        let service = statement["Principal"]["Service"]
+            .as_str()
+            .unwrap_or_default();
+        let resource = statement["Resource"]["Fn::Sub"]
+            .as_str()
+            .unwrap_or_default();
+        match service {
+            "cloudfront.amazonaws.com" => {
+                assert_eq!(statement["Action"], "s3:GetObject");
+                assert!(resource.ends_with("/deploys/*"), "{resource}");
+                assert!(!statement["Condition"]["StringEquals"]["AWS:SourceArn"].is_null());
+            }
+            "ses.amazonaws.com" => {
+                assert_eq!(statement["Action"], "s3:PutObject");
+                assert!(resource.ends_with("/inbound/*"), "{resource}");
+                assert!(!statement["Condition"]["StringEquals"]["aws:SourceAccount"].is_null());
+            }
+            other => panic!("the site bucket policy admits {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn the_only_public_invocation_is_through_the_function_url() {
+    let doc = template();
+    for (id, permission) in resources(&doc, "AWS::Lambda::Permission") {
+        let props = &permission["Properties"];
+        if props["Principal"] != "*" {
+            continue;
+        }
+        match props["Action"].as_str() {
+            Some("lambda:InvokeFunctionUrl") => {
+                assert_eq!(props["FunctionUrlAuthType"], "NONE", "{id}")
+            }
+            Some("lambda:InvokeFunction") => {
+                assert_eq!(props["InvokedViaFunctionUrl"], true, "{id}")
+            }
+            other => panic!("{id} grants {other:?} to everyone"),
+        }
+    }
 }

@@ -18,7 +18,7 @@ pub fn root() -> PathBuf {
 }
 
 /// The target directory holding the function binaries (`target/debug`'s parent).
-fn target_dir() -> PathBuf {
+pub fn target_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
         return PathBuf::from(dir);
     }
@@ -43,6 +43,28 @@ impl TestStack {
         parameters: &[(&str, &str)],
         env_overrides: Vec<(String, String, String)>,
     ) -> Self {
+        Self::start_configured(env, parameters, |options| {
+            options.env_overrides = env_overrides;
+        })
+        .await
+    }
+
+    /// A fresh stack whose site-build publishes `repo` (through the GitHub
+    /// double) with the default local secret and token.
+    pub async fn start_site(env: &str, repo: &localstack::SampleRepo) -> Self {
+        let dir = repo.dir.clone();
+        Self::start_configured(env, &[], move |options| {
+            options.site_repo = Some(dir);
+        })
+        .await
+    }
+
+    /// A fresh stack with `configure` applied to its options last.
+    pub async fn start_configured(
+        env: &str,
+        parameters: &[(&str, &str)],
+        configure: impl FnOnce(&mut PipelineOptions),
+    ) -> Self {
         let emulator = Arc::new(
             Emulator::start(&root(), None)
                 .await
@@ -57,11 +79,11 @@ impl TestStack {
         for (name, value) in parameters {
             options = options.parameter(name, *value);
         }
-        options.env_overrides = env_overrides;
         if let Some(dir) = std::env::var_os("DEPLOYER_TEST_LOGS") {
             std::fs::create_dir_all(&dir).ok();
             options.log_dir = Some(PathBuf::from(dir));
         }
+        configure(&mut options);
         let pipeline = Pipeline::start(emulator.clone(), options)
             .await
             .expect("pipeline starts");
@@ -359,4 +381,70 @@ pub async fn slack_messages(stack: &TestStack, n: usize) -> Vec<Value> {
     )
     .await
     .expect("Slack messages")
+}
+
+// ------------------------------------------------------------------ site
+
+/// A `push` delivery of `branch` at commit `after`, as GitHub sends it
+/// (the fields site-build reads, and a few around them).
+pub fn github_push(repository: &str, branch: &str, after: &str) -> Value {
+    json!({
+        "ref": format!("refs/heads/{branch}"),
+        "before": "0000000000000000000000000000000000000000",
+        "after": after,
+        "created": false,
+        "deleted": false,
+        "forced": false,
+        "repository": {"full_name": repository, "name": repository.rsplit('/').next(), "private": false},
+        "pusher": {"name": "octocat", "email": "octocat@example.com"},
+        "sender": {"login": "octocat"},
+        "head_commit": {"id": after, "message": "a change"}
+    })
+}
+
+/// A `pull_request` delivery (`opened`, `synchronize`, `closed`, ...) of
+/// `branch` at `sha` in `repository` itself (not a fork).
+pub fn github_pull_request(
+    repository: &str,
+    action: &str,
+    number: u64,
+    branch: &str,
+    sha: &str,
+) -> Value {
+    json!({
+        "action": action,
+        "number": number,
+        "pull_request": {
+            "number": number,
+            "state": if action == "closed" { "closed" } else { "open" },
+            "merged": false,
+            "head": {"ref": branch, "sha": sha, "repo": {"full_name": repository}},
+            "base": {"ref": "main", "repo": {"full_name": repository}}
+        },
+        "repository": {"full_name": repository},
+        "sender": {"login": "octocat"}
+    })
+}
+
+/// Waits until `target` serves `path` with a body containing `text`.
+pub async fn wait_for_page(
+    stack: &TestStack,
+    target: &localstack::HostTarget,
+    path: &str,
+    text: &str,
+) -> localstack::SitePage {
+    let site = stack.pipeline.site.clone();
+    localstack::emulator::wait_until(
+        &format!("{} {path} to contain {text:?}", target.name()),
+        Duration::from_secs(180),
+        || {
+            let site = site.clone();
+            async move {
+                let page = site.get(target, path).await?;
+                Ok((page.status == 200 && page.text().contains(text)).then_some(page))
+            }
+        },
+    )
+    .await
+    .expect("the page is served")
 }

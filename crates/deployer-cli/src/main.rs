@@ -9,11 +9,13 @@ use anyhow::{bail, Context};
 use builddao::{Build, BuildKey, BuildStatus, BuildStore};
 use clap::{Parser, Subcommand};
 
+mod site;
+
 #[derive(Parser)]
 #[command(
     name = "deployer",
     version,
-    about = "Follow Deployer builds and answer approvals"
+    about = "Follow Deployer builds, answer approvals, roll the site back"
 )]
 struct Cli {
     /// Environment the builds deploy to.
@@ -22,6 +24,12 @@ struct Cli {
     /// Builds table (default: {env}-deployer-builds).
     #[arg(long, global = true, env = "DEPLOYER_BUILDS_TABLE")]
     table: Option<String>,
+    /// Site deployments table (default: {env}-deployer-site-deployments).
+    #[arg(long, global = true, env = "DEPLOYER_SITE_TABLE")]
+    site_table: Option<String>,
+    /// The site-build function (default: {env}-deployer-site-build).
+    #[arg(long, global = true, env = "DEPLOYER_SITE_FUNCTION")]
+    site_function: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -31,6 +39,9 @@ enum Command {
     /// Inspect builds.
     #[command(subcommand)]
     Builds(BuildsCommand),
+    /// The static site: deployments, approvals, rollback.
+    #[command(subcommand)]
+    Site(site::SiteCommand),
     /// Approve a build that waits for approval (the newest one if no build id is given).
     Approve {
         repo: String,
@@ -101,6 +112,14 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
     let store = BuildStore::new(aws_sdk_dynamodb::Client::new(&aws), table);
     let env = cli.env.as_str();
     match cli.command {
+        Command::Site(command) => {
+            let context = site::SiteContext {
+                env: cli.env.clone(),
+                table: cli.site_table.clone(),
+                function: cli.site_function.clone(),
+            };
+            site::run(&aws, context, command).await
+        }
         Command::Builds(BuildsCommand::List {
             repo,
             limit,

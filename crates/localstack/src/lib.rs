@@ -3,12 +3,24 @@
 
 pub mod delivery;
 pub mod emulator;
+pub mod function_url;
+pub mod github;
 pub mod http_doubles;
+pub mod lambda_api;
 pub mod pipeline;
 pub mod runtime;
+pub mod sample_repo;
+pub mod site_server;
+#[cfg(test)]
+mod test_function;
 pub mod wiring;
 
 pub use emulator::Emulator;
+pub use function_url::FunctionUrlServer;
+pub use github::{Deployment, DeploymentStatus, GitHubDouble, GitHubOptions};
 pub use http_doubles::{FaultProxy, SinkMode, WebhookSink};
-pub use pipeline::{Pipeline, PipelineOptions, Resources};
+pub use lambda_api::{AsyncInvocation, AsyncState, LambdaApi};
+pub use pipeline::{Pipeline, PipelineOptions, Resources, SiteResources};
 pub use runtime::{Function, FunctionSpec, InvokeError};
+pub use sample_repo::SampleRepo;
+pub use site_server::{HostTarget, SitePage, SiteServer};

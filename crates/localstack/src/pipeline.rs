@@ -1,6 +1,9 @@
 //! The deployment pipeline of one environment, on the emulator: the
-//! resources `cloudformation.template` declares, the real `s3-trigger` and
-//! `trigger-build` binaries, and event delivery wired as the template wires it.
+//! resources `cloudformation.template` declares, the real `s3-trigger`,
+//! `trigger-build`, `ci-dispatch` and `site-build` binaries, and event
+//! delivery wired as the template wires it; around site-build, the Lambda
+//! API, its function URL, the site's viewer-facing server and a GitHub
+//! double (see docs/local-stack.md).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -16,9 +19,20 @@ use tokio::task::JoinHandle;
 
 use crate::delivery::{self, DeadLetters, DeliveryLog};
 use crate::emulator::{Emulator, REGION};
+use crate::function_url::FunctionUrlServer;
+use crate::github::{GitHubDouble, GitHubOptions};
 use crate::http_doubles::{FaultProxy, WebhookSink};
+use crate::lambda_api::LambdaApi;
 use crate::runtime::{built_binary, Function, FunctionSpec};
+use crate::site_server::SiteServer;
 use crate::wiring::{StreamMapping, Template};
+
+/// The webhook secret the local stack puts in SSM unless told otherwise.
+pub const LOCAL_GITHUB_SECRET: &str = "local-webhook-secret-0123456789abcdef";
+/// The GitHub token the local stack gives site-build (and its GitHub double).
+pub const LOCAL_GITHUB_TOKEN: &str = "ghp_local0123456789abcdefghijklmnopqrstuv";
+/// The site repository when the template names none.
+pub const LOCAL_SITE_REPOSITORY: &str = "acme/sample-site";
 
 /// How to bring up one environment's pipeline.
 #[derive(Debug, Clone)]
@@ -35,6 +49,18 @@ pub struct PipelineOptions {
     pub log_dir: Option<PathBuf>,
     /// Function environment set on top of the template's (logical id, name, value).
     pub env_overrides: Vec<(String, String, String)>,
+    /// The git repository the GitHub double serves as the site repository;
+    /// `None`: it serves no commits (webhooks still work, builds fail to fetch).
+    pub site_repo: Option<PathBuf>,
+    /// The webhook secret put in SSM for site-build.
+    pub github_secret: String,
+    /// A GitHub token for site-build (put in SSM, required by the double);
+    /// `None`: site-build gets none, so it reports no deployment statuses.
+    pub github_token: Option<String>,
+    /// `EMAIL_SENDERS` for site-build (empty: the template's value).
+    pub email_senders: Vec<String>,
+    /// Most site-build execution environments at once.
+    pub site_build_concurrency: usize,
 }
 
 impl PipelineOptions {
@@ -50,6 +76,11 @@ impl PipelineOptions {
             parameters: Vec::new(),
             log_dir: None,
             env_overrides: Vec::new(),
+            site_repo: None,
+            github_secret: LOCAL_GITHUB_SECRET.to_owned(),
+            github_token: Some(LOCAL_GITHUB_TOKEN.to_owned()),
+            email_senders: Vec::new(),
+            site_build_concurrency: 4,
         }
     }
 
@@ -74,6 +105,23 @@ pub struct Resources {
     pub events_queue_url: String,
 }
 
+/// site-build's resources, as the template names them.
+#[derive(Debug, Clone)]
+pub struct SiteResources {
+    pub function_name: String,
+    pub bucket: String,
+    pub deployments_table: String,
+    /// The CloudFront distribution created on the emulator (invalidations).
+    pub distribution_id: String,
+    /// `owner/name` the function publishes (`SITE_REPOSITORY`).
+    pub repository: String,
+    pub secret_parameter: String,
+    /// Empty when site-build has no token.
+    pub token_parameter: String,
+    /// The function's `/tmp`: its build work folder.
+    pub work_dir: PathBuf,
+}
+
 pub struct Pipeline {
     pub emulator: Arc<Emulator>,
     pub resources: Resources,
@@ -90,6 +138,19 @@ pub struct Pipeline {
     pub dead_letters: DeadLetters,
     pub delivered: DeliveryLog,
     pub sdk: aws_config::SdkConfig,
+    /// The real site-build binary (started on its first invocation).
+    pub site_build: Arc<Function>,
+    /// The Lambda API every function reaches through `AWS_ENDPOINT_URL_LAMBDA`.
+    pub lambda_api: LambdaApi,
+    /// site-build's function URL: where GitHub webhooks are posted.
+    pub function_url: String,
+    pub function_url_server: FunctionUrlServer,
+    /// The site as viewers see it (CloudFront and the router in AWS).
+    pub site: SiteServer,
+    pub github: GitHubDouble,
+    /// The webhook secret site-build reads from SSM.
+    pub github_secret: String,
+    pub site_resources: SiteResources,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -98,6 +159,7 @@ impl Drop for Pipeline {
         for task in &self.tasks {
             task.abort();
         }
+        let _ = std::fs::remove_dir_all(&self.site_resources.work_dir);
     }
 }
 
@@ -171,6 +233,89 @@ impl Pipeline {
         let stream_mapping = template.stream_mapping("TriggerBuildEventSourceMapping")?;
         let dead_letters = DeadLetters::default();
         let delivered = DeliveryLog::default();
+
+        // site-build: its resources, the servers around it, then the function.
+        let site = provision_site(&sdk, &mut template, &options).await?;
+        let lambda_api = LambdaApi::start(delivered.clone(), dead_letters.clone()).await?;
+        let github = GitHubDouble::start(GitHubOptions {
+            repository: site.resources.repository.clone(),
+            repo_dir: options.site_repo.clone(),
+            token: options.github_token.clone(),
+        })
+        .await?;
+        let site_server =
+            SiteServer::start(aws_sdk_s3::Client::new(&sdk), &site.resources.bucket).await?;
+        let mut site_env = site.env.clone();
+        site_env.extend(emulator.client_env());
+        let slack_parameter_set = site_env
+            .iter()
+            .any(|(k, v)| k == "SLACK_WEBHOOK_PARAMETER" && !v.is_empty());
+        let mut local = vec![
+            ("AWS_ENDPOINT_URL_LAMBDA", lambda_api.endpoint.clone()),
+            ("GITHUB_API_URL", github.api_url.clone()),
+            ("PRODUCTION_URL", site_server.production_url()),
+            ("STAGING_URL", site_server.staging_url()),
+            ("PREVIEW_URL_TEMPLATE", site_server.preview_url_template()),
+            ("DISTRIBUTION_ID", site.resources.distribution_id.clone()),
+            ("LIVE_STORE_ARN", String::new()),
+            ("NPM_PATH", "npm".to_owned()),
+            ("SITE_REPOSITORY", site.resources.repository.clone()),
+            (
+                "GITHUB_SECRET_PARAMETER",
+                site.resources.secret_parameter.clone(),
+            ),
+            (
+                "GITHUB_TOKEN_PARAMETER",
+                site.resources.token_parameter.clone(),
+            ),
+            (
+                "SITE_WORK_DIR",
+                site.resources.work_dir.display().to_string(),
+            ),
+        ];
+        if !slack_parameter_set {
+            local.push(("SLACK_WEBHOOK_URL", slack.url.clone()));
+        }
+        if !options.email_senders.is_empty() {
+            local.push(("EMAIL_SENDERS", options.email_senders.join(",")));
+        }
+        for (name, value) in local {
+            site_env.retain(|(k, _)| k != name);
+            site_env.push((name.to_owned(), value));
+        }
+        for (id, name, value) in &options.env_overrides {
+            if id == "SiteBuildFunction" {
+                site_env.retain(|(k, _)| k != name);
+                site_env.push((name.clone(), value.clone()));
+            }
+        }
+        // Not required up front: the pipeline starts without it, and the
+        // first invocation reports a missing binary as an init error.
+        let site_binary = options.target_dir.join(&options.profile).join("site-build");
+        if !site_binary.is_file() {
+            tracing::warn!(
+                binary = %site_binary.display(),
+                "site-build is not built; its invocations will fail until it is"
+            );
+        }
+        function_specs.push(FunctionSpec {
+            name: site.resources.function_name.clone(),
+            binary: site_binary,
+            env: site_env,
+            timeout: site.timeout,
+            log_file: log("site-build"),
+        });
+        let site_build = Function::serve_scaled(
+            function_specs[3].clone(),
+            REGION,
+            options.site_build_concurrency,
+        )
+        .await?;
+        for function in [&s3_trigger, &trigger_build, &ci_dispatch, &site_build] {
+            lambda_api.register((*function).clone());
+        }
+        let function_url_server = FunctionUrlServer::start(site_build.clone()).await?;
+        lambda_api.set_function_url(site_build.name(), &function_url_server.url)?;
         let tasks = vec![
             tokio::spawn(delivery::run_queue_delivery(
                 emulator.clone(),
@@ -210,6 +355,14 @@ impl Pipeline {
             dead_letters,
             delivered,
             sdk,
+            site_build,
+            lambda_api,
+            function_url: function_url_server.url.clone(),
+            function_url_server,
+            site: site_server,
+            github,
+            github_secret: options.github_secret.clone(),
+            site_resources: site.resources,
             tasks,
         })
     }
@@ -232,6 +385,19 @@ impl Pipeline {
         env.push((
             "DEPLOYER_BUILDS_TABLE".into(),
             self.resources.builds_table.clone(),
+        ));
+        env.push((
+            "DEPLOYER_SITE_TABLE".into(),
+            self.site_resources.deployments_table.clone(),
+        ));
+        env.push((
+            "DEPLOYER_SITE_FUNCTION".into(),
+            self.site_resources.function_name.clone(),
+        ));
+        // Lambda's API is the local stand-in, not moto's.
+        env.push((
+            "AWS_ENDPOINT_URL_LAMBDA".into(),
+            self.lambda_api.endpoint.clone(),
         ));
         env
     }
@@ -327,7 +493,289 @@ impl Pipeline {
         self.s3_trigger.stop().await;
         self.trigger_build.stop().await;
         self.ci_dispatch.stop().await;
+        self.site_build.stop().await;
     }
+
+    /// Posts a GitHub webhook delivery to site-build's function URL as
+    /// GitHub sends it: JSON, signed (`X-Hub-Signature-256`) with the
+    /// pipeline's secret. Answers the HTTP status and body.
+    pub async fn github_webhook(
+        &self,
+        event: &str,
+        delivery: &str,
+        payload: &Value,
+    ) -> anyhow::Result<(u16, String)> {
+        let body = payload.to_string();
+        let secret = site_build::WebhookSecret::new(self.github_secret.as_bytes())
+            .map_err(|_| anyhow::anyhow!("the webhook secret is empty"))?;
+        let signature = secret.sign(body.as_bytes());
+        let response = reqwest::Client::new()
+            .post(&self.function_url)
+            .header("content-type", "application/json")
+            .header("user-agent", "GitHub-Hookshot/local")
+            .header("x-github-event", event)
+            .header("x-github-delivery", delivery)
+            .header("x-github-hook-id", "1")
+            .header("x-hub-signature-256", signature)
+            .body(body)
+            .send()
+            .await
+            .context("posting the webhook to the function URL")?;
+        let status = response.status().as_u16();
+        Ok((status, response.text().await.unwrap_or_default()))
+    }
+
+    /// A Lambda client aimed at the local Lambda API, as the functions get it.
+    pub fn lambda(&self) -> aws_sdk_lambda::Client {
+        self.lambda_api.client(&self.sdk)
+    }
+}
+
+/// What `provision_site` made, and the function's environment from the template.
+struct ProvisionedSite {
+    resources: SiteResources,
+    env: Vec<(String, String)>,
+    timeout: Duration,
+}
+
+/// site-build's bucket, table, distribution and secrets. The template's
+/// `SiteBucket`, `SiteDeploymentsTable` and `SiteBuildFunction` name them;
+/// without them, the names docs/site-build.md gives.
+async fn provision_site(
+    sdk: &aws_config::SdkConfig,
+    template: &mut Template,
+    options: &PipelineOptions,
+) -> anyhow::Result<ProvisionedSite> {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let env = &options.env;
+    let named = |template: &Template, id: &str, property: &str, default: String| {
+        template
+            .resource(id)
+            .ok()
+            .and_then(|props| props.get(property))
+            .map(|v| template.resolve(v))
+            .filter(|name| !name.is_empty() && !name.contains("<unresolved"))
+            .unwrap_or(default)
+    };
+
+    // Bucket.
+    let bucket = named(
+        template,
+        "SiteBucket",
+        "BucketName",
+        format!("{env}-deployer-sites-local"),
+    );
+    aws_sdk_s3::Client::new(sdk)
+        .create_bucket()
+        .bucket(&bucket)
+        .send()
+        .await
+        .with_context(|| format!("creating bucket {bucket}"))?;
+    template.set("SiteBucket", bucket.clone());
+    template.set("SiteBucket.Arn", format!("arn:aws:s3:::{bucket}"));
+    template.set(
+        "SiteBucket.RegionalDomainName",
+        format!("{bucket}.s3.{REGION}.amazonaws.com"),
+    );
+
+    // Deployments table: pk/sk, TTL on expires_at (or as the template says).
+    let table = named(
+        template,
+        "SiteDeploymentsTable",
+        "TableName",
+        format!("{env}-deployer-site-deployments"),
+    );
+    let ttl_attribute = template
+        .resource("SiteDeploymentsTable")
+        .ok()
+        .and_then(|props| props.pointer("/TimeToLiveSpecification/AttributeName"))
+        .map(|v| template.resolve(v))
+        .unwrap_or_else(|| "expires_at".to_owned());
+    let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
+    let string_key = |name: &str| {
+        AttributeDefinition::builder()
+            .attribute_name(name)
+            .attribute_type(ScalarAttributeType::S)
+            .build()
+    };
+    let key = |name: &str, kind: KeyType| {
+        KeySchemaElement::builder()
+            .attribute_name(name)
+            .key_type(kind)
+            .build()
+    };
+    dynamodb
+        .create_table()
+        .table_name(&table)
+        .attribute_definitions(string_key("pk")?)
+        .attribute_definitions(string_key("sk")?)
+        .key_schema(key("pk", KeyType::Hash)?)
+        .key_schema(key("sk", KeyType::Range)?)
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await
+        .with_context(|| format!("creating table {table}"))?;
+    dynamodb
+        .update_time_to_live()
+        .table_name(&table)
+        .time_to_live_specification(
+            aws_sdk_dynamodb::types::TimeToLiveSpecification::builder()
+                .attribute_name(&ttl_attribute)
+                .enabled(true)
+                .build()?,
+        )
+        .send()
+        .await
+        .with_context(|| format!("enabling TTL on {table}"))?;
+    template.set("SiteDeploymentsTable", table.clone());
+    template.set(
+        "SiteDeploymentsTable.Arn",
+        format!(
+            "arn:aws:dynamodb:{REGION}:{}:table/{table}",
+            crate::emulator::ACCOUNT_ID
+        ),
+    );
+
+    // A distribution to invalidate (the viewer side is the SiteServer).
+    let distribution_id = create_distribution(sdk, &bucket, env).await?;
+    template.set("SiteDistribution", distribution_id.clone());
+
+    // The function: name, environment and timeout from the template.
+    let function_name = named(
+        template,
+        "SiteBuildFunction",
+        "FunctionName",
+        format!("{env}-deployer-site-build"),
+    );
+    template.set("SiteBuildFunction", function_name.clone());
+    template.set(
+        "SiteBuildFunction.Arn",
+        format!(
+            "arn:aws:lambda:{REGION}:{}:function:{function_name}",
+            crate::emulator::ACCOUNT_ID
+        ),
+    );
+    let (mut env_vars, timeout) = if template.resource("SiteBuildFunction").is_ok() {
+        (
+            template
+                .function_env("SiteBuildFunction")
+                .unwrap_or_default(),
+            template.function_timeout("SiteBuildFunction"),
+        )
+    } else {
+        (Vec::new(), 900)
+    };
+    let value_of = |vars: &[(String, String)], name: &str| {
+        vars.iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .filter(|v| !v.is_empty() && !v.contains("<unresolved"))
+    };
+    let defaults = [
+        ("DEPLOY_ENV", env.clone()),
+        ("SITE_BUCKET", bucket.clone()),
+        ("SITE_DEPLOYMENTS_TABLE", table.clone()),
+        ("PRODUCTION_BRANCH", "main".to_owned()),
+        ("STAGING_ON_PULL_REQUEST", "false".to_owned()),
+        ("APPROVAL_TTL_SECONDS", "86400".to_owned()),
+        ("PREVIEW_TTL_DAYS", "30".to_owned()),
+    ];
+    for (name, value) in defaults {
+        if value_of(&env_vars, name).is_none() {
+            env_vars.retain(|(k, _)| k != name);
+            env_vars.push((name.to_owned(), value));
+        }
+    }
+    let repository =
+        value_of(&env_vars, "SITE_REPOSITORY").unwrap_or_else(|| LOCAL_SITE_REPOSITORY.to_owned());
+
+    // Secrets in SSM, as SecureStrings.
+    let ssm = aws_sdk_ssm::Client::new(sdk);
+    let secret_parameter = value_of(&env_vars, "GITHUB_SECRET_PARAMETER")
+        .unwrap_or_else(|| format!("/{env}/deployer/site/github-webhook-secret"));
+    let token_parameter = match &options.github_token {
+        Some(_) => value_of(&env_vars, "GITHUB_TOKEN_PARAMETER")
+            .unwrap_or_else(|| format!("/{env}/deployer/site/github-token")),
+        None => String::new(),
+    };
+    let mut secrets = vec![(secret_parameter.clone(), options.github_secret.clone())];
+    if let Some(token) = &options.github_token {
+        secrets.push((token_parameter.clone(), token.clone()));
+    }
+    for (name, value) in secrets {
+        ssm.put_parameter()
+            .name(&name)
+            .value(value)
+            .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+            .overwrite(true)
+            .send()
+            .await
+            .with_context(|| format!("putting SSM parameter {name}"))?;
+    }
+
+    // The function's own /tmp (each Lambda environment has its own).
+    let work_dir = std::env::temp_dir().join(format!(
+        "deployer-local-{env}-{}-{}-site-build",
+        std::process::id(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+    ));
+    std::fs::create_dir_all(&work_dir)
+        .with_context(|| format!("creating {}", work_dir.display()))?;
+    Ok(ProvisionedSite {
+        resources: SiteResources {
+            function_name,
+            bucket,
+            deployments_table: table,
+            distribution_id,
+            repository,
+            secret_parameter,
+            token_parameter,
+            work_dir,
+        },
+        env: env_vars,
+        timeout: Duration::from_secs(timeout),
+    })
+}
+
+/// A CloudFront distribution in front of the site bucket, on the emulator.
+async fn create_distribution(
+    sdk: &aws_config::SdkConfig,
+    bucket: &str,
+    env: &str,
+) -> anyhow::Result<String> {
+    use aws_sdk_cloudfront::types::{
+        DefaultCacheBehavior, DistributionConfig, Origin, Origins, S3OriginConfig,
+        ViewerProtocolPolicy,
+    };
+    let origin = Origin::builder()
+        .id("site")
+        // moto wants an S3 origin's domain to end in amazonaws.com.
+        .domain_name(format!("{bucket}.s3.{REGION}.amazonaws.com"))
+        .s3_origin_config(S3OriginConfig::builder().origin_access_identity("").build())
+        .build()?;
+    let config = DistributionConfig::builder()
+        .caller_reference(format!("deployer-local-{env}-site"))
+        .comment(format!("{env} deployer site (local)"))
+        .enabled(true)
+        .origins(Origins::builder().quantity(1).items(origin).build()?)
+        .default_cache_behavior(
+            DefaultCacheBehavior::builder()
+                .target_origin_id("site")
+                .viewer_protocol_policy(ViewerProtocolPolicy::RedirectToHttps)
+                .build()?,
+        )
+        .build()?;
+    let created = aws_sdk_cloudfront::Client::new(sdk)
+        .create_distribution()
+        .distribution_config(config)
+        .send()
+        .await
+        .context("creating the site's CloudFront distribution")?;
+    Ok(created
+        .distribution()
+        .context("CreateDistribution returned no distribution")?
+        .id()
+        .to_owned())
 }
 
 async fn provision(

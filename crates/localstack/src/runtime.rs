@@ -1,13 +1,16 @@
-//! A Lambda Runtime API on loopback, serving one function process.
+//! A Lambda Runtime API on loopback, serving a function's processes.
 //!
 //! The real function binary is started with `AWS_LAMBDA_RUNTIME_API` pointing
-//! here, exactly as Lambda starts it. Invocations are handed out one at a time
-//! (a Lambda execution environment runs one invocation at once); a process
-//! that dies is started again on the next invocation, like a new cold start.
+//! at its own Runtime API, exactly as Lambda starts it. Each process is one
+//! execution environment and runs one invocation at a time; a process that
+//! dies is started again on the next invocation, like a new cold start.
+//! [`Function::serve`] keeps one environment (invocations queue behind each
+//! other); [`Function::serve_scaled`] starts another environment whenever
+//! all are busy, up to a concurrency limit, as Lambda scales out.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,7 +23,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use serde_json::Value;
 use tokio::process::{Child, Command};
-use tokio::sync::{mpsc, oneshot, Mutex};
+use tokio::sync::{mpsc, oneshot, Mutex, Semaphore};
 
 /// How a function is started.
 #[derive(Debug, Clone)]
@@ -72,18 +75,38 @@ struct Shared {
     first_next: Mutex<Option<Instant>>,
 }
 
-/// One function behind its own Runtime API endpoint.
+/// One function: a pool of execution environments, each a process behind
+/// its own Runtime API endpoint.
 pub struct Function {
+    spec: FunctionSpec,
+    region: String,
+    arn: String,
+    permits: Semaphore,
+    environments: Mutex<Vec<Arc<Environment>>>,
+    counter: Arc<AtomicU64>,
+}
+
+/// One execution environment: a Runtime API endpoint and its process.
+struct Environment {
     spec: FunctionSpec,
     endpoint: String,
     shared: Arc<Shared>,
     sender: mpsc::Sender<Invocation>,
     process: Mutex<Option<(Child, Instant)>>,
-    invoke_lock: Mutex<()>,
+    busy: AtomicBool,
     figures: Mutex<StartFigures>,
-    counter: AtomicU64,
+    counter: Arc<AtomicU64>,
     /// The process's last lines of output (what Lambda shows for a crash).
     output: Arc<Mutex<std::collections::VecDeque<String>>>,
+}
+
+/// Marks an environment free again when the invocation ends (or is dropped).
+struct Busy(Arc<Environment>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.busy.store(false, Ordering::SeqCst);
+    }
 }
 
 const OUTPUT_LINES: usize = 20;
@@ -109,14 +132,138 @@ async fn keep_output(
 }
 
 impl Function {
-    /// Starts the Runtime API; the process itself starts on first invoke.
+    /// Starts the Runtime API of one execution environment; the process
+    /// itself starts on first invoke. Invocations run one at a time.
     pub async fn serve(spec: FunctionSpec, region: &str) -> anyhow::Result<Arc<Self>> {
+        Self::serve_scaled(spec, region, 1).await
+    }
+
+    /// Like [`Function::serve`], but a new execution environment (a new
+    /// process, with its own cold start) is started whenever every existing
+    /// one is busy, up to `max_concurrency` at once; further invocations wait
+    /// for one to become free (where Lambda would throttle).
+    pub async fn serve_scaled(
+        spec: FunctionSpec,
+        region: &str,
+        max_concurrency: usize,
+    ) -> anyhow::Result<Arc<Self>> {
+        let max_concurrency = max_concurrency.max(1);
+        let counter = Arc::new(AtomicU64::new(0));
+        let arn = format!(
+            "arn:aws:lambda:{region}:{}:function:{}",
+            crate::emulator::ACCOUNT_ID,
+            spec.name
+        );
+        let first = Environment::serve(spec.clone(), &arn, counter.clone()).await?;
+        Ok(Arc::new(Self {
+            spec,
+            region: region.to_owned(),
+            arn,
+            permits: Semaphore::new(max_concurrency),
+            environments: Mutex::new(vec![first]),
+            counter,
+        }))
+    }
+
+    pub fn name(&self) -> &str {
+        &self.spec.name
+    }
+
+    /// The function's ARN (unqualified).
+    pub fn arn(&self) -> &str {
+        &self.arn
+    }
+
+    pub fn region(&self) -> &str {
+        &self.region
+    }
+
+    /// The configured timeout of one invocation.
+    pub fn timeout(&self) -> Duration {
+        self.spec.timeout
+    }
+
+    /// How many execution environments have been started so far.
+    pub async fn environments(&self) -> usize {
+        self.environments.lock().await.len()
+    }
+
+    async fn first(&self) -> Arc<Environment> {
+        self.environments.lock().await[0].clone()
+    }
+
+    /// Process id of the first environment's function process, if started.
+    pub async fn pid(&self) -> Option<u32> {
+        self.first().await.pid().await
+    }
+
+    /// Cold-start figures of the first environment.
+    pub async fn figures(&self) -> StartFigures {
+        *self.first().await.figures.lock().await
+    }
+
+    /// Peak resident memory of the first environment's process in KiB (Linux VmHWM).
+    pub async fn peak_rss_kib(&self) -> Option<u64> {
+        let pid = self.pid().await?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    }
+
+    /// Invokes the function synchronously and returns its JSON response.
+    pub async fn invoke(&self, payload: &Value) -> Result<Value, InvokeError> {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| InvokeError::Crashed {
+                message: "function stopped".into(),
+            })?;
+        let busy = {
+            let mut environments = self.environments.lock().await;
+            let free = environments.iter().find(|env| {
+                env.busy
+                    .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_ok()
+            });
+            match free {
+                Some(env) => Busy(env.clone()),
+                None => {
+                    // Every environment is busy and a permit is free: scale out.
+                    let env =
+                        Environment::serve(self.spec.clone(), &self.arn, self.counter.clone())
+                            .await
+                            .map_err(|e| InvokeError::Init {
+                                message: format!("{e:#}"),
+                            })?;
+                    env.busy.store(true, Ordering::SeqCst);
+                    environments.push(env.clone());
+                    Busy(env)
+                }
+            }
+        };
+        busy.0.invoke(payload).await
+    }
+
+    /// Stops every function process.
+    pub async fn stop(&self) {
+        for env in self.environments.lock().await.iter() {
+            env.stop().await;
+        }
+    }
+}
+
+impl Environment {
+    async fn serve(
+        spec: FunctionSpec,
+        function_arn: &str,
+        counter: Arc<AtomicU64>,
+    ) -> anyhow::Result<Arc<Self>> {
         let (sender, receiver) = mpsc::channel(16);
         let shared = Arc::new(Shared {
-            function_arn: format!(
-                "arn:aws:lambda:{region}:123456789012:function:{}",
-                spec.name
-            ),
+            function_arn: function_arn.to_owned(),
             queue: Mutex::new(receiver),
             waiting: Mutex::new(HashMap::new()),
             init_error: Mutex::new(None),
@@ -142,34 +289,15 @@ impl Function {
             shared,
             sender,
             process: Mutex::new(None),
-            invoke_lock: Mutex::new(()),
+            busy: AtomicBool::new(false),
             figures: Mutex::new(StartFigures::default()),
-            counter: AtomicU64::new(0),
+            counter,
             output: Arc::new(Mutex::new(std::collections::VecDeque::new())),
         }))
     }
 
-    pub fn name(&self) -> &str {
-        &self.spec.name
-    }
-
-    /// Process id of the running function, if started.
-    pub async fn pid(&self) -> Option<u32> {
+    async fn pid(&self) -> Option<u32> {
         self.process.lock().await.as_ref().and_then(|(c, _)| c.id())
-    }
-
-    pub async fn figures(&self) -> StartFigures {
-        *self.figures.lock().await
-    }
-
-    /// Peak resident memory of the running process in KiB (Linux VmHWM).
-    pub async fn peak_rss_kib(&self) -> Option<u64> {
-        let pid = self.pid().await?;
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
     }
 
     async fn ensure_process(&self) -> anyhow::Result<bool> {
@@ -224,9 +352,8 @@ impl Function {
         Ok(true)
     }
 
-    /// Invokes the function synchronously and returns its JSON response.
-    pub async fn invoke(&self, payload: &Value) -> Result<Value, InvokeError> {
-        let _one_at_a_time = self.invoke_lock.lock().await;
+    /// Runs one invocation in this environment (the caller holds it busy).
+    async fn invoke(&self, payload: &Value) -> Result<Value, InvokeError> {
         let cold = self.ensure_process().await.map_err(|e| InvokeError::Init {
             message: format!("{e:#}"),
         })?;
@@ -327,8 +454,7 @@ impl Function {
         }
     }
 
-    /// Stops the function process.
-    pub async fn stop(&self) {
+    async fn stop(&self) {
         if let Some((mut child, _)) = self.process.lock().await.take() {
             let _ = child.kill().await;
         }

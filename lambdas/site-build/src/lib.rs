@@ -1,7 +1,7 @@
 //! `site-build`: static sites published per environment (production,
 //! staging, a preview per branch) to S3 behind CloudFront.
 //!
-//! The pieces the Lambda handler (not written yet) is built from:
+//! The function itself is [`service`]; the pieces it is built from:
 //! - [`trigger`]: GitHub webhooks, SES email commands and direct invocations
 //!   parsed into build requests whose origin decides the production gate;
 //! - [`signature`]: GitHub's `X-Hub-Signature-256` over the raw body;
@@ -11,9 +11,15 @@
 //! - [`content`]: `Content-Type` and `Cache-Control` per file;
 //! - [`publish`]: atomic deploys with a live pointer, rollback, removal.
 
+pub mod approval;
 pub mod build;
+pub mod config;
 pub mod content;
+pub mod deployments;
+pub mod github_api;
+pub mod live_store;
 pub mod publish;
+pub mod service;
 pub mod signature;
 pub mod slug;
 pub mod trigger;

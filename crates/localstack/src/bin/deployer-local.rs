@@ -4,6 +4,11 @@
 //! runs the real function binaries behind a loopback Runtime API, uploads the
 //! bundled sample app, follows the build to its end with the `deployer` CLI,
 //! and stops everything it started. `--keep` leaves it running.
+//!
+//! `deployer-local site` does the same for site-build: a git repository of
+//! `examples/sample-site` behind the GitHub double, a signed push webhook on
+//! the function URL publishing production, then a pull request publishing a
+//! preview, both served by the local site server.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +16,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use localstack::emulator::wait_until;
-use localstack::{Emulator, Pipeline, PipelineOptions};
+use localstack::{Emulator, HostTarget, Pipeline, PipelineOptions, SampleRepo};
 
 #[derive(Parser)]
 #[command(
@@ -37,6 +42,18 @@ enum Command {
         #[arg(long, default_value = "debug")]
         profile: String,
     },
+    /// Publish the sample site to production and a preview with site-build.
+    Site {
+        /// Keep the stack running afterwards (Ctrl-C stops it).
+        #[arg(long)]
+        keep: bool,
+        /// Environment of the local pipeline.
+        #[arg(long, default_value = "dev")]
+        env: String,
+        /// Cargo profile the function binaries were built with.
+        #[arg(long, default_value = "debug")]
+        profile: String,
+    },
 }
 
 #[tokio::main]
@@ -48,7 +65,10 @@ async fn main() {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let Command::Demo { keep, env, profile } = cli.command;
+    let (keep, env, profile) = match cli.command {
+        Command::Demo { keep, env, profile } => (keep, env, profile),
+        Command::Site { keep, env, profile } => return site(keep, env, profile).await,
+    };
     let root = std::env::current_dir()?;
     if !root.join("cloudformation.template").is_file() {
         bail!("run deployer-local from the repository root (no cloudformation.template here)");
@@ -237,4 +257,141 @@ async fn redeploy_on_image_push(pipeline: &Pipeline) -> anyhow::Result<()> {
             .replace('\n', " | ")
     );
     Ok(())
+}
+
+/// site-build on the local stack: a push publishes production, a pull
+/// request a preview.
+async fn site(keep: bool, env: String, profile: String) -> anyhow::Result<()> {
+    let root = std::env::current_dir()?;
+    if !root.join("cloudformation.template").is_file() {
+        bail!("run deployer-local from the repository root (no cloudformation.template here)");
+    }
+    let log_dir = root.join("target/local");
+    std::fs::create_dir_all(&log_dir)?;
+    let repo = SampleRepo::create(&root, &std::env::temp_dir())?;
+    println!("==> sample site repository at {}", repo.dir.display());
+
+    println!("==> starting moto server");
+    let emulator = Arc::new(Emulator::start(&root, Some(log_dir.join("moto.log"))).await?);
+    emulator.enable_state_machine_execution().await?;
+    let mut options = PipelineOptions::new(root.clone(), &env);
+    options.profile = profile;
+    options.log_dir = Some(log_dir);
+    options.site_repo = Some(repo.dir.clone());
+    let pipeline = Pipeline::start(emulator.clone(), options).await?;
+    let repository = pipeline.site_resources.repository.clone();
+    println!("==> site-build is up (logs in target/local/{env}-site-build.log)");
+    println!("    function URL     {}", pipeline.function_url);
+    println!("    Lambda API       {}", pipeline.lambda_api.endpoint);
+    println!(
+        "    GitHub API       {} ({repository})",
+        pipeline.github.api_url
+    );
+    println!("    site bucket      {}", pipeline.site_resources.bucket);
+    println!("    production       {}", pipeline.site.production_url());
+    println!("    staging          {}", pipeline.site.staging_url());
+    println!(
+        "    previews         {}",
+        pipeline.site.preview_url_template()
+    );
+
+    let head = repo.head()?;
+    println!("==> GitHub: push to main at {}", &head[..12]);
+    let push = serde_json::json!({
+        "ref": "refs/heads/main",
+        "before": "0".repeat(40),
+        "after": head,
+        "deleted": false,
+        "repository": {"full_name": repository},
+        "sender": {"login": "octocat"},
+    });
+    let (status, answer) = pipeline
+        .github_webhook("push", "demo-push-1", &push)
+        .await?;
+    println!("    function URL answered {status}: {answer}");
+    let page = wait_for(&pipeline, &HostTarget::Production, "/").await?;
+    println!(
+        "    {} serves {} bytes of {}",
+        pipeline.site.production_url(),
+        page.body.len(),
+        page.content_type.unwrap_or_default()
+    );
+
+    let branch = "feature/about-page";
+    repo.branch(branch)?;
+    repo.write(
+        "src/about.html",
+        "<h1>About</h1>\n<p>Written on a branch.</p>\n",
+    )?;
+    let sha = repo.commit("about page")?;
+    println!(
+        "==> GitHub: pull request #1 opened from {branch} at {}",
+        &sha[..12]
+    );
+    let pull_request = serde_json::json!({
+        "action": "opened",
+        "number": 1,
+        "pull_request": {
+            "number": 1,
+            "head": {"ref": branch, "sha": sha, "repo": {"full_name": repository}},
+            "base": {"ref": "main"},
+        },
+        "repository": {"full_name": repository},
+        "sender": {"login": "octocat"},
+    });
+    let (status, answer) = pipeline
+        .github_webhook("pull_request", "demo-pr-1", &pull_request)
+        .await?;
+    println!("    function URL answered {status}: {answer}");
+    let slug = site_build::PreviewSlug::from_branch(branch).to_string();
+    let preview = HostTarget::Preview(slug.clone());
+    wait_for(&pipeline, &preview, "/about/").await?;
+    println!("    {} is live", pipeline.site.url_of(&preview, "/about/"));
+    for status in pipeline.github.statuses() {
+        println!(
+            "    GitHub deployment {} status {} {}",
+            status.deployment_id,
+            status.state,
+            status.environment_url.unwrap_or_default()
+        );
+    }
+
+    if keep {
+        println!("\nThe local stack keeps running. Try:\n");
+        println!("  curl {}", pipeline.site.production_url());
+        println!("  curl {}", pipeline.site.url_of(&preview, "/about/"));
+        println!(
+            "  commit in {} and post a webhook to {}",
+            repo.dir.display(),
+            pipeline.function_url
+        );
+        println!("Press Ctrl-C to stop.");
+        tokio::signal::ctrl_c().await?;
+    }
+    println!("==> stopping");
+    pipeline.stop().await;
+    drop(pipeline);
+    drop(emulator);
+    Ok(())
+}
+
+async fn wait_for(
+    pipeline: &Pipeline,
+    target: &HostTarget,
+    path: &str,
+) -> anyhow::Result<localstack::SitePage> {
+    let site = pipeline.site.clone();
+    wait_until(
+        &format!("{} to serve {path}", target.name()),
+        Duration::from_secs(300),
+        || {
+            let site = site.clone();
+            async move {
+                let page = site.get(target, path).await?;
+                Ok((page.status == 200).then_some(page))
+            }
+        },
+    )
+    .await
+    .context("see target/local/*-site-build.log")
 }

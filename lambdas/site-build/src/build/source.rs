@@ -33,7 +33,7 @@ pub const DEFAULT_MAX_SOURCE_BYTES: u64 = 256 * 1024 * 1024;
 /// build still ends within Lambda's 15 minutes, with time left to record it.
 pub const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(120);
 
-const USER_AGENT: &str = "deployer-site-build";
+pub(crate) const USER_AGENT: &str = "deployer-site-build";
 
 /// How much of an error response is read for GitHub's `message`.
 const ERROR_BODY_LIMIT: usize = 4096;
@@ -61,7 +61,7 @@ impl GitHubToken {
         Ok(Self(token))
     }
 
-    fn header(&self) -> HeaderValue {
+    pub(crate) fn header(&self) -> HeaderValue {
         let mut value = HeaderValue::from_str(&format!("Bearer {}", self.0))
             .expect("visible ASCII is a valid header value");
         value.set_sensitive(true);

@@ -1,0 +1,186 @@
+//! `deployer site`: the static site's deployments, approvals and rollbacks.
+
+use anyhow::{bail, Context};
+use aws_sdk_lambda::primitives::Blob;
+use clap::Subcommand;
+use site_build::deployments::DeploymentStore;
+use site_build::publish::PublishTarget;
+
+#[derive(Subcommand)]
+pub enum SiteCommand {
+    /// Deployments of one target, newest first.
+    List {
+        /// production, staging or preview.
+        #[arg(default_value = "production")]
+        environment: String,
+        /// The branch, for a preview.
+        #[arg(long)]
+        branch: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: i32,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Approve a production deploy with the link sent to the approvers.
+    /// The same as opening the link and pressing the button: the token
+    /// works once.
+    Approve { link: String },
+    /// Put the previous deploy of a target back live. Nothing is rebuilt
+    /// or uploaded; running it again undoes it.
+    Rollback {
+        /// production, staging or preview.
+        #[arg(default_value = "production")]
+        environment: String,
+        /// The branch, for a preview.
+        #[arg(long)]
+        branch: Option<String>,
+        /// Who rolls back (recorded and announced).
+        #[arg(long, env = "USER", default_value = "unknown")]
+        by: String,
+    },
+}
+
+pub struct SiteContext {
+    pub env: String,
+    pub table: Option<String>,
+    pub function: Option<String>,
+}
+
+pub async fn run(
+    aws: &aws_config::SdkConfig,
+    context: SiteContext,
+    command: SiteCommand,
+) -> anyhow::Result<i32> {
+    match command {
+        SiteCommand::List {
+            environment,
+            branch,
+            limit,
+            json,
+        } => {
+            let target = target(&environment, branch.as_deref())?;
+            let table = context
+                .table
+                .unwrap_or_else(|| format!("{}-deployer-site-deployments", context.env));
+            let store = DeploymentStore::new(aws_sdk_dynamodb::Client::new(aws), table);
+            let deployments = store.list(&target.name(), limit).await?;
+            if json {
+                let views: Vec<_> = deployments
+                    .iter()
+                    .map(site_build::service::summary)
+                    .collect();
+                println!("{}", serde_json::json!({ "deployments": views }));
+                return Ok(0);
+            }
+            println!(
+                "{:<28} {:<18} {:<24} {:<12} URL",
+                "DEPLOYMENT", "STATUS", "BRANCH", "COMMIT"
+            );
+            for d in &deployments {
+                let commit = d.commit.as_deref().unwrap_or("-");
+                println!(
+                    "{:<28} {:<18} {:<24} {:<12} {}",
+                    d.id,
+                    d.status,
+                    d.branch,
+                    &commit[..commit.len().min(12)],
+                    d.url
+                );
+                if let Some(error) = &d.error {
+                    println!("    error: {error}");
+                }
+            }
+            Ok(0)
+        }
+        SiteCommand::Approve { link } => approve(&link).await,
+        SiteCommand::Rollback {
+            environment,
+            branch,
+            by,
+        } => {
+            target(&environment, branch.as_deref())?;
+            let function = context
+                .function
+                .unwrap_or_else(|| format!("{}-deployer-site-build", context.env));
+            let payload = serde_json::json!({"rollback": {
+                "environment": environment, "branch": branch, "triggered_by": by,
+            }});
+            let out = aws_sdk_lambda::Client::new(aws)
+                .invoke()
+                .function_name(&function)
+                .payload(Blob::new(payload.to_string()))
+                .send()
+                .await
+                .with_context(|| format!("invoking {function}"))?;
+            let body = out
+                .payload
+                .map(|p| String::from_utf8_lossy(p.as_ref()).into_owned())
+                .unwrap_or_default();
+            if out.function_error.is_some() {
+                let message = serde_json::from_str::<serde_json::Value>(&body)
+                    .ok()
+                    .and_then(|v| v["errorMessage"].as_str().map(str::to_owned))
+                    .unwrap_or(body);
+                eprintln!("rollback failed: {message}");
+                return Ok(1);
+            }
+            let result: serde_json::Value =
+                serde_json::from_str(&body).context("the function's answer is not JSON")?;
+            println!(
+                "{} rolled back from {} to {} ({})",
+                result["target"].as_str().unwrap_or("?"),
+                result["rolled_back_from"].as_str().unwrap_or("?"),
+                result["deploy_id"].as_str().unwrap_or("?"),
+                result["url"].as_str().unwrap_or("?"),
+            );
+            Ok(0)
+        }
+    }
+}
+
+fn target(environment: &str, branch: Option<&str>) -> anyhow::Result<PublishTarget> {
+    Ok(match (environment, branch) {
+        ("production", None) => PublishTarget::Production,
+        ("staging", None) => PublishTarget::Staging,
+        ("preview", Some(branch)) => PublishTarget::preview(branch),
+        ("preview", None) => bail!("a preview is named by its branch: add --branch"),
+        ("production" | "staging", Some(_)) => {
+            bail!("--branch is only for previews; {environment} has one deploy at a time")
+        }
+        (other, _) => bail!("{other:?} is not production, staging or preview"),
+    })
+}
+
+/// Posts the approval form the link's page would post.
+async fn approve(link: &str) -> anyhow::Result<i32> {
+    let url = reqwest::Url::parse(link).context("the approval link is not a URL")?;
+    if !url.path().ends_with("/approve") {
+        bail!("{link} is not an approval link (it has no /approve path)");
+    }
+    let fields: Vec<(String, String)> = url
+        .query_pairs()
+        .filter(|(k, _)| matches!(k.as_ref(), "target" | "id" | "token"))
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    if fields.len() != 3 {
+        bail!("the approval link must carry target, id and token");
+    }
+    let mut post_url = url.clone();
+    post_url.set_query(None);
+    let response = reqwest::Client::new()
+        .post(post_url)
+        .form(&fields)
+        .send()
+        .await
+        .context("posting the approval")?;
+    let status = response.status();
+    if status.is_success() {
+        println!("approved: the production build has started");
+        Ok(0)
+    } else if status.as_u16() == 410 {
+        eprintln!("not approved: the link was used already, expired, or the deployment was decided otherwise");
+        Ok(1)
+    } else {
+        bail!("the approval endpoint answered {status}");
+    }
+}

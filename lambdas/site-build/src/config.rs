@@ -1,0 +1,259 @@
+//! The function's configuration, read once from its environment. Every
+//! problem is collected and reported together, so one failed cold start
+//! names everything that needs fixing.
+
+use std::time::Duration;
+
+use crate::publish::DistributionId;
+use crate::trigger::{Branch, Repository};
+
+/// A secret given directly (local stack, tests) or as an SSM SecureString.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Secret {
+    Value(String),
+    Parameter(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct SiteConfig {
+    pub env: String,
+    pub repository: Repository,
+    pub bucket: String,
+    pub table: String,
+    pub production_branch: Branch,
+    pub staging_on_pull_request: bool,
+    pub github_secret: Secret,
+    pub github_token: Option<Secret>,
+    pub github_api_url: String,
+    pub production_url: String,
+    pub staging_url: String,
+    /// Holds `{slug}`.
+    pub preview_url_template: String,
+    pub distribution_id: Option<DistributionId>,
+    pub live_store_arn: Option<String>,
+    pub npm: String,
+    pub email_senders: Vec<String>,
+    pub email_reply_from: Option<String>,
+    pub email_prefix: String,
+    pub slack_webhook: Option<Secret>,
+    pub approval_ttl: Duration,
+    pub preview_ttl: Duration,
+    pub approval_base_url: Option<String>,
+    /// Where sources are unpacked and built (Lambda: `/tmp`).
+    pub work_dir: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("site-build is misconfigured: {}", .0.join("; "))]
+pub struct ConfigError(pub Vec<String>);
+
+impl SiteConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let value = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+        let mut problems = Vec::new();
+        let required = |name: &str, problems: &mut Vec<String>| {
+            value(name).unwrap_or_else(|| {
+                problems.push(format!("{name} is required"));
+                String::new()
+            })
+        };
+        let env = required("DEPLOY_ENV", &mut problems);
+        let bucket = required("SITE_BUCKET", &mut problems);
+        let table = required("SITE_DEPLOYMENTS_TABLE", &mut problems);
+        let production_url = required("PRODUCTION_URL", &mut problems);
+        let staging_url = required("STAGING_URL", &mut problems);
+        let preview_url_template = required("PREVIEW_URL_TEMPLATE", &mut problems);
+        if !preview_url_template.is_empty() && !preview_url_template.contains("{slug}") {
+            problems.push(format!(
+                "PREVIEW_URL_TEMPLATE must contain {{slug}}, got {preview_url_template:?}"
+            ));
+        }
+        let repository = match required("SITE_REPOSITORY", &mut problems).parse::<Repository>() {
+            Ok(repository) => Some(repository),
+            Err(e) if value("SITE_REPOSITORY").is_some() => {
+                problems.push(format!("SITE_REPOSITORY: {e}"));
+                None
+            }
+            Err(_) => None,
+        };
+        let production_branch = match value("PRODUCTION_BRANCH")
+            .unwrap_or_else(|| "main".into())
+            .parse::<Branch>()
+        {
+            Ok(branch) => Some(branch),
+            Err(e) => {
+                problems.push(format!("PRODUCTION_BRANCH: {e}"));
+                None
+            }
+        };
+        let flag = |name: &str, problems: &mut Vec<String>| match value(name).as_deref() {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(other) => {
+                problems.push(format!("{name} must be true or false, got {other:?}"));
+                false
+            }
+        };
+        let staging_on_pull_request = flag("STAGING_ON_PULL_REQUEST", &mut problems);
+        let secret = |direct: &str, parameter: &str, problems: &mut Vec<String>| match (
+            value(direct),
+            value(parameter),
+        ) {
+            (Some(_), Some(_)) => {
+                problems.push(format!("set {direct} or {parameter}, not both"));
+                None
+            }
+            (Some(v), None) => Some(Secret::Value(v)),
+            (None, Some(p)) => Some(Secret::Parameter(p)),
+            (None, None) => None,
+        };
+        let github_secret = secret(
+            "GITHUB_WEBHOOK_SECRET",
+            "GITHUB_SECRET_PARAMETER",
+            &mut problems,
+        );
+        if github_secret.is_none() && !problems.iter().any(|p| p.contains("GITHUB_SECRET")) {
+            problems.push("GITHUB_SECRET_PARAMETER is required (the webhook secret)".into());
+        }
+        let github_token = secret("GITHUB_TOKEN", "GITHUB_TOKEN_PARAMETER", &mut problems);
+        let slack_webhook = secret(
+            "SLACK_WEBHOOK_URL",
+            "SLACK_WEBHOOK_PARAMETER",
+            &mut problems,
+        );
+        let github_api_url = value("GITHUB_API_URL")
+            .unwrap_or_else(|| crate::build::DEFAULT_API_BASE.to_owned())
+            .trim_end_matches('/')
+            .to_owned();
+        let distribution_id = value("DISTRIBUTION_ID").and_then(|id| {
+            id.parse::<DistributionId>()
+                .map_err(|e| problems.push(format!("DISTRIBUTION_ID: {e}")))
+                .ok()
+        });
+        let seconds = |name: &str, default: u64, problems: &mut Vec<String>| match value(name) {
+            None => Duration::from_secs(default),
+            Some(raw) => match raw.parse::<u64>() {
+                Ok(n) if n > 0 => Duration::from_secs(n),
+                _ => {
+                    problems.push(format!(
+                        "{name} must be a positive whole number, got {raw:?}"
+                    ));
+                    Duration::from_secs(default)
+                }
+            },
+        };
+        let approval_ttl = seconds("APPROVAL_TTL_SECONDS", 86_400, &mut problems);
+        let preview_days = seconds("PREVIEW_TTL_DAYS", 30, &mut problems);
+        let email_senders = value("EMAIL_SENDERS")
+            .map(|list| {
+                list.split(',')
+                    .map(|s| s.trim().to_lowercase())
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !problems.is_empty() {
+            return Err(ConfigError(problems));
+        }
+        Ok(Self {
+            env,
+            repository: repository.expect("checked above"),
+            bucket,
+            table,
+            production_branch: production_branch.expect("checked above"),
+            staging_on_pull_request,
+            github_secret: github_secret.expect("checked above"),
+            github_token,
+            github_api_url,
+            production_url,
+            staging_url,
+            preview_url_template,
+            distribution_id,
+            live_store_arn: value("LIVE_STORE_ARN"),
+            npm: value("NPM_PATH").unwrap_or_else(|| "npm".into()),
+            email_senders,
+            email_reply_from: value("EMAIL_REPLY_FROM"),
+            email_prefix: value("EMAIL_PREFIX").unwrap_or_else(|| "inbound/".into()),
+            slack_webhook,
+            approval_ttl,
+            preview_ttl: Duration::from_secs(preview_days.as_secs() * 86_400),
+            approval_base_url: value("APPROVAL_BASE_URL")
+                .map(|url| url.trim_end_matches('/').to_owned()),
+            work_dir: value("SITE_WORK_DIR").unwrap_or_else(|| "/tmp/site-build".into()),
+        })
+    }
+
+    /// The public URL of a target.
+    pub fn url_of(&self, target: &crate::publish::PublishTarget) -> String {
+        use crate::publish::PublishTarget;
+        match target {
+            PublishTarget::Production => self.production_url.clone(),
+            PublishTarget::Staging => self.staging_url.clone(),
+            PublishTarget::Preview { slug } => {
+                self.preview_url_template.replace("{slug}", slug.as_str())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn base() -> HashMap<&'static str, &'static str> {
+        HashMap::from([
+            ("DEPLOY_ENV", "dev"),
+            ("SITE_REPOSITORY", "acme/site"),
+            ("SITE_BUCKET", "b"),
+            ("SITE_DEPLOYMENTS_TABLE", "t"),
+            ("PRODUCTION_URL", "https://example.com/"),
+            ("STAGING_URL", "https://staging.example.com/"),
+            (
+                "PREVIEW_URL_TEMPLATE",
+                "https://{slug}.preview.example.com/",
+            ),
+            ("GITHUB_SECRET_PARAMETER", "/site/secret"),
+        ])
+    }
+
+    fn parse(vars: &HashMap<&'static str, &'static str>) -> Result<SiteConfig, ConfigError> {
+        SiteConfig::from_lookup(|name| vars.get(name).map(|v| v.to_string()))
+    }
+
+    #[test]
+    fn a_complete_environment_parses_with_defaults() {
+        let config = parse(&base()).unwrap();
+        assert_eq!(config.production_branch.as_str(), "main");
+        assert_eq!(config.github_api_url, "https://api.github.com");
+        assert_eq!(config.approval_ttl, Duration::from_secs(86_400));
+        assert_eq!(config.preview_ttl, Duration::from_secs(30 * 86_400));
+        let slug = crate::PreviewSlug::from_branch("feature/X");
+        assert_eq!(
+            config.url_of(&crate::publish::PublishTarget::preview("feature/X")),
+            format!("https://{slug}.preview.example.com/")
+        );
+    }
+
+    #[test]
+    fn every_problem_is_named_at_once() {
+        let mut vars = base();
+        vars.remove("SITE_BUCKET");
+        vars.insert("SITE_REPOSITORY", "not a repo");
+        vars.insert("PREVIEW_URL_TEMPLATE", "https://preview.example.com/");
+        vars.insert("STAGING_ON_PULL_REQUEST", "yes");
+        let message = parse(&vars).unwrap_err().to_string();
+        for expected in [
+            "SITE_BUCKET is required",
+            "SITE_REPOSITORY:",
+            "PREVIEW_URL_TEMPLATE must contain {slug}",
+            "STAGING_ON_PULL_REQUEST must be true or false",
+        ] {
+            assert!(message.contains(expected), "{expected} in {message}");
+        }
+    }
+}

@@ -1,0 +1,511 @@
+//! Deployment records and delivery claims in DynamoDB.
+//!
+//! One table, keys `pk`/`sk`: a deployment is `pk = {target}`,
+//! `sk = {deployment id}` (a KSUID, so a target's deployments sort by
+//! time); a delivery claim is `pk = dedupe#{key}`, `sk = -`. Every status
+//! change is a conditional write from the status it leaves, so two
+//! invocations racing for one deployment cannot both act on it.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::str::FromStr;
+
+use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
+use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::trigger::DedupeKey;
+
+/// How long a delivery claim is kept: GitHub redelivers for days at most.
+pub const CLAIM_TTL_SECONDS: i64 = 7 * 24 * 3600;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum DeploymentStatus {
+    Queued,
+    AwaitingApproval,
+    Building,
+    Published,
+    /// The build matched what was live; nothing was written.
+    Unchanged,
+    Failed,
+    Removed,
+}
+
+impl DeploymentStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "QUEUED",
+            Self::AwaitingApproval => "AWAITING_APPROVAL",
+            Self::Building => "BUILDING",
+            Self::Published => "PUBLISHED",
+            Self::Unchanged => "UNCHANGED",
+            Self::Failed => "FAILED",
+            Self::Removed => "REMOVED",
+        }
+    }
+
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            Self::Published | Self::Unchanged | Self::Failed | Self::Removed
+        )
+    }
+}
+
+impl fmt::Display for DeploymentStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a deployment does to its target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeploymentAction {
+    Build,
+    Remove,
+}
+
+/// The key of one deployment: its target's name and its id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeploymentKey {
+    pub target: String,
+    pub id: String,
+}
+
+impl fmt::Display for DeploymentKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.target, self.id)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deployment {
+    /// The target's name: `production`, `staging`, `preview/{slug}`.
+    #[serde(rename = "pk")]
+    pub target: String,
+    #[serde(rename = "sk")]
+    pub id: String,
+    pub site: String,
+    pub environment: String,
+    pub action: DeploymentAction,
+    pub branch: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    pub status: DeploymentStatus,
+    pub url: String,
+    pub triggered_by: String,
+    /// `github:push`, `github:pull_request`, `email`, `direct`.
+    pub origin: String,
+    pub created_at: String,
+    pub updated_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    /// Epoch seconds; previews expire, production and staging are kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deploy_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uploaded: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copied: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invalidation: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub log_tail: Vec<String>,
+    /// SHA-256 (hex) of the approval token; removed when it is used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_token_hash: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_expires_at: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub github_deployment_id: Option<u64>,
+    /// Who asked by email, to be told how it went.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<String>,
+}
+
+impl Deployment {
+    pub fn key(&self) -> DeploymentKey {
+        DeploymentKey {
+            target: self.target.clone(),
+            id: self.id.clone(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("DynamoDB {operation} on table {table} failed: {message}")]
+    Dynamo {
+        operation: &'static str,
+        table: String,
+        message: String,
+    },
+    #[error("deployment {key} in table {table} is not a valid record: {message}")]
+    Corrupt {
+        key: String,
+        table: String,
+        message: String,
+    },
+}
+
+/// The outcome of a conditional status change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transition {
+    Done,
+    /// The condition did not hold (another invocation moved it first, the
+    /// token did not match or had expired).
+    Refused,
+}
+
+/// A change to a deployment's fields made together with its status.
+#[derive(Debug, Default)]
+pub struct Changes {
+    set: Vec<(String, AttributeValue)>,
+    remove: Vec<String>,
+}
+
+impl Changes {
+    pub fn set(mut self, name: &str, value: impl Serialize) -> Self {
+        let value = serde_dynamo::to_attribute_value(value).expect("plain values serialise");
+        self.set.push((name.to_owned(), value));
+        self
+    }
+
+    pub fn set_some<T: Serialize>(self, name: &str, value: Option<T>) -> Self {
+        match value {
+            Some(value) => self.set(name, value),
+            None => self,
+        }
+    }
+
+    pub fn remove(mut self, name: &str) -> Self {
+        self.remove.push(name.to_owned());
+        self
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct DeploymentStore {
+    client: aws_sdk_dynamodb::Client,
+    table: String,
+}
+
+pub fn now_rfc3339() -> String {
+    OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("a UTC time formats")
+}
+
+pub fn now_epoch() -> i64 {
+    OffsetDateTime::now_utc().unix_timestamp()
+}
+
+impl DeploymentStore {
+    pub fn new(client: aws_sdk_dynamodb::Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+        }
+    }
+
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    fn error<E>(&self, operation: &'static str, e: SdkError<E>) -> StoreError
+    where
+        E: std::error::Error + 'static,
+    {
+        StoreError::Dynamo {
+            operation,
+            table: self.table.clone(),
+            message: DisplayErrorContext(&e).to_string(),
+        }
+    }
+
+    /// Records a new deployment, together with the claim on the delivery
+    /// that asked for it when there is one. `Ok(false)`: the delivery was
+    /// claimed before (a redelivery); nothing was written.
+    pub async fn create(
+        &self,
+        deployment: &Deployment,
+        claim: Option<&DedupeKey>,
+    ) -> Result<bool, StoreError> {
+        let item: HashMap<String, AttributeValue> =
+            serde_dynamo::to_item(deployment).expect("a deployment serialises");
+        let put = |item| {
+            Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(item))
+                .condition_expression("attribute_not_exists(pk)")
+                .build()
+                .expect("table, item and condition are set")
+        };
+        let mut request = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().put(put(item)).build());
+        if let Some(claim) = claim {
+            request = request.transact_items(
+                TransactWriteItem::builder()
+                    .put(put(claim_item(claim, &deployment.key())))
+                    .build(),
+            );
+        }
+        match request.send().await {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_transaction_canceled_exception()) =>
+            {
+                // The id is fresh, so only the claim can have been there.
+                match claim {
+                    Some(claim) if self.claimed(claim).await? => Ok(false),
+                    _ => Err(self.error("TransactWriteItems", e)),
+                }
+            }
+            Err(e) => Err(self.error("TransactWriteItems", e)),
+        }
+    }
+
+    /// Claims a delivery on its own (for commands that record nothing).
+    /// `Ok(false)` when it was claimed before.
+    pub async fn claim(&self, claim: &DedupeKey) -> Result<bool, StoreError> {
+        let key = DeploymentKey {
+            target: "-".into(),
+            id: "-".into(),
+        };
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(claim_item(claim, &key)))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(self.error("PutItem", e)),
+        }
+    }
+
+    async fn claimed(&self, claim: &DedupeKey) -> Result<bool, StoreError> {
+        Ok(self.claim_record(claim).await?.is_some())
+    }
+
+    /// The deployment a claimed delivery recorded, if it recorded one.
+    pub async fn claimed_deployment(
+        &self,
+        claim: &DedupeKey,
+    ) -> Result<Option<DeploymentKey>, StoreError> {
+        let Some(item) = self.claim_record(claim).await? else {
+            return Ok(None);
+        };
+        let key = item
+            .get("deployment")
+            .and_then(|v| v.as_s().ok())
+            .and_then(|key| key.rsplit_once('/'))
+            .filter(|(target, _)| *target != "-")
+            .map(|(target, id)| DeploymentKey {
+                target: target.to_owned(),
+                id: id.to_owned(),
+            });
+        Ok(key)
+    }
+
+    async fn claim_record(
+        &self,
+        claim: &DedupeKey,
+    ) -> Result<Option<HashMap<String, AttributeValue>>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", AttributeValue::S(claim_pk(claim)))
+            .key("sk", AttributeValue::S("-".into()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| self.error("GetItem", e))?;
+        Ok(out.item)
+    }
+
+    /// Gives a claim back, so a redelivery can try again (used when the
+    /// build it recorded could not be started).
+    pub async fn release(&self, claim: &DedupeKey) -> Result<(), StoreError> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", AttributeValue::S(claim_pk(claim)))
+            .key("sk", AttributeValue::S("-".into()))
+            .send()
+            .await
+            .map_err(|e| self.error("DeleteItem", e))?;
+        Ok(())
+    }
+
+    pub async fn get(&self, key: &DeploymentKey) -> Result<Option<Deployment>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", AttributeValue::S(key.target.clone()))
+            .key("sk", AttributeValue::S(key.id.clone()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| self.error("GetItem", e))?;
+        out.item.map(|item| self.read(key, item)).transpose()
+    }
+
+    fn read(
+        &self,
+        key: &DeploymentKey,
+        item: HashMap<String, AttributeValue>,
+    ) -> Result<Deployment, StoreError> {
+        serde_dynamo::from_item(item).map_err(|e| StoreError::Corrupt {
+            key: key.to_string(),
+            table: self.table.clone(),
+            message: e.to_string(),
+        })
+    }
+
+    /// A target's deployments, newest first.
+    pub async fn list(&self, target: &str, limit: i32) -> Result<Vec<Deployment>, StoreError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", AttributeValue::S(target.to_owned()))
+            .scan_index_forward(false)
+            .limit(limit)
+            .send()
+            .await
+            .map_err(|e| self.error("Query", e))?;
+        out.items
+            .unwrap_or_default()
+            .into_iter()
+            .map(|item| {
+                let key = DeploymentKey {
+                    target: target.to_owned(),
+                    id: item
+                        .get("sk")
+                        .and_then(|v| v.as_s().ok())
+                        .cloned()
+                        .unwrap_or_default(),
+                };
+                self.read(&key, item)
+            })
+            .collect()
+    }
+
+    /// Moves a deployment from `from` to `to` with `changes`, only if it is
+    /// still in `from` (and `condition` holds, over `values`).
+    pub async fn transition(
+        &self,
+        key: &DeploymentKey,
+        from: DeploymentStatus,
+        to: DeploymentStatus,
+        changes: Changes,
+        condition: Option<(&str, Vec<(&str, AttributeValue)>)>,
+    ) -> Result<Transition, StoreError> {
+        let mut names = HashMap::from([("#status".to_owned(), "status".to_owned())]);
+        let mut values = HashMap::from([
+            (":from".to_owned(), AttributeValue::S(from.as_str().into())),
+            (":to".to_owned(), AttributeValue::S(to.as_str().into())),
+            (":now".to_owned(), AttributeValue::S(now_rfc3339())),
+        ]);
+        let mut sets = vec!["#status = :to".to_owned(), "updated_at = :now".to_owned()];
+        for (i, (name, value)) in changes.set.into_iter().enumerate() {
+            names.insert(format!("#s{i}"), name);
+            values.insert(format!(":s{i}"), value);
+            sets.push(format!("#s{i} = :s{i}"));
+        }
+        let mut expression = format!("SET {}", sets.join(", "));
+        if !changes.remove.is_empty() {
+            let removes: Vec<String> = changes
+                .remove
+                .into_iter()
+                .enumerate()
+                .map(|(i, name)| {
+                    names.insert(format!("#r{i}"), name);
+                    format!("#r{i}")
+                })
+                .collect();
+            expression.push_str(&format!(" REMOVE {}", removes.join(", ")));
+        }
+        let mut condition_expression = "attribute_exists(pk) AND #status = :from".to_owned();
+        if let Some((extra, extra_values)) = condition {
+            condition_expression.push_str(&format!(" AND ({extra})"));
+            for (name, value) in extra_values {
+                values.insert(name.to_owned(), value);
+            }
+        }
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", AttributeValue::S(key.target.clone()))
+            .key("sk", AttributeValue::S(key.id.clone()))
+            .update_expression(expression)
+            .condition_expression(condition_expression)
+            .set_expression_attribute_names(Some(names))
+            .set_expression_attribute_values(Some(values))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(Transition::Done),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Ok(Transition::Refused)
+            }
+            Err(e) => Err(self.error("UpdateItem", e)),
+        }
+    }
+}
+
+fn claim_pk(claim: &DedupeKey) -> String {
+    format!("dedupe#{claim}")
+}
+
+fn claim_item(claim: &DedupeKey, deployment: &DeploymentKey) -> HashMap<String, AttributeValue> {
+    HashMap::from([
+        ("pk".to_owned(), AttributeValue::S(claim_pk(claim))),
+        ("sk".to_owned(), AttributeValue::S("-".into())),
+        (
+            "deployment".to_owned(),
+            AttributeValue::S(deployment.to_string()),
+        ),
+        (
+            "expires_at".to_owned(),
+            AttributeValue::N((now_epoch() + CLAIM_TTL_SECONDS).to_string()),
+        ),
+    ])
+}
+
+impl FromStr for DeploymentStatus {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        serde_json::from_value(serde_json::Value::String(s.to_owned()))
+            .map_err(|_| format!("{s:?} is not a deployment status"))
+    }
+}

@@ -1,0 +1,83 @@
+//! The site-build Lambda: configuration and clients, once per cold start;
+//! everything else is in the library ([`site_build::service`]).
+
+use lambda_runtime::{service_fn, Error, LambdaEvent};
+use serde_json::Value;
+use site_build::build::{GitHubToken, NpmBuilder, SourceFetcher};
+use site_build::config::{Secret, SiteConfig};
+use site_build::deployments::DeploymentStore;
+use site_build::github_api::GitHubApi;
+use site_build::service::SiteService;
+use site_build::{Publisher, WebhookSecret};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    lambda_runtime::tracing::init_default_subscriber();
+    let config = SiteConfig::from_env()?;
+    let sdk = aws_config::load_from_env().await;
+    let ssm = aws_sdk_ssm::Client::new(&sdk);
+
+    let secret = WebhookSecret::new(resolve(&ssm, &config.github_secret).await?)
+        .map_err(|_| "the GitHub webhook secret is empty")?;
+    let token = match &config.github_token {
+        Some(secret) => Some(
+            GitHubToken::new(resolve(&ssm, secret).await?)
+                .map_err(|e| format!("the GitHub token: {e}"))?,
+        ),
+        None => None,
+    };
+    let mut targets = Vec::new();
+    if let Some(secret) = &config.slack_webhook {
+        targets.push(notify::Target::Slack(notify::SecretUrl::new(
+            resolve(&ssm, secret).await?,
+        )?));
+    }
+    let mut publisher = Publisher::new(aws_sdk_s3::Client::new(&sdk), &config.bucket);
+    if let Some(distribution) = &config.distribution_id {
+        publisher =
+            publisher.with_cloudfront(aws_sdk_cloudfront::Client::new(&sdk), distribution.clone());
+    }
+    let service = SiteService::new(
+        config.clone(),
+        DeploymentStore::new(aws_sdk_dynamodb::Client::new(&sdk), &config.table),
+        publisher,
+        SourceFetcher::new(&config.github_api_url, token.clone())?,
+        NpmBuilder::new(&config.npm, format!("{}/npm-cache", config.work_dir)),
+        GitHubApi::new(&config.github_api_url, token)?,
+        secret,
+        notify::Notifier::new(targets)?,
+        &sdk,
+        std::env::var("AWS_LAMBDA_FUNCTION_NAME")
+            .map_err(|_| "AWS_LAMBDA_FUNCTION_NAME is not set (not running in Lambda?)")?,
+    );
+    lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
+        let service = &service;
+        async move { service.handle(event.payload).await.map_err(Error::from) }
+    }))
+    .await
+}
+
+/// A secret given directly, or read from an SSM SecureString.
+async fn resolve(ssm: &aws_sdk_ssm::Client, secret: &Secret) -> Result<String, Error> {
+    match secret {
+        Secret::Value(value) => Ok(value.clone()),
+        Secret::Parameter(name) => {
+            let out = ssm
+                .get_parameter()
+                .name(name)
+                .with_decryption(true)
+                .send()
+                .await
+                .map_err(|e| {
+                    format!(
+                        "reading SSM parameter {name}: {}",
+                        aws_sdk_ssm::error::DisplayErrorContext(&e)
+                    )
+                })?;
+            out.parameter()
+                .and_then(|p| p.value())
+                .map(str::to_owned)
+                .ok_or_else(|| format!("SSM parameter {name} has no value").into())
+        }
+    }
+}
