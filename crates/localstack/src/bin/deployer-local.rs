@@ -3,12 +3,11 @@
 //! `deployer-local demo` starts moto server, creates the pipeline's resources,
 //! runs the real function binaries behind a loopback Runtime API, uploads the
 //! bundled sample app, follows the build to its end with the `deployer` CLI,
-//! and stops everything it started. `--keep` leaves it running.
-//!
-//! `deployer-local site` does the same for site-build: a git repository of
-//! `examples/sample-site` behind the GitHub double, a signed push webhook on
-//! the function URL publishing production, then a pull request publishing a
-//! preview, both served by the local site server.
+//! redeploys an ECS service on an image push, publishes the sample site with
+//! site-build (a git repository of `examples/sample-site` behind the GitHub
+//! double; a signed push webhook publishes production, a pull request a
+//! preview, both served on loopback), and stops everything it started.
+//! `--keep` leaves it running.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,20 +29,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Upload the sample app and follow its build to SUCCESS.
+    /// Deploy the sample app, redeploy an ECS service, publish the sample site.
     Demo {
-        /// Keep the stack running afterwards (Ctrl-C stops it).
-        #[arg(long)]
-        keep: bool,
-        /// Environment of the local pipeline.
-        #[arg(long, default_value = "dev")]
-        env: String,
-        /// Cargo profile the function binaries were built with.
-        #[arg(long, default_value = "debug")]
-        profile: String,
-    },
-    /// Publish the sample site to production and a preview with site-build.
-    Site {
         /// Keep the stack running afterwards (Ctrl-C stops it).
         #[arg(long)]
         keep: bool,
@@ -65,16 +52,14 @@ async fn main() {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let (keep, env, profile) = match cli.command {
-        Command::Demo { keep, env, profile } => (keep, env, profile),
-        Command::Site { keep, env, profile } => return site(keep, env, profile).await,
-    };
+    let Command::Demo { keep, env, profile } = cli.command;
     let root = std::env::current_dir()?;
     if !root.join("cloudformation.template").is_file() {
         bail!("run deployer-local from the repository root (no cloudformation.template here)");
     }
     let log_dir = root.join("target/local");
     std::fs::create_dir_all(&log_dir)?;
+    let repo = SampleRepo::create(&root, &std::env::temp_dir())?;
 
     println!("==> starting moto server");
     let emulator = Arc::new(Emulator::start(&root, Some(log_dir.join("moto.log"))).await?);
@@ -85,6 +70,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         PipelineOptions::new(root.clone(), &env).parameter("PollIntervalSeconds", "1");
     options.profile = profile.clone();
     options.log_dir = Some(log_dir.clone());
+    options.site_repo = Some(repo.dir.clone());
     let pipeline = Pipeline::start(emulator.clone(), options).await?;
     let r = &pipeline.resources;
     println!("==> pipeline {env} is up");
@@ -142,6 +128,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     );
 
     redeploy_on_image_push(&pipeline).await?;
+    let preview = publish_sample_site(&pipeline, &repo).await?;
 
     if keep {
         let exports: Vec<String> = pipeline
@@ -162,6 +149,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         println!(
             "\nUpload another version under s3://{}/sample-app/main/2.abcd1234/ to see it deploy.",
             r.bucket
+        );
+        println!("\nThe sample site (open these in a browser; *.localhost is this machine):");
+        println!("  {}", pipeline.site.production_url());
+        println!("  {}", pipeline.site.url_of(&preview, "/about/"));
+        println!("  target/{profile}/deployer site list preview --branch {SAMPLE_BRANCH}");
+        println!(
+            "Commit in {} and post a signed webhook to {} to build again.",
+            repo.dir.display(),
+            pipeline.function_url
         );
         println!("Press Ctrl-C to stop.");
         tokio::signal::ctrl_c().await?;
@@ -259,37 +255,19 @@ async fn redeploy_on_image_push(pipeline: &Pipeline) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// site-build on the local stack: a push publishes production, a pull
-/// request a preview.
-async fn site(keep: bool, env: String, profile: String) -> anyhow::Result<()> {
-    let root = std::env::current_dir()?;
-    if !root.join("cloudformation.template").is_file() {
-        bail!("run deployer-local from the repository root (no cloudformation.template here)");
-    }
-    let log_dir = root.join("target/local");
-    std::fs::create_dir_all(&log_dir)?;
-    let repo = SampleRepo::create(&root, &std::env::temp_dir())?;
-    println!("==> sample site repository at {}", repo.dir.display());
+/// The pull request the demo opens.
+const SAMPLE_BRANCH: &str = "feature/about-page";
 
-    println!("==> starting moto server");
-    let emulator = Arc::new(Emulator::start(&root, Some(log_dir.join("moto.log"))).await?);
-    emulator.enable_state_machine_execution().await?;
-    let mut options = PipelineOptions::new(root.clone(), &env);
-    options.profile = profile;
-    options.log_dir = Some(log_dir);
-    options.site_repo = Some(repo.dir.clone());
-    let pipeline = Pipeline::start(emulator.clone(), options).await?;
+/// site-build on the local stack: a push publishes the sample site to
+/// production, a pull request publishes a preview. Returns the preview.
+async fn publish_sample_site(pipeline: &Pipeline, repo: &SampleRepo) -> anyhow::Result<HostTarget> {
     let repository = pipeline.site_resources.repository.clone();
-    println!("==> site-build is up (logs in target/local/{env}-site-build.log)");
-    println!("    function URL     {}", pipeline.function_url);
-    println!("    Lambda API       {}", pipeline.lambda_api.endpoint);
     println!(
-        "    GitHub API       {} ({repository})",
-        pipeline.github.api_url
+        "==> site-build: sample site repository at {} (served as {repository} by the GitHub double)",
+        repo.dir.display()
     );
-    println!("    site bucket      {}", pipeline.site_resources.bucket);
+    println!("    function URL     {}", pipeline.function_url);
     println!("    production       {}", pipeline.site.production_url());
-    println!("    staging          {}", pipeline.site.staging_url());
     println!(
         "    previews         {}",
         pipeline.site.preview_url_template()
@@ -309,7 +287,7 @@ async fn site(keep: bool, env: String, profile: String) -> anyhow::Result<()> {
         .github_webhook("push", "demo-push-1", &push)
         .await?;
     println!("    function URL answered {status}: {answer}");
-    let page = wait_for(&pipeline, &HostTarget::Production, "/").await?;
+    let page = wait_for(pipeline, &HostTarget::Production, "/").await?;
     println!(
         "    {} serves {} bytes of {}",
         pipeline.site.production_url(),
@@ -317,15 +295,14 @@ async fn site(keep: bool, env: String, profile: String) -> anyhow::Result<()> {
         page.content_type.unwrap_or_default()
     );
 
-    let branch = "feature/about-page";
-    repo.branch(branch)?;
+    repo.branch(SAMPLE_BRANCH)?;
     repo.write(
         "src/about.html",
         "<h1>About</h1>\n<p>Written on a branch.</p>\n",
     )?;
     let sha = repo.commit("about page")?;
     println!(
-        "==> GitHub: pull request #1 opened from {branch} at {}",
+        "==> GitHub: pull request #1 opened from {SAMPLE_BRANCH} at {}",
         &sha[..12]
     );
     let pull_request = serde_json::json!({
@@ -333,7 +310,7 @@ async fn site(keep: bool, env: String, profile: String) -> anyhow::Result<()> {
         "number": 1,
         "pull_request": {
             "number": 1,
-            "head": {"ref": branch, "sha": sha, "repo": {"full_name": repository}},
+            "head": {"ref": SAMPLE_BRANCH, "sha": sha, "repo": {"full_name": repository}},
             "base": {"ref": "main"},
         },
         "repository": {"full_name": repository},
@@ -343,10 +320,13 @@ async fn site(keep: bool, env: String, profile: String) -> anyhow::Result<()> {
         .github_webhook("pull_request", "demo-pr-1", &pull_request)
         .await?;
     println!("    function URL answered {status}: {answer}");
-    let slug = site_build::PreviewSlug::from_branch(branch).to_string();
-    let preview = HostTarget::Preview(slug.clone());
-    wait_for(&pipeline, &preview, "/about/").await?;
-    println!("    {} is live", pipeline.site.url_of(&preview, "/about/"));
+    let slug = site_build::PreviewSlug::from_branch(SAMPLE_BRANCH).to_string();
+    let preview = HostTarget::Preview(slug);
+    wait_for(pipeline, &preview, "/about/").await?;
+    println!(
+        "==> preview of {SAMPLE_BRANCH} is live at {}",
+        pipeline.site.url_of(&preview, "/about/")
+    );
     for status in pipeline.github.statuses() {
         println!(
             "    GitHub deployment {} status {} {}",
@@ -355,24 +335,7 @@ async fn site(keep: bool, env: String, profile: String) -> anyhow::Result<()> {
             status.environment_url.unwrap_or_default()
         );
     }
-
-    if keep {
-        println!("\nThe local stack keeps running. Try:\n");
-        println!("  curl {}", pipeline.site.production_url());
-        println!("  curl {}", pipeline.site.url_of(&preview, "/about/"));
-        println!(
-            "  commit in {} and post a webhook to {}",
-            repo.dir.display(),
-            pipeline.function_url
-        );
-        println!("Press Ctrl-C to stop.");
-        tokio::signal::ctrl_c().await?;
-    }
-    println!("==> stopping");
-    pipeline.stop().await;
-    drop(pipeline);
-    drop(emulator);
-    Ok(())
+    Ok(preview)
 }
 
 async fn wait_for(
