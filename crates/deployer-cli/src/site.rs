@@ -21,10 +21,17 @@ pub enum SiteCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Approve a production deploy with the link sent to the approvers.
-    /// The same as opening the link and pressing the button: the token
-    /// works once.
-    Approve { link: String },
+    /// Approve a production deploy: with the link sent to the approvers
+    /// (the same as opening it and pressing the button; the token works
+    /// once), or by deployment id with AWS credentials that may write the
+    /// deployments table and invoke the function (when the link is lost).
+    Approve {
+        /// The approval link, or a production deployment id.
+        link_or_id: String,
+        /// Who approves (recorded on the deployment; by-id approvals only).
+        #[arg(long, env = "USER", default_value = "unknown")]
+        by: String,
+    },
     /// Put the previous deploy of a target back live. Nothing is rebuilt
     /// or uploaded; running it again undoes it.
     Rollback {
@@ -92,7 +99,18 @@ pub async fn run(
             }
             Ok(0)
         }
-        SiteCommand::Approve { link } => approve(&link).await,
+        SiteCommand::Approve { link_or_id, .. } if link_or_id.contains("://") => {
+            approve(&link_or_id).await
+        }
+        SiteCommand::Approve { link_or_id, by } => {
+            let table = context
+                .table
+                .unwrap_or_else(|| format!("{}-deployer-site-deployments", context.env));
+            let function = context
+                .function
+                .unwrap_or_else(|| format!("{}-deployer-site-build", context.env));
+            approve_by_id(aws, &table, &function, &link_or_id, &by).await
+        }
         SiteCommand::Rollback {
             environment,
             branch,
@@ -149,6 +167,59 @@ fn target(environment: &str, branch: Option<&str>) -> anyhow::Result<PublishTarg
         }
         (other, _) => bail!("{other:?} is not production, staging or preview"),
     })
+}
+
+/// Approves a waiting production deployment by id: the same conditional
+/// write the link makes (it removes the token, so the link stops working),
+/// then the asynchronous invocation that runs it.
+async fn approve_by_id(
+    aws: &aws_config::SdkConfig,
+    table: &str,
+    function: &str,
+    id: &str,
+    by: &str,
+) -> anyhow::Result<i32> {
+    use site_build::deployments::{Changes, DeploymentKey, DeploymentStatus, Transition};
+    let store = DeploymentStore::new(aws_sdk_dynamodb::Client::new(aws), table);
+    let key = DeploymentKey {
+        target: PublishTarget::Production.name(),
+        id: id.to_owned(),
+    };
+    let approved = store
+        .transition(
+            &key,
+            DeploymentStatus::AwaitingApproval,
+            DeploymentStatus::Queued,
+            Changes::default()
+                .set("approved_by", by)
+                .set("approved_at", site_build::deployments::now_rfc3339())
+                .remove("approval_token_hash")
+                .remove("approval_expires_at"),
+            None,
+        )
+        .await?;
+    if approved == Transition::Refused {
+        let status = store
+            .get(&key)
+            .await?
+            .map(|d| d.status.to_string())
+            .unwrap_or_else(|| "not found".into());
+        eprintln!("not approved: production deployment {id} is {status}, not AWAITING_APPROVAL");
+        return Ok(1);
+    }
+    let payload = serde_json::json!({"run": &key});
+    aws_sdk_lambda::Client::new(aws)
+        .invoke()
+        .function_name(function)
+        .invocation_type(aws_sdk_lambda::types::InvocationType::Event)
+        .payload(Blob::new(payload.to_string()))
+        .send()
+        .await
+        .with_context(|| {
+            format!("approved, but invoking {function} failed; the deployment is QUEUED: invoke it with {payload}")
+        })?;
+    println!("approved {id}: the production build has started");
+    Ok(0)
 }
 
 /// Posts the approval form the link's page would post.
