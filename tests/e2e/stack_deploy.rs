@@ -288,3 +288,71 @@ async fn failed_first_make_deploy_names_the_resource_and_a_rerun_creates_the_sta
     );
     assert_eq!(stack(&cfn).await.0, "CREATE_COMPLETE");
 }
+
+/// Dogfooding: the suite's own template, uploaded as CI uploads any app
+/// (`{repo}/{branch}/{version}/`), is deployed by a running install through
+/// its own pipeline: s3-trigger, the builds table, the state machine, a
+/// change set. The inner install gets its own environment name, so its
+/// resources sit beside the outer one's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_running_install_deploys_the_next_one_from_a_versioned_upload() {
+    let outer = deployer_e2e::TestStack::start("stg", &[]).await;
+    let s3 = outer.pipeline.s3();
+    let code_bucket = "deployer-code-dogfood";
+    let prefix = "deployer/2.0.0-ccccccc/";
+    s3.create_bucket()
+        .bucket(code_bucket)
+        .send()
+        .await
+        .expect("CreateBucket");
+    let dist = Dist::create();
+    for entry in std::fs::read_dir(&dist.0).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        s3.put_object()
+            .bucket(code_bucket)
+            .key(format!("{prefix}{name}"))
+            .body(std::fs::read(&path).unwrap().into())
+            .send()
+            .await
+            .expect("PutObject");
+    }
+    let template = std::fs::read_to_string(root().join("cloudformation.template")).unwrap();
+    let params = serde_json::json!({
+        "Environment": "inner",
+        "CodeBucket": code_bucket,
+        "CodePrefix": prefix,
+        "CloudFormationRoleArn": CFN_ROLE,
+    });
+    outer
+        .upload("deployer", "main", "7.abcdef1", &template, params)
+        .await;
+    let build = outer.build_of("deployer", "7.abcdef1").await;
+    let done = outer.wait_terminal(&build.key()).await;
+    assert_eq!(
+        done.status,
+        builddao::BuildStatus::Success,
+        "{:?}",
+        done.error_msg
+    );
+    let (status, params) = outer
+        .stack("stg-deployer")
+        .await
+        .expect("the inner install's stack exists");
+    assert_eq!(status, "CREATE_COMPLETE");
+    assert_eq!(
+        deployer_e2e::param(&params, "Environment").as_deref(),
+        Some("inner")
+    );
+    // The inner install's own pipeline resources exist, named for it.
+    let dynamodb = aws_sdk_dynamodb::Client::new(&outer.pipeline.sdk);
+    let tables = dynamodb.list_tables().send().await.unwrap();
+    assert!(
+        tables
+            .table_names()
+            .iter()
+            .any(|t| t == "inner-deployer-builds"),
+        "{:?}",
+        tables.table_names()
+    );
+}
