@@ -325,9 +325,9 @@ async fn a_running_install_deploys_the_next_one_from_a_versioned_upload() {
         "CloudFormationRoleArn": CFN_ROLE,
     });
     outer
-        .upload("deployer", "main", "7.abcdef1", &template, params)
+        .upload("deployer-inner", "main", "7.abcdef1", &template, params)
         .await;
-    let build = outer.build_of("deployer", "7.abcdef1").await;
+    let build = outer.build_of("deployer-inner", "7.abcdef1").await;
     let done = outer.wait_terminal(&build.key()).await;
     assert_eq!(
         done.status,
@@ -336,7 +336,7 @@ async fn a_running_install_deploys_the_next_one_from_a_versioned_upload() {
         done.error_msg
     );
     let (status, params) = outer
-        .stack("stg-deployer")
+        .stack("stg-deployer-inner")
         .await
         .expect("the inner install's stack exists");
     assert_eq!(status, "CREATE_COMPLETE");
