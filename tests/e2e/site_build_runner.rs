@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use localstack::{GitHubDouble, GitHubOptions};
+use localstack::{GitHubDouble, GitHubOptions, SampleRepo};
 use serde_json::{json, Value};
 use site_build::build::{
     ArchiveError, BuildStep, FailureCause, GitHubToken, NpmBuilder, SourceError, SourceFetcher,
@@ -69,10 +69,6 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-fn sample_site() -> PathBuf {
-    deployer_e2e::root().join("examples/sample-site")
-}
-
 /// The machine's npm, found on PATH the way a Lambda layer's would be
 /// configured: as a path.
 fn npm() -> PathBuf {
@@ -100,51 +96,9 @@ fn run(dir: &Path, program: &str, args: &[&str]) -> String {
 
 // ------------------------------------------------------------- git repo
 
-/// A git repository holding the sample site.
-struct SampleRepo {
-    _scratch: Scratch,
-    dir: PathBuf,
-}
-
-impl SampleRepo {
-    fn new() -> Self {
-        let scratch = Scratch::new("repo");
-        let dir = scratch.join("repo");
-        copy_dir(&sample_site(), &dir);
-        run(&dir, "git", &["init", "-q", "-b", "main"]);
-        let repo = Self {
-            _scratch: scratch,
-            dir,
-        };
-        repo.commit("the sample site");
-        repo
-    }
-
-    fn git(&self, args: &[&str]) -> String {
-        let mut all = vec![
-            "-c",
-            "user.name=Site Builder",
-            "-c",
-            "user.email=builder@example.com",
-            "-c",
-            "commit.gpgsign=false",
-        ];
-        all.extend_from_slice(args);
-        run(&self.dir, "git", &all)
-    }
-
-    /// Commits everything; returns the full commit id.
-    fn commit(&self, message: &str) -> String {
-        self.git(&["add", "-A"]);
-        self.git(&["commit", "-q", "-m", message]);
-        self.git(&["rev-parse", "HEAD"])
-    }
-
-    fn write(&self, path: &str, content: &str) {
-        let path = self.dir.join(path);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, content).unwrap();
-    }
+/// A git repository holding the sample site (the local stack's fixture).
+fn sample_repo() -> SampleRepo {
+    SampleRepo::create(&deployer_e2e::root(), &std::env::temp_dir()).expect("sample repository")
 }
 
 // ----------------------------------------------------------- HTTP double
@@ -437,11 +391,13 @@ fn dir_is_non_empty(path: &Path) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_exact_commit_is_fetched_even_after_the_branch_moved_on() {
-    let repo = SampleRepo::new();
-    let first = repo.git(&["rev-parse", "HEAD"]);
-    repo.write("src/index.html", "      <h1>Second commit</h1>\n");
-    repo.write("src/news.html", "      <p>new page</p>\n");
-    let second = repo.commit("second commit");
+    let repo = sample_repo();
+    let first = repo.git(&["rev-parse", "HEAD"]).unwrap();
+    repo.write("src/index.html", "      <h1>Second commit</h1>\n")
+        .unwrap();
+    repo.write("src/news.html", "      <p>new page</p>\n")
+        .unwrap();
+    let second = repo.commit("second commit").unwrap();
     let github = github(&repo, None).await;
     let fetcher = fetcher(&github, TOKEN);
     let scratch = Scratch::new("exact");
@@ -493,8 +449,8 @@ async fn the_exact_commit_is_fetched_even_after_the_branch_moved_on() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sample_site_builds_with_its_environment_and_reuses_the_npm_cache() {
-    let repo = SampleRepo::new();
-    let commit = repo.git(&["rev-parse", "HEAD"]);
+    let repo = sample_repo();
+    let commit = repo.git(&["rev-parse", "HEAD"]).unwrap();
     let github = github(&repo, None).await;
     let fetcher = fetcher(&github, TOKEN);
     let scratch = Scratch::new("sample");
@@ -648,12 +604,12 @@ console.log("built");
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_build_names_its_step_and_keeps_the_log_tail() {
-    let repo = SampleRepo::new();
+    let repo = sample_repo();
     repo.write(
         "build.mjs",
         "console.log(\"building\");\nconsole.error(\"Error: src/layout.html has an unclosed {{title}\");\nprocess.exit(1);\n",
-    );
-    let broken = repo.commit("break the build");
+    ).unwrap();
+    let broken = repo.commit("break the build").unwrap();
     let github = github(&repo, None).await;
     let scratch = Scratch::new("failing");
     let tree = fetcher(&github, TOKEN)
@@ -688,7 +644,7 @@ async fn a_failing_build_names_its_step_and_keeps_the_log_tail() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tarball_with_a_parent_dir_entry_is_refused_and_nothing_is_left() {
-    let repo = SampleRepo::new();
+    let repo = sample_repo();
     let planted_sha = "e".repeat(40);
     let evil = hostile_tar_gz(&[
         ("acme-sample-site-eeeeeee/package.json", b"{}"),
@@ -724,8 +680,8 @@ async fn a_tarball_with_a_parent_dir_entry_is_refused_and_nothing_is_left() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_token_or_unknown_commit_names_repository_commit_and_status() {
-    let repo = SampleRepo::new();
-    let commit = repo.git(&["rev-parse", "HEAD"]);
+    let repo = sample_repo();
+    let commit = repo.git(&["rev-parse", "HEAD"]).unwrap();
     let github = github(&repo, None).await;
     let scratch = Scratch::new("refused");
 
@@ -770,10 +726,11 @@ async fn a_wrong_token_or_unknown_commit_names_repository_commit_and_status() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_archive_of_another_commit_is_refused() {
-    let repo = SampleRepo::new();
-    let old = repo.git(&["rev-parse", "HEAD"]);
-    repo.write("src/news.html", "      <p>new page</p>\n");
-    let asked = repo.commit("second commit");
+    let repo = sample_repo();
+    let old = repo.git(&["rev-parse", "HEAD"]).unwrap();
+    repo.write("src/news.html", "      <p>new page</p>\n")
+        .unwrap();
+    let asked = repo.commit("second commit").unwrap();
     // A server (or a cache in front of it) that answers with the wrong
     // commit's archive: git records the commit in the archive's header.
     let stale = Command::new("git")
