@@ -27,10 +27,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
-use site_build::{
-    DeployManifest, LivePointer, PreviewSlug, PublishError, PublishTarget, Publisher,
-    ResolvedObject,
-};
+use site_build::{PreviewSlug, PublishError, PublishTarget, Publisher, ResolvedObject};
 
 use crate::lambda_api::AbortOnDrop;
 
@@ -454,19 +451,14 @@ async fn resolve(
     uri: &str,
 ) -> Result<Resolution, PublishError> {
     let publish_target = match target {
-        HostTarget::Production => Some(PublishTarget::Production),
-        HostTarget::Staging => Some(PublishTarget::Staging),
-        HostTarget::Preview(slug) => {
-            // A slug that is its own branch name round-trips; a hashed one
-            // (`feature-login-1a2b3c4d`) cannot be rebuilt from the Host.
-            let rebuilt = PreviewSlug::from_branch(slug);
-            (rebuilt.as_str() == slug).then_some(PublishTarget::Preview { slug: rebuilt })
-        }
+        HostTarget::Production => PublishTarget::Production,
+        HostTarget::Staging => PublishTarget::Staging,
+        HostTarget::Preview(slug) => match PreviewSlug::parse(slug) {
+            Some(slug) => PublishTarget::Preview { slug },
+            None => return Ok(Resolution::NotLive),
+        },
     };
-    let resolved = match publish_target {
-        Some(target) => state.publisher.resolve(&target, uri).await,
-        None => resolve_by_name(state, &target.name(), uri).await,
-    };
+    let resolved = state.publisher.resolve(&publish_target, uri).await;
     let wanted = percent_encoding::percent_decode_str(uri)
         .decode_utf8()
         .map(|p| p.trim_start_matches('/').to_owned())
@@ -477,83 +469,6 @@ async fn resolve(
         Ok(Some(found)) if Some(&found.path) == wanted.as_ref() => Ok(Resolution::Found(found)),
         Ok(_) => Ok(Resolution::NoSuchFile),
     }
-}
-
-/// What `Publisher::resolve` does, for a target known only by its name:
-/// the live pointer, its manifest, then `/` and `/dir/` as `index.html`
-/// and `/dir` as `dir/index.html` when only that exists.
-async fn resolve_by_name(
-    state: &SiteState,
-    target: &str,
-    path: &str,
-) -> Result<Option<ResolvedObject>, PublishError> {
-    let Some(pointer) = read_json::<LivePointer>(state, &format!("live/{target}.json")).await?
-    else {
-        return Err(PublishError::NotLive {
-            target: target.to_owned(),
-            bucket: state.bucket.clone(),
-        });
-    };
-    let Some(manifest) = read_json::<DeployManifest>(state, &pointer.manifest_key).await? else {
-        return Ok(None);
-    };
-    let path = path.split(['?', '#']).next().unwrap_or_default();
-    let Ok(decoded) = percent_encoding::percent_decode_str(path).decode_utf8() else {
-        return Ok(None);
-    };
-    let relative = decoded.trim_start_matches('/');
-    let site_path = if relative.is_empty() || relative.ends_with('/') {
-        format!("{relative}index.html")
-    } else {
-        relative.to_owned()
-    };
-    let directory_index = format!("{site_path}/index.html");
-    let found = manifest
-        .files
-        .get_key_value(&site_path)
-        .or_else(|| manifest.files.get_key_value(&directory_index));
-    Ok(found.map(|(path, entry)| ResolvedObject {
-        deploy_id: pointer.deploy_id.clone(),
-        path: path.clone(),
-        key: format!("deploys/{target}/{}/{path}", pointer.deploy_id),
-        content_type: entry.content_type.clone(),
-        cache_control: entry.cache_control.clone(),
-        sha256: entry.sha256.clone(),
-        size: entry.size,
-    }))
-}
-
-async fn read_json<T: serde::de::DeserializeOwned>(
-    state: &SiteState,
-    key: &str,
-) -> Result<Option<T>, PublishError> {
-    let failed = |message: String| PublishError::S3 {
-        operation: "GetObject",
-        bucket: state.bucket.clone(),
-        key: key.to_owned(),
-        message,
-    };
-    let object = match state
-        .s3
-        .get_object()
-        .bucket(&state.bucket)
-        .key(key)
-        .send()
-        .await
-    {
-        Ok(object) => object,
-        Err(err) if err.as_service_error().is_some_and(|e| e.is_no_such_key()) => return Ok(None),
-        Err(err) => return Err(failed(format!("{err:?}"))),
-    };
-    let bytes = object
-        .body
-        .collect()
-        .await
-        .map_err(|e| failed(e.to_string()))?
-        .into_bytes();
-    serde_json::from_slice(&bytes)
-        .map(Some)
-        .map_err(|e| failed(format!("not the expected JSON: {e}")))
 }
 
 #[cfg(test)]

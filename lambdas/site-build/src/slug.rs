@@ -53,6 +53,22 @@ impl PreviewSlug {
     }
 }
 
+impl PreviewSlug {
+    /// A slug as it appears in a preview's host name or keys, if it has a
+    /// slug's shape (one lowercase DNS label). Which branch it came from
+    /// cannot be told (a hashed slug is one-way); it names the preview.
+    pub fn parse(slug: &str) -> Option<Self> {
+        let valid = !slug.is_empty()
+            && slug.len() <= MAX_SLUG_LEN
+            && !slug.starts_with('-')
+            && !slug.ends_with('-')
+            && slug
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        valid.then(|| Self(slug.to_owned()))
+    }
+}
+
 impl fmt::Display for PreviewSlug {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -103,6 +119,17 @@ mod tests {
 
     fn slug(branch: &str) -> String {
         PreviewSlug::from_branch(branch).to_string()
+    }
+
+    #[test]
+    fn slugs_read_back_from_host_names() {
+        for branch in ["main", "feature/Login", "🚀", &"x".repeat(100)] {
+            let slug = PreviewSlug::from_branch(branch);
+            assert_eq!(PreviewSlug::parse(slug.as_str()), Some(slug));
+        }
+        for bad in ["", "-a", "a-", "Upper", "a.b", &"a".repeat(64)] {
+            assert_eq!(PreviewSlug::parse(bad), None, "{bad}");
+        }
     }
 
     fn assert_valid(slug: &str) {
