@@ -9,11 +9,13 @@ mod notice;
 mod notifier;
 mod payload;
 mod secret;
+mod source;
 
 pub use notice::{Link, Notice, Outcome};
 pub use notifier::{Delivery, Notifier, DEFAULT_TIMEOUT};
 pub use payload::{slack_payload, webhook_payload};
 pub use secret::{SecretUrl, Target};
+pub use source::{SecretError, SecretSource};
 
 /// Problems found while setting notifications up; sending has none.
 #[derive(Debug, thiserror::Error)]

@@ -24,13 +24,7 @@ pub struct EnvFile {
 }
 
 /// Where notifications go, resolved before use (SSM parameters at cold start).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Secret {
-    /// The value itself (local use).
-    Value(String),
-    /// Name of an SSM SecureString parameter holding it.
-    Parameter(String),
-}
+pub use notify::SecretSource as Secret;
 
 #[derive(Debug, Clone)]
 pub struct Config {

@@ -1,7 +1,7 @@
 use std::time::Duration;
 
 use aws_config::retry::RetryConfig;
-use ci_dispatch::config::{Config, Secret};
+use ci_dispatch::config::Config;
 use ci_dispatch::memory::Memory;
 use ci_dispatch::Dispatcher;
 use lambda_runtime::{service_fn, Error, LambdaEvent};
@@ -29,11 +29,11 @@ async fn main() -> Result<(), Error> {
 
     let mut targets = Vec::new();
     if let Some(secret) = &config.slack_webhook {
-        targets.push(Target::Slack(SecretUrl::new(resolve(&ssm, secret).await?)?));
+        targets.push(Target::Slack(SecretUrl::new(secret.resolve(&ssm).await?)?));
     }
     if let Some(secret) = &config.webhook {
         targets.push(Target::Webhook(SecretUrl::new(
-            resolve(&ssm, secret).await?,
+            secret.resolve(&ssm).await?,
         )?));
     }
     let dispatcher = Dispatcher {
@@ -56,29 +56,4 @@ async fn main() -> Result<(), Error> {
         async move { dispatcher.handle(event.payload).await }
     }))
     .await
-}
-
-/// Reads a webhook URL: given directly, or from an SSM SecureString.
-async fn resolve(ssm: &aws_sdk_ssm::Client, secret: &Secret) -> Result<String, Error> {
-    match secret {
-        Secret::Value(url) => Ok(url.clone()),
-        Secret::Parameter(name) => {
-            let out = ssm
-                .get_parameter()
-                .name(name)
-                .with_decryption(true)
-                .send()
-                .await
-                .map_err(|e| {
-                    format!(
-                        "reading SSM parameter {name}: {}",
-                        aws_sdk_ssm::error::DisplayErrorContext(&e)
-                    )
-                })?;
-            out.parameter()
-                .and_then(|p| p.value())
-                .map(str::to_owned)
-                .ok_or_else(|| format!("SSM parameter {name} has no value").into())
-        }
-    }
 }

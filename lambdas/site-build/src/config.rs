@@ -8,11 +8,7 @@ use crate::publish::DistributionId;
 use crate::trigger::{Branch, Repository};
 
 /// A secret given directly (local stack, tests) or as an SSM SecureString.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Secret {
-    Value(String),
-    Parameter(String),
-}
+pub use notify::SecretSource as Secret;
 
 #[derive(Debug, Clone)]
 pub struct SiteConfig {

@@ -4,7 +4,7 @@
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use serde_json::Value;
 use site_build::build::{GitHubToken, NpmBuilder, SourceFetcher};
-use site_build::config::{Secret, SiteConfig};
+use site_build::config::SiteConfig;
 use site_build::deployments::DeploymentStore;
 use site_build::github_api::GitHubApi;
 use site_build::service::SiteService;
@@ -17,11 +17,11 @@ async fn main() -> Result<(), Error> {
     let sdk = aws_config::load_from_env().await;
     let ssm = aws_sdk_ssm::Client::new(&sdk);
 
-    let secret = WebhookSecret::new(resolve(&ssm, &config.github_secret).await?)
+    let secret = WebhookSecret::new(config.github_secret.resolve(&ssm).await?)
         .map_err(|_| "the GitHub webhook secret is empty")?;
     let token = match &config.github_token {
         Some(secret) => Some(
-            GitHubToken::new(resolve(&ssm, secret).await?)
+            GitHubToken::new(secret.resolve(&ssm).await?)
                 .map_err(|e| format!("the GitHub token: {e}"))?,
         ),
         None => None,
@@ -29,7 +29,7 @@ async fn main() -> Result<(), Error> {
     let mut targets = Vec::new();
     if let Some(secret) = &config.slack_webhook {
         targets.push(notify::Target::Slack(notify::SecretUrl::new(
-            resolve(&ssm, secret).await?,
+            secret.resolve(&ssm).await?,
         )?));
     }
     let mut publisher = Publisher::new(aws_sdk_s3::Client::new(&sdk), &config.bucket);
@@ -55,29 +55,4 @@ async fn main() -> Result<(), Error> {
         async move { service.handle(event.payload).await.map_err(Error::from) }
     }))
     .await
-}
-
-/// A secret given directly, or read from an SSM SecureString.
-async fn resolve(ssm: &aws_sdk_ssm::Client, secret: &Secret) -> Result<String, Error> {
-    match secret {
-        Secret::Value(value) => Ok(value.clone()),
-        Secret::Parameter(name) => {
-            let out = ssm
-                .get_parameter()
-                .name(name)
-                .with_decryption(true)
-                .send()
-                .await
-                .map_err(|e| {
-                    format!(
-                        "reading SSM parameter {name}: {}",
-                        aws_sdk_ssm::error::DisplayErrorContext(&e)
-                    )
-                })?;
-            out.parameter()
-                .and_then(|p| p.value())
-                .map(str::to_owned)
-                .ok_or_else(|| format!("SSM parameter {name} has no value").into())
-        }
-    }
 }
