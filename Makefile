@@ -81,10 +81,16 @@ deploy: setup
 	$(PY) scripts/deploy.py --env $(ENV) --version "$(VERSION)" --dist $(DIST) $(strip $(DEPLOY_FLAGS))
 
 # Figures, not pass/fail: cold start and RSS beside a hello-world baseline,
-# zip sizes, upload-to-IN_PROGRESS latency. Builds release binaries first.
+# zip sizes, upload-to-IN_PROGRESS latency; site-build's publisher beside
+# `aws s3 sync`, the sample site built with a cold and a warm npm cache
+# (docs/benchmarks.md). Builds release binaries first, the bench itself too:
+# it runs the publisher in-process. `make bench BENCH=site` (or functions)
+# runs one half.
 bench: package build
 	cargo build --release $(addprefix -p ,$(FUNCTIONS)) -p hello-lambda
-	target/debug/deployer-bench
+	cargo build --release -p localstack --bin deployer-bench
+	@command -v git >/dev/null || { echo "make bench needs git (the sample site's repository)"; exit 1; }
+	target/release/deployer-bench $(BENCH)
 
 # The local demo: moto server, the pipeline, the sample app deployed.
 # `make demo KEEP=1` leaves the stack running.
