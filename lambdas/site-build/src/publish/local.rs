@@ -18,6 +18,9 @@ pub(super) struct LocalFile {
     pub(super) entry: ManifestEntry,
 }
 
+/// A file's SHA-256 and size.
+type Hashed = ([u8; 32], u64);
+
 /// The built site: every file under its folder, hashed.
 #[derive(Debug, Clone)]
 pub(super) struct LocalSite {
@@ -25,63 +28,55 @@ pub(super) struct LocalSite {
 }
 
 impl LocalSite {
-    /// Walks `root` (blocking: run it off the async workers).
+    /// Walks `root`, then hashes every file, on all cores (blocking: run
+    /// it off the async workers).
     pub(super) fn scan(root: &Path) -> Result<Self, PublishError> {
-        let mut files = BTreeMap::new();
-        let mut pending = vec![(root.to_path_buf(), String::new())];
-        while let Some((dir, prefix)) = pending.pop() {
-            let local = |source| PublishError::Local {
-                path: dir.clone(),
-                source,
-            };
-            for entry in std::fs::read_dir(&dir).map_err(local)? {
-                let entry = entry.map_err(local)?;
-                let disk_path = entry.path();
-                let name =
-                    entry
-                        .file_name()
-                        .into_string()
-                        .map_err(|_| PublishError::NonUtf8Path {
-                            path: disk_path.clone(),
-                        })?;
-                let site_path = format!("{prefix}{name}");
-                // Follows symlinks: a linked file is published as a file.
-                let metadata =
-                    std::fs::metadata(&disk_path).map_err(|source| PublishError::Local {
-                        path: disk_path.clone(),
-                        source,
-                    })?;
-                if metadata.is_dir() {
-                    if entry.file_type().is_ok_and(|t| t.is_symlink()) {
-                        // A linked directory can loop back on itself.
-                        return Err(PublishError::NotAFile { path: disk_path });
-                    }
-                    pending.push((disk_path, format!("{site_path}/")));
-                } else if !metadata.is_file() {
-                    return Err(PublishError::NotAFile { path: disk_path });
-                } else if site_path != MANIFEST_NAME {
-                    let (digest, size) = hash_file(&disk_path)?;
-                    let entry = ManifestEntry {
-                        sha256: hex::encode(digest),
-                        size,
-                        content_type: content::content_type(&site_path),
-                        cache_control: content::cache_control(&site_path).to_owned(),
-                    };
-                    files.insert(
-                        site_path,
-                        LocalFile {
-                            disk_path,
-                            digest,
-                            entry,
-                        },
-                    );
-                }
-            }
-        }
-        if files.is_empty() {
+        let found = walk(root)?;
+        if found.is_empty() {
             return Err(PublishError::EmptySite {
                 dir: root.to_path_buf(),
             });
+        }
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(found.len());
+        let chunk = found.len().div_ceil(threads);
+        let hashed: Vec<Result<Vec<Hashed>, PublishError>> = std::thread::scope(|scope| {
+            let workers: Vec<_> = found
+                .chunks(chunk)
+                .map(|part| {
+                    scope.spawn(move || {
+                        let mut buffer = vec![0u8; 64 * 1024];
+                        part.iter()
+                            .map(|(_, disk_path)| hash_file(disk_path, &mut buffer))
+                            .collect()
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|worker| worker.join().expect("hashing does not panic"))
+                .collect()
+        });
+        let mut files = BTreeMap::new();
+        let digests = hashed.into_iter().collect::<Result<Vec<_>, _>>()?;
+        for ((site_path, disk_path), (digest, size)) in
+            found.into_iter().zip(digests.into_iter().flatten())
+        {
+            let entry = ManifestEntry {
+                sha256: hex::encode(digest),
+                size,
+                content_type: content::content_type(&site_path),
+                cache_control: content::cache_control(&site_path).to_owned(),
+            };
+            files.insert(
+                site_path,
+                LocalFile {
+                    disk_path,
+                    digest,
+                    entry,
+                },
+            );
         }
         Ok(Self { files })
     }
@@ -94,17 +89,58 @@ impl LocalSite {
     }
 }
 
-fn hash_file(path: &Path) -> Result<([u8; 32], u64), PublishError> {
+/// Every file under `root` as (site path, disk path), the root manifest
+/// left out. Symlinked files are followed; a symlinked directory, or
+/// anything that is neither file nor directory, is refused.
+fn walk(root: &Path) -> Result<Vec<(String, PathBuf)>, PublishError> {
+    let mut found = Vec::new();
+    let mut pending = vec![(root.to_path_buf(), String::new())];
+    while let Some((dir, prefix)) = pending.pop() {
+        let local = |source| PublishError::Local {
+            path: dir.clone(),
+            source,
+        };
+        for entry in std::fs::read_dir(&dir).map_err(local)? {
+            let entry = entry.map_err(local)?;
+            let disk_path = entry.path();
+            let name = entry
+                .file_name()
+                .into_string()
+                .map_err(|_| PublishError::NonUtf8Path {
+                    path: disk_path.clone(),
+                })?;
+            let site_path = format!("{prefix}{name}");
+            // Follows symlinks: a linked file is published as a file.
+            let metadata = std::fs::metadata(&disk_path).map_err(|source| PublishError::Local {
+                path: disk_path.clone(),
+                source,
+            })?;
+            if metadata.is_dir() {
+                if entry.file_type().is_ok_and(|t| t.is_symlink()) {
+                    // A linked directory can loop back on itself.
+                    return Err(PublishError::NotAFile { path: disk_path });
+                }
+                pending.push((disk_path, format!("{site_path}/")));
+            } else if !metadata.is_file() {
+                return Err(PublishError::NotAFile { path: disk_path });
+            } else if site_path != MANIFEST_NAME {
+                found.push((site_path, disk_path));
+            }
+        }
+    }
+    Ok(found)
+}
+
+fn hash_file(path: &Path, buffer: &mut [u8]) -> Result<Hashed, PublishError> {
     let local = |source| PublishError::Local {
         path: path.to_path_buf(),
         source,
     };
     let mut file = std::fs::File::open(path).map_err(local)?;
     let mut hasher = Sha256::new();
-    let mut buffer = vec![0u8; 64 * 1024];
     let mut size = 0u64;
     loop {
-        let read = file.read(&mut buffer).map_err(local)?;
+        let read = file.read(buffer).map_err(local)?;
         if read == 0 {
             break;
         }
