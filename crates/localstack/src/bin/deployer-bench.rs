@@ -994,7 +994,7 @@ async fn site_publish_benchmark(root: &Path, emulator: &Emulator) -> anyhow::Res
     println!(
         "unchanged publish, fastest of 5: {fastest:.0} ms = live pointer GET {pointer_ms:.0} ms + manifest GET \
          ({manifest_kb:.0} KB) {manifest_ms:.0} ms + {:.0} ms scanning and hashing {files} local files \
-         (SHA-256 of {:.1} MB, one thread, before either GET)",
+         (SHA-256 of {:.1} MB, before either GET)",
         (fastest - pointer_ms - manifest_ms).max(0.0),
         summary.bytes() as f64 / 1_048_576.0,
     );
