@@ -592,18 +592,6 @@ async fn provision_site(
         .map(|v| template.resolve(v))
         .unwrap_or_else(|| "expires_at".to_owned());
     let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
-    let string_key = |name: &str| {
-        AttributeDefinition::builder()
-            .attribute_name(name)
-            .attribute_type(ScalarAttributeType::S)
-            .build()
-    };
-    let key = |name: &str, kind: KeyType| {
-        KeySchemaElement::builder()
-            .attribute_name(name)
-            .key_type(kind)
-            .build()
-    };
     dynamodb
         .create_table()
         .table_name(&table)
@@ -797,18 +785,6 @@ async fn provision(
     let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
     let builds_table = name_of(template, "BuildsTable", "TableName")?;
     let stacks_table = name_of(template, "StacksTable", "TableName")?;
-    let string_key = |name: &str| {
-        AttributeDefinition::builder()
-            .attribute_name(name)
-            .attribute_type(ScalarAttributeType::S)
-            .build()
-    };
-    let key = |name: &str, kind: KeyType| {
-        KeySchemaElement::builder()
-            .attribute_name(name)
-            .key_type(kind)
-            .build()
-    };
     let created = dynamodb
         .create_table()
         .table_name(&builds_table)
@@ -1002,4 +978,20 @@ fn between<'a>(text: &'a str, start: &str, end: &str) -> Option<&'a str> {
     let from = text.find(start)? + start.len();
     let to = text[from..].find(end)? + from;
     Some(&text[from..to])
+}
+
+/// A string attribute of a table's key.
+fn string_key(name: &str) -> Result<AttributeDefinition, aws_sdk_dynamodb::error::BuildError> {
+    AttributeDefinition::builder()
+        .attribute_name(name)
+        .attribute_type(ScalarAttributeType::S)
+        .build()
+}
+
+/// One element of a table's key schema.
+fn key(name: &str, kind: KeyType) -> Result<KeySchemaElement, aws_sdk_dynamodb::error::BuildError> {
+    KeySchemaElement::builder()
+        .attribute_name(name)
+        .key_type(kind)
+        .build()
 }
