@@ -304,14 +304,7 @@ impl SiteService {
             Notice::new(Outcome::Succeeded, title, &deployment.environment)
         } else {
             let mut reason = error.unwrap_or("failed").to_owned();
-            if let Some(last) = deployment
-                .log_tail
-                .iter()
-                .rev()
-                .take(5)
-                .collect::<Vec<_>>()
-                .first()
-            {
+            if let Some(last) = deployment.log_tail.last() {
                 reason.push_str(&format!(" (last log line: {last})"));
             }
             Notice::new(
