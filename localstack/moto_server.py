@@ -18,6 +18,18 @@ create) or UPDATE_ROLLBACK_COMPLETE (failed update, previous template kept). The
 that. Two small fixes ride along: moto never records the new parameters of an executed
 UPDATE change set (so a later identical deploy was not seen as "no changes"), and moto's
 SendTaskFailure drops the `cause` (so a rejection reason never reached the state machine).
+
+Strictness patches (docs/local-stack.md, "Faults"):
+- CloudFormation takes time: with a pace set (POST /_deployer/cloudformation
+  {"delay_ms": N}), change sets stay CREATE_PENDING then CREATE_IN_PROGRESS, and stacks
+  CREATE/UPDATE/DELETE_IN_PROGRESS (and ROLLBACK_IN_PROGRESS on the way to a rollback),
+  for N ms before they reach the end moto computed at once. Meanwhile ExecuteChangeSet
+  of a change set that is not CREATE_COMPLETE is refused (InvalidChangeSetStatus), and
+  so is any change to a stack whose operation is in progress (ValidationError "... is in
+  UPDATE_IN_PROGRESS state and can not be updated."), as on AWS;
+- aws-sdk task errors are named as AWS names them ("CloudFormation.CloudFormationException",
+  not moto's lowercase "cloudformation.cloudformationException");
+- every request passes through the fault engine (localstack/faults.py).
 """
 
 import argparse
@@ -154,6 +166,170 @@ def _patch_cloudformation_conditions():
     cfn_parsing.parse_and_update_resource = parse_and_update_resource
 
 
+class _Pace:
+    """Operations CloudFormation has not finished yet, settled lazily on each request."""
+
+    def __init__(self):
+        import threading
+
+        self.lock = threading.Lock()
+        self.delay = 0.0
+        self.steps = []  # (due, seq, callback)
+        self.seq = 0
+
+    def later(self, fraction, callback):
+        import time
+
+        with self.lock:
+            self.seq += 1
+            self.steps.append((time.monotonic() + self.delay * fraction, self.seq, callback))
+
+    def settle(self):
+        import time
+
+        now = time.monotonic()
+        with self.lock:
+            due = sorted(s for s in self.steps if s[0] <= now)
+            self.steps = [s for s in self.steps if s[0] > now]
+            for _, _, callback in due:
+                callback()
+
+
+PACE = _Pace()
+
+
+def _busy(status):
+    return status.endswith("_IN_PROGRESS") and status != "REVIEW_IN_PROGRESS"
+
+
+def _patch_cloudformation_pace():
+    from moto.cloudformation import models as cfn_models
+    from moto.cloudformation.exceptions import CloudFormationError, ValidationError
+
+    class InvalidChangeSetStatus(CloudFormationError):
+        code = "InvalidChangeSetStatus"
+
+    backend = cfn_models.CloudFormationBackend
+    original_create = backend.create_change_set
+    original_execute = backend.execute_change_set
+    original_delete = backend.delete_stack
+
+    def _stack_named(self, name_or_id):
+        for stack in self.stacks.values():
+            if name_or_id in (stack.name, stack.stack_id):
+                return stack
+        return None
+
+    def _refuse_if_busy(stack):
+        if stack is not None and _busy(stack.status or ""):
+            raise ValidationError(
+                message=f"Stack:{stack.stack_id} is in {stack.status} state and can not be updated."
+            )
+
+    def create_change_set(self, stack_name, change_set_name, *args, **kwargs):
+        PACE.settle()
+        _refuse_if_busy(_stack_named(self, stack_name))
+        result = original_create(self, stack_name, change_set_name, *args, **kwargs)
+        if PACE.delay > 0:
+            change_set = self.change_sets[result[0]]
+            final = (change_set.status, change_set.execution_status, change_set.status_reason)
+            change_set.status, change_set.execution_status = "CREATE_PENDING", "UNAVAILABLE"
+            change_set.status_reason = None
+
+            def in_progress():
+                change_set.status = "CREATE_IN_PROGRESS"
+
+            def done():
+                change_set.status, change_set.execution_status, change_set.status_reason = final
+
+            PACE.later(0.3, in_progress)
+            PACE.later(1.0, done)
+        return result
+
+    def execute_change_set(self, change_set_name, stack_name=None):
+        PACE.settle()
+        change_set = self.describe_change_set(change_set_name)
+        if change_set.status != "CREATE_COMPLETE" or change_set.execution_status != "AVAILABLE":
+            raise InvalidChangeSetStatus(
+                f"ChangeSet [{change_set.change_set_id}] cannot be executed in its current status of"
+                f" [{change_set.status}]"
+            )
+        stack = self.stacks[change_set.stack_id]
+        _refuse_if_busy(stack)
+        original_execute(self, change_set_name, stack_name)
+        if PACE.delay <= 0:
+            return
+        final_stack, final_execution = stack.status, change_set.execution_status
+        operation = change_set.change_set_type  # CREATE | UPDATE
+        stack.status = f"{operation}_IN_PROGRESS"
+        change_set.execution_status = "EXECUTE_IN_PROGRESS"
+
+        def status(value):
+            def apply():
+                stack.status = value
+
+            return apply
+
+        if "ROLLBACK" in final_stack:
+            prefix = "ROLLBACK" if operation == "CREATE" else "UPDATE_ROLLBACK"
+            PACE.later(0.5, status(f"{prefix}_IN_PROGRESS"))
+        elif operation == "UPDATE":
+            PACE.later(0.7, status("UPDATE_COMPLETE_CLEANUP_IN_PROGRESS"))
+
+        def done():
+            stack.status = final_stack
+            change_set.execution_status = final_execution
+
+        PACE.later(1.0, done)
+
+    def delete_stack(self, name_or_stack_id):
+        PACE.settle()
+        stack = _stack_named(self, name_or_stack_id)
+        if stack is None or PACE.delay <= 0:
+            return original_delete(self, name_or_stack_id)
+        if stack.status == "DELETE_IN_PROGRESS":
+            return None  # DeleteStack is idempotent while a delete runs
+        _refuse_if_busy(stack)
+        stack.status = "DELETE_IN_PROGRESS"
+        PACE.later(1.0, lambda: original_delete(self, stack.stack_id))
+        return None
+
+    backend.create_change_set = create_change_set
+    backend.execute_change_set = execute_change_set
+    backend.delete_stack = delete_stack
+
+
+def _patch_aws_sdk_error_names():
+    # AWS names aws-sdk integration errors "<ServiceId>.<Exception>" in PascalCase
+    # (docs: supported-services-awssdk); moto falls back to the lowercase api name.
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import (
+        state_task_service_aws_sdk as aws_sdk,
+    )
+
+    aws_sdk._SERVICE_ERROR_NAMES.update(
+        {"cloudformation": "CloudFormation", "sns": "Sns", "s3": "S3", "ecs": "Ecs", "lambda": "Lambda"}
+    )
+
+
+class _Settle:
+    """Settles CloudFormation's paced operations before any request is served."""
+
+    def __init__(self, app):
+        self.app = app
+
+    def __call__(self, environ, start_response):
+        import json
+
+        if environ.get("PATH_INFO") == "/_deployer/cloudformation" and environ["REQUEST_METHOD"] == "POST":
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+            settings = json.loads(environ["wsgi.input"].read(length) or b"{}")
+            PACE.delay = max(0.0, float(settings.get("delay_ms", 0)) / 1000)
+            start_response("200 OK", [("Content-Type", "application/json")])
+            return [json.dumps({"delay_ms": PACE.delay * 1000}).encode()]
+        PACE.settle()
+        return self.app(environ, start_response)
+
+
 def main(argv=None):
     args = _parse_args(argv if argv is not None else sys.argv[1:])
     # Must be set before the interpreter makes its first call (read at call time).
@@ -170,9 +346,14 @@ def main(argv=None):
     _patch_cloudformation_conditions()
     _patch_cloudformation_rollback()
     _patch_send_task_failure_cause()
+    _patch_cloudformation_pace()
+    _patch_aws_sdk_error_names()
     default_user_config["stepfunctions"] = {"execute_state_machine": True}
 
-    app = DomainDispatcherApplication(create_backend_app)
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import faults
+
+    app = _Settle(faults.FaultMiddleware(DomainDispatcherApplication(create_backend_app), faults.Engine()))
     server = make_server(
         "127.0.0.1", args.port, app, threaded=True, request_handler=MotoRequestHandler
     )

@@ -112,9 +112,11 @@ pub async fn invoke_async(
     dead: &DeadLetters,
     log: &DeliveryLog,
 ) {
+    // One request id for the invocation and its retries, as Lambda keeps it.
+    let request_id = function.new_request_id();
     for attempt in 0..3u32 {
         log.record(function.name(), event);
-        match function.invoke(event).await {
+        match function.invoke_as(&request_id, event).await {
             Ok(_) => return,
             Err(err) => {
                 warn!(function = function.name(), attempt, error = %err, "asynchronous invocation failed");
@@ -148,6 +150,7 @@ pub async fn run_queue_delivery(
     queue_url: String,
     function: Arc<Function>,
     shape: Shape,
+    retry_delay: Duration,
     dead: DeadLetters,
     log: DeliveryLog,
 ) {
@@ -181,7 +184,7 @@ pub async fn run_queue_delivery(
                 .and_then(|b| serde_json::from_str(b).ok())
                 .unwrap_or(Value::Null);
             if let Some(event) = shape(body) {
-                invoke_async(&function, &event, Duration::from_secs(1), &dead, &log).await;
+                invoke_async(&function, &event, retry_delay, &dead, &log).await;
             }
             if let Some(handle) = message.get("ReceiptHandle").and_then(Value::as_str) {
                 let _ = emulator

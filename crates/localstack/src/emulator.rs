@@ -9,6 +9,8 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+use crate::faults::Faults;
+
 pub const REGION: &str = "us-east-1";
 pub const ACCOUNT_ID: &str = "123456789012";
 
@@ -91,13 +93,24 @@ impl Emulator {
             .await
     }
 
+    /// The fault engine and CloudFormation's pace (see [`crate::faults`]).
+    pub fn faults(&self) -> Faults {
+        Faults::new(&self.endpoint)
+    }
+
     /// Environment for a process that talks to the emulator.
     pub fn client_env(&self) -> Vec<(String, String)> {
+        self.client_env_as("testing")
+    }
+
+    /// Environment for a process that talks to the emulator as `caller`: its
+    /// access key id, which is how the fault engine tells callers apart.
+    pub fn client_env_as(&self, caller: &str) -> Vec<(String, String)> {
         [
             ("AWS_ENDPOINT_URL", self.endpoint.as_str()),
             ("AWS_REGION", REGION),
             ("AWS_DEFAULT_REGION", REGION),
-            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_ACCESS_KEY_ID", caller),
             ("AWS_SECRET_ACCESS_KEY", "testing"),
             ("AWS_EC2_METADATA_DISABLED", "true"),
         ]

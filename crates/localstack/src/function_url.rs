@@ -719,8 +719,8 @@ mod tests {
                 error_type: "Boom".into(),
                 message: "x".into(),
             }),
-            Err(InvokeError::Crashed {
-                message: "timed out after 900s".into(),
+            Err(InvokeError::TimedOut {
+                after: std::time::Duration::from_secs(900),
             }),
             Ok(json!({"statusCode": "teapot"})),
             Ok(json!({"statusCode": 200, "body": "%%%", "isBase64Encoded": true})),

@@ -228,6 +228,8 @@ async fn run_async_queue(
         let Some(state) = state.upgrade() else { return };
         let mut last_error = String::new();
         let mut succeeded = false;
+        // One request id for the invocation and its retries, as Lambda keeps it.
+        let request_id = function.new_request_id();
         for attempt in 0..3u32 {
             state.update(index, |i| {
                 i.attempts = attempt + 1;
@@ -237,7 +239,8 @@ async fn run_async_queue(
             let outcome = {
                 let function = function.clone();
                 let payload = payload.clone();
-                tokio::spawn(async move { function.invoke(&payload).await }).await
+                let request_id = request_id.clone();
+                tokio::spawn(async move { function.invoke_as(&request_id, &payload).await }).await
             };
             match outcome {
                 Ok(Ok(_)) => {
@@ -478,8 +481,8 @@ pub fn function_error_body(err: &InvokeError) -> Value {
         InvokeError::Init { message } => {
             json!({"errorType": "Runtime.InitError", "errorMessage": message})
         }
-        InvokeError::Crashed { message } if message.starts_with("timed out") => {
-            json!({"errorType": "Sandbox.Timedout", "errorMessage": format!("Task {message}")})
+        InvokeError::TimedOut { .. } => {
+            json!({"errorType": "Sandbox.Timedout", "errorMessage": err.to_string()})
         }
         InvokeError::Crashed { message } => {
             json!({"errorType": "Runtime.ExitError", "errorMessage": message})

@@ -3,6 +3,7 @@
 
 pub mod delivery;
 pub mod emulator;
+pub mod faults;
 pub mod function_url;
 pub mod github;
 pub mod http_doubles;
@@ -16,6 +17,7 @@ mod test_function;
 pub mod wiring;
 
 pub use emulator::Emulator;
+pub use faults::{Caller, FaultKind, FaultRule, Faults, InjectedFault};
 pub use function_url::FunctionUrlServer;
 pub use github::{Deployment, DeploymentStatus, GitHubDouble, GitHubOptions};
 pub use http_doubles::{FaultProxy, SinkMode, WebhookSink};

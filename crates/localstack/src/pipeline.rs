@@ -61,6 +61,15 @@ pub struct PipelineOptions {
     pub email_senders: Vec<String>,
     /// Most site-build execution environments at once.
     pub site_build_concurrency: usize,
+    /// Function timeouts instead of the template's `Timeout` (logical id,
+    /// timeout), so a test can run a function past its timeout quickly.
+    pub timeouts: Vec<(String, Duration)>,
+    /// How long CloudFormation keeps change sets pending and stack
+    /// operations in progress; zero finishes them inside the call.
+    pub cloudformation_pace: Duration,
+    /// The wait before the first retry of an asynchronous invocation (the
+    /// second waits twice as long); AWS waits about a minute.
+    pub async_retry_delay: Duration,
 }
 
 impl PipelineOptions {
@@ -81,12 +90,24 @@ impl PipelineOptions {
             github_token: Some(LOCAL_GITHUB_TOKEN.to_owned()),
             email_senders: Vec::new(),
             site_build_concurrency: 4,
+            timeouts: Vec::new(),
+            cloudformation_pace: Duration::ZERO,
+            async_retry_delay: crate::lambda_api::ASYNC_RETRY_DELAY,
         }
     }
 
     pub fn parameter(mut self, name: &str, value: impl Into<String>) -> Self {
         self.parameters.push((name.to_owned(), value.into()));
         self
+    }
+
+    /// A function's timeout: the override for `function_id`, else the template's.
+    fn timeout(&self, template: &Template, function_id: &str) -> Duration {
+        self.timeouts
+            .iter()
+            .find(|(id, _)| id == function_id)
+            .map(|(_, timeout)| *timeout)
+            .unwrap_or_else(|| Duration::from_secs(template.function_timeout(function_id)))
     }
 }
 
@@ -172,12 +193,19 @@ impl Pipeline {
             template.set(name, value.clone());
         }
         let sdk = emulator.sdk_config().await;
+        emulator
+            .faults()
+            .set_cloudformation_pace(options.cloudformation_pace)
+            .await?;
         let resources = provision(&emulator, &sdk, &mut template, &options).await?;
 
         let binaries = |name: &str| built_binary(&options.target_dir, &options.profile, name);
-        let env_for = |function_id: &str| -> anyhow::Result<Vec<(String, String)>> {
+        // Each function signs with its own access key id (its name), which
+        // is how the emulator's fault engine tells callers apart.
+        let function_name = |short: &str| format!("{}-deployer-{short}", options.env);
+        let env_for = |function_id: &str, short: &str| -> anyhow::Result<Vec<(String, String)>> {
             let mut env = template.function_env(function_id)?;
-            env.extend(emulator.client_env());
+            env.extend(emulator.client_env_as(&function_name(short)));
             for (id, name, value) in &options.env_overrides {
                 if id == function_id {
                     env.retain(|(k, _)| k != name);
@@ -194,17 +222,17 @@ impl Pipeline {
         };
         let mut function_specs = vec![
             FunctionSpec {
-                name: format!("{}-deployer-s3-trigger", options.env),
+                name: function_name("s3-trigger"),
                 binary: binaries("s3-trigger")?,
-                env: env_for("S3TriggerFunction")?,
-                timeout: Duration::from_secs(template.function_timeout("S3TriggerFunction")),
+                env: env_for("S3TriggerFunction", "s3-trigger")?,
+                timeout: options.timeout(&template, "S3TriggerFunction"),
                 log_file: log("s3-trigger"),
             },
             FunctionSpec {
-                name: format!("{}-deployer-trigger-build", options.env),
+                name: function_name("trigger-build"),
                 binary: binaries("trigger-build")?,
-                env: env_for("TriggerBuildFunction")?,
-                timeout: Duration::from_secs(template.function_timeout("TriggerBuildFunction")),
+                env: env_for("TriggerBuildFunction", "trigger-build")?,
+                timeout: options.timeout(&template, "TriggerBuildFunction"),
                 log_file: log("trigger-build"),
             },
         ];
@@ -212,7 +240,7 @@ impl Pipeline {
         let slack = WebhookSink::start().await?;
         // ci-dispatch reaches ECS through the recording proxy and posts to
         // the local Slack sink, unless the template's webhook parameter is set.
-        let mut dispatch_env = env_for("CiDispatchFunction")?;
+        let mut dispatch_env = env_for("CiDispatchFunction", "ci-dispatch")?;
         dispatch_env.push(("AWS_ENDPOINT_URL_ECS".into(), ecs_proxy.endpoint.clone()));
         let slack_parameter_set = dispatch_env
             .iter()
@@ -221,10 +249,10 @@ impl Pipeline {
             dispatch_env.push(("SLACK_WEBHOOK_URL".into(), slack.url.clone()));
         }
         function_specs.push(FunctionSpec {
-            name: format!("{}-deployer-ci-dispatch", options.env),
+            name: function_name("ci-dispatch"),
             binary: binaries("ci-dispatch")?,
             env: dispatch_env,
-            timeout: Duration::from_secs(template.function_timeout("CiDispatchFunction")),
+            timeout: options.timeout(&template, "CiDispatchFunction"),
             log_file: log("ci-dispatch"),
         });
         let s3_trigger = Function::serve(function_specs[0].clone(), REGION).await?;
@@ -236,7 +264,12 @@ impl Pipeline {
 
         // site-build: its resources, the servers around it, then the function.
         let site = provision_site(&sdk, &mut template, &options).await?;
-        let lambda_api = LambdaApi::start(delivered.clone(), dead_letters.clone()).await?;
+        let lambda_api = LambdaApi::start_with_retry_delay(
+            delivered.clone(),
+            dead_letters.clone(),
+            options.async_retry_delay,
+        )
+        .await?;
         let github = GitHubDouble::start(GitHubOptions {
             repository: site.resources.repository.clone(),
             repo_dir: options.site_repo.clone(),
@@ -246,7 +279,7 @@ impl Pipeline {
         let site_server =
             SiteServer::start(aws_sdk_s3::Client::new(&sdk), &site.resources.bucket).await?;
         let mut site_env = site.env.clone();
-        site_env.extend(emulator.client_env());
+        site_env.extend(emulator.client_env_as(&site.resources.function_name));
         let slack_parameter_set = site_env
             .iter()
             .any(|(k, v)| k == "SLACK_WEBHOOK_PARAMETER" && !v.is_empty());
@@ -302,7 +335,11 @@ impl Pipeline {
             name: site.resources.function_name.clone(),
             binary: site_binary,
             env: site_env,
-            timeout: site.timeout,
+            timeout: options
+                .timeouts
+                .iter()
+                .find(|(id, _)| id == "SiteBuildFunction")
+                .map_or(site.timeout, |(_, timeout)| *timeout),
             log_file: log("site-build"),
         });
         let site_build = Function::serve_scaled(
@@ -322,6 +359,7 @@ impl Pipeline {
                 resources.s3_event_queue_url.clone(),
                 s3_trigger.clone(),
                 delivery::s3_notification,
+                options.async_retry_delay,
                 dead_letters.clone(),
                 delivered.clone(),
             )),
@@ -330,6 +368,7 @@ impl Pipeline {
                 resources.events_queue_url.clone(),
                 ci_dispatch.clone(),
                 delivery::eventbridge_event,
+                options.async_retry_delay,
                 dead_letters.clone(),
                 delivered.clone(),
             )),

@@ -7,6 +7,12 @@
 //! [`Function::serve`] keeps one environment (invocations queue behind each
 //! other); [`Function::serve_scaled`] starts another environment whenever
 //! all are busy, up to a concurrency limit, as Lambda scales out.
+//!
+//! Lambda's own faults are made here, outside the function's code: an
+//! invocation that runs past the function's timeout is stopped and reported
+//! as [`InvokeError::TimedOut`], and [`Function::crash_at_log`] kills the
+//! process the moment it writes a chosen log line (a crash, an out-of-memory
+//! kill, a full `/tmp`: the process is gone without a word).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -45,9 +51,42 @@ pub enum InvokeError {
     /// The runtime failed to initialise.
     #[error("init error: {message}")]
     Init { message: String },
-    /// The process exited or the invocation timed out.
+    /// The process exited (or was killed) during the invocation.
     #[error("runtime crashed: {message}")]
     Crashed { message: String },
+    /// The invocation ran past the function's timeout and was stopped.
+    #[error("Task timed out after {:.2} seconds", after.as_secs_f64())]
+    TimedOut { after: Duration },
+}
+
+/// A crash waiting for its log line.
+#[derive(Debug, Clone)]
+struct CrashRule {
+    pattern: String,
+    remaining: u32,
+}
+
+/// The Lambda faults armed on a function, shared by its environments.
+#[derive(Debug, Default)]
+struct LambdaFaults {
+    crashes: std::sync::Mutex<Vec<CrashRule>>,
+    crashed: AtomicU64,
+}
+
+impl LambdaFaults {
+    /// True when `line` should kill the process now (and uses up one crash).
+    fn crash_on(&self, line: &str) -> bool {
+        let mut crashes = self.crashes.lock().expect("lambda faults lock");
+        let Some(rule) = crashes
+            .iter_mut()
+            .find(|r| r.remaining > 0 && line.contains(&r.pattern))
+        else {
+            return false;
+        };
+        rule.remaining -= 1;
+        self.crashed.fetch_add(1, Ordering::SeqCst);
+        true
+    }
 }
 
 /// Cold-start figures of the last process start.
@@ -78,6 +117,7 @@ struct Shared {
 /// One function: a pool of execution environments, each a process behind
 /// its own Runtime API endpoint.
 pub struct Function {
+    faults: Arc<LambdaFaults>,
     spec: FunctionSpec,
     region: String,
     arn: String,
@@ -88,6 +128,7 @@ pub struct Function {
 
 /// One execution environment: a Runtime API endpoint and its process.
 struct Environment {
+    faults: Arc<LambdaFaults>,
     spec: FunctionSpec,
     endpoint: String,
     shared: Arc<Shared>,
@@ -95,7 +136,6 @@ struct Environment {
     process: Mutex<Option<(Child, Instant)>>,
     busy: AtomicBool,
     figures: Mutex<StartFigures>,
-    counter: Arc<AtomicU64>,
     /// The process's last lines of output (what Lambda shows for a crash).
     output: Arc<Mutex<std::collections::VecDeque<String>>>,
 }
@@ -115,6 +155,8 @@ async fn keep_output(
     stream: impl tokio::io::AsyncRead + Unpin,
     mut file: Option<std::fs::File>,
     output: Arc<Mutex<std::collections::VecDeque<String>>>,
+    faults: Arc<LambdaFaults>,
+    pid: Option<u32>,
 ) {
     use std::io::Write;
     use tokio::io::AsyncBufReadExt;
@@ -122,6 +164,17 @@ async fn keep_output(
     while let Ok(Some(line)) = lines.next_line().await {
         if let Some(file) = file.as_mut() {
             let _ = writeln!(file, "{line}");
+        }
+        if let Some(pid) = pid.filter(|_| faults.crash_on(&line)) {
+            // SIGKILL: nothing in the function gets to run after this line.
+            // SAFETY: kill(2) on our own child's pid has no memory effects.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+            if let Some(file) = file.as_mut() {
+                let _ = writeln!(
+                    file,
+                    "[local stack] process {pid} killed at this line (injected crash)"
+                );
+            }
         }
         let mut kept = output.lock().await;
         if kept.len() == OUTPUT_LINES {
@@ -154,8 +207,10 @@ impl Function {
             crate::emulator::ACCOUNT_ID,
             spec.name
         );
-        let first = Environment::serve(spec.clone(), &arn, counter.clone()).await?;
+        let faults = Arc::new(LambdaFaults::default());
+        let first = Environment::serve(spec.clone(), &arn, faults.clone()).await?;
         Ok(Arc::new(Self {
+            faults,
             spec,
             region: region.to_owned(),
             arn,
@@ -181,6 +236,35 @@ impl Function {
     /// The configured timeout of one invocation.
     pub fn timeout(&self) -> Duration {
         self.spec.timeout
+    }
+
+    /// Kills the function's process the moment one of its output lines
+    /// contains `pattern`, at most `times` times: a crash at a chosen point,
+    /// with no chance to clean up or report.
+    pub fn crash_at_log(&self, pattern: &str, times: u32) {
+        self.faults
+            .crashes
+            .lock()
+            .expect("lambda faults lock")
+            .push(CrashRule {
+                pattern: pattern.to_owned(),
+                remaining: times,
+            });
+    }
+
+    /// How many injected crashes have happened.
+    pub fn crashes(&self) -> u64 {
+        self.faults.crashed.load(Ordering::SeqCst)
+    }
+
+    /// A new request id, as Lambda assigns one to each accepted invocation
+    /// (kept across the retries of an asynchronous one).
+    pub fn new_request_id(&self) -> String {
+        format!(
+            "{:08x}-local-{:012x}",
+            std::process::id(),
+            self.counter.fetch_add(1, Ordering::Relaxed)
+        )
     }
 
     /// How many execution environments have been started so far.
@@ -214,6 +298,12 @@ impl Function {
 
     /// Invokes the function synchronously and returns its JSON response.
     pub async fn invoke(&self, payload: &Value) -> Result<Value, InvokeError> {
+        self.invoke_as(&self.new_request_id(), payload).await
+    }
+
+    /// Invokes the function with a given request id: an asynchronous
+    /// invocation's retries keep the id of its first attempt, as on AWS.
+    pub async fn invoke_as(&self, request_id: &str, payload: &Value) -> Result<Value, InvokeError> {
         let _permit = self
             .permits
             .acquire()
@@ -232,19 +322,18 @@ impl Function {
                 Some(env) => Busy(env.clone()),
                 None => {
                     // Every environment is busy and a permit is free: scale out.
-                    let env =
-                        Environment::serve(self.spec.clone(), &self.arn, self.counter.clone())
-                            .await
-                            .map_err(|e| InvokeError::Init {
-                                message: format!("{e:#}"),
-                            })?;
+                    let env = Environment::serve(self.spec.clone(), &self.arn, self.faults.clone())
+                        .await
+                        .map_err(|e| InvokeError::Init {
+                            message: format!("{e:#}"),
+                        })?;
                     env.busy.store(true, Ordering::SeqCst);
                     environments.push(env.clone());
                     Busy(env)
                 }
             }
         };
-        busy.0.invoke(payload).await
+        busy.0.invoke(request_id, payload).await
     }
 
     /// Stops every function process.
@@ -259,7 +348,7 @@ impl Environment {
     async fn serve(
         spec: FunctionSpec,
         function_arn: &str,
-        counter: Arc<AtomicU64>,
+        faults: Arc<LambdaFaults>,
     ) -> anyhow::Result<Arc<Self>> {
         let (sender, receiver) = mpsc::channel(16);
         let shared = Arc::new(Shared {
@@ -284,6 +373,7 @@ impl Environment {
             let _ = axum::serve(listener, app).await;
         });
         Ok(Arc::new(Self {
+            faults,
             spec,
             endpoint,
             shared,
@@ -291,7 +381,6 @@ impl Environment {
             process: Mutex::new(None),
             busy: AtomicBool::new(false),
             figures: Mutex::new(StartFigures::default()),
-            counter,
             output: Arc::new(Mutex::new(std::collections::VecDeque::new())),
         }))
     }
@@ -338,31 +427,36 @@ impl Environment {
             None => None,
         };
         self.output.lock().await.clear();
+        let pid = child.id();
         if let Some(stdout) = child.stdout.take() {
             tokio::spawn(keep_output(
                 stdout,
                 log_file.as_ref().and_then(|f| f.try_clone().ok()),
                 self.output.clone(),
+                self.faults.clone(),
+                pid,
             ));
         }
         if let Some(stderr) = child.stderr.take() {
-            tokio::spawn(keep_output(stderr, log_file, self.output.clone()));
+            tokio::spawn(keep_output(
+                stderr,
+                log_file,
+                self.output.clone(),
+                self.faults.clone(),
+                pid,
+            ));
         }
         *process = Some((child, Instant::now()));
         Ok(true)
     }
 
     /// Runs one invocation in this environment (the caller holds it busy).
-    async fn invoke(&self, payload: &Value) -> Result<Value, InvokeError> {
+    async fn invoke(&self, request_id: &str, payload: &Value) -> Result<Value, InvokeError> {
         let cold = self.ensure_process().await.map_err(|e| InvokeError::Init {
             message: format!("{e:#}"),
         })?;
         let started = self.process.lock().await.as_ref().map(|(_, at)| *at);
-        let id = format!(
-            "{:08x}-local-{:012x}",
-            std::process::id(),
-            self.counter.fetch_add(1, Ordering::Relaxed)
-        );
+        let id = request_id.to_owned();
         let (tx, rx) = oneshot::channel();
         self.shared.waiting.lock().await.insert(id.clone(), tx);
         let deadline_ms = (std::time::SystemTime::now()
@@ -436,8 +530,8 @@ impl Environment {
                 if let Some((mut child, _)) = self.process.lock().await.take() {
                     let _ = child.kill().await;
                 }
-                return Err(InvokeError::Crashed {
-                    message: format!("timed out after {:?}", self.spec.timeout),
+                return Err(InvokeError::TimedOut {
+                    after: self.spec.timeout,
                 });
             }
         }
@@ -561,5 +655,75 @@ pub fn built_binary(
             "{} is not built; run `make build` (cargo build --bins) first",
             path.display()
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_function::ScriptFunction;
+    use serde_json::json;
+
+    #[tokio::test]
+    async fn an_invocation_past_its_timeout_is_stopped_and_reported_as_a_timeout() {
+        let script =
+            ScriptFunction::start_with_timeout("slow", 1, Duration::from_millis(400)).await;
+        let outcome = script.function.invoke(&json!({"sleep": true})).await;
+        assert_eq!(
+            outcome,
+            Err(InvokeError::TimedOut {
+                after: Duration::from_millis(400)
+            })
+        );
+        assert_eq!(
+            outcome.unwrap_err().to_string(),
+            "Task timed out after 0.40 seconds"
+        );
+        // The environment was stopped: the next invocation is a cold start that works.
+        assert_eq!(
+            script.function.invoke(&json!({"quick": 1})).await,
+            Ok(json!({"echo": {"quick": 1}}))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_crash_at_a_log_line_kills_the_process_before_it_answers() {
+        let script = ScriptFunction::start("crashy", 1).await;
+        script.function.crash_at_log("reached midway", 1);
+        match script.function.invoke(&json!({"midway": true})).await {
+            Err(InvokeError::Crashed { message }) => {
+                assert!(message.contains("signal: 9"), "{message}");
+                assert!(message.contains("reached midway"), "{message}");
+            }
+            other => panic!("expected a crash, got {other:?}"),
+        }
+        assert_eq!(script.function.crashes(), 1);
+        // One crash was armed: the next invocation runs to the end.
+        assert_eq!(
+            script.function.invoke(&json!({"midway": true})).await,
+            Ok(json!("finished"))
+        );
+    }
+
+    #[tokio::test]
+    async fn retries_under_one_request_id_reach_the_function_with_that_id() {
+        let script = ScriptFunction::start("ids", 1).await;
+        let id = script.function.new_request_id();
+        script
+            .function
+            .invoke_as(&id, &json!({"n": 1}))
+            .await
+            .unwrap();
+        script
+            .function
+            .invoke_as(&id, &json!({"n": 1}))
+            .await
+            .unwrap();
+        script.function.invoke(&json!({"n": 2})).await.unwrap();
+        let ids = script.request_ids();
+        assert_eq!(ids.len(), 3);
+        assert_eq!(ids[0], id);
+        assert_eq!(ids[1], id);
+        assert_ne!(ids[2], id);
     }
 }

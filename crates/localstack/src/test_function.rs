@@ -4,8 +4,9 @@
 //! It appends every event to `events.log` in its folder, then by payload:
 //! `"fail"` → handler error `Boom`; `"flaky"` → an error on the first two
 //! attempts, then success; `"sleep"` → answers after a second;
-//! `"rawPath":"/respond"` → an HTTP response object; otherwise
-//! `{"echo": event}`.
+//! `"rawPath":"/respond"` → an HTTP response object; `"midway"` → writes
+//! the line `reached midway`, then answers after a second; otherwise
+//! `{"echo": event}`. Request ids go to `ids.log`.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -23,6 +24,7 @@ while true; do
   event=$(curl -sS -D "$headers" "$api/invocation/next") || exit 1
   id=$(grep -i '^lambda-runtime-aws-request-id:' "$headers" | cut -d' ' -f2 | tr -d '\r')
   printf '%s\n' "$event" >> "$dir/events.log"
+  printf '%s\n' "$id" >> "$dir/ids.log"
   case "$event" in
     *'"fail"'*)
       curl -sS -o /dev/null -X POST "$api/invocation/$id/error" \
@@ -39,6 +41,10 @@ while true; do
     *'"sleep"'*)
       sleep 1
       curl -sS -o /dev/null -X POST "$api/invocation/$id/response" --data-binary '"slept"' ;;
+    *'"midway"'*)
+      echo "reached midway"
+      sleep 1
+      curl -sS -o /dev/null -X POST "$api/invocation/$id/response" --data-binary '"finished"' ;;
     *'"rawPath":"/respond"'*)
       curl -sS -o /dev/null -X POST "$api/invocation/$id/response" \
         --data-binary '{"statusCode":201,"headers":{"X-Made":"yes"},"cookies":["c=1; Path=/"],"body":"made"}' ;;
@@ -56,6 +62,10 @@ pub struct ScriptFunction {
 
 impl ScriptFunction {
     pub async fn start(name: &str, max_concurrency: usize) -> Self {
+        Self::start_with_timeout(name, max_concurrency, Duration::from_secs(10)).await
+    }
+
+    pub async fn start_with_timeout(name: &str, max_concurrency: usize, timeout: Duration) -> Self {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         let dir = std::env::temp_dir().join(format!(
             "localstack-test-fn-{}-{}",
@@ -72,13 +82,22 @@ impl ScriptFunction {
             name: name.to_owned(),
             binary,
             env: Vec::new(),
-            timeout: Duration::from_secs(10),
+            timeout,
             log_file: None,
         };
         let function = Function::serve_scaled(spec, "us-east-1", max_concurrency)
             .await
             .unwrap();
         Self { function, dir }
+    }
+
+    /// The request id of each invocation the function received, oldest first.
+    pub fn request_ids(&self) -> Vec<String> {
+        std::fs::read_to_string(self.dir.join("ids.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
     }
 
     /// The events the function received, oldest first.
