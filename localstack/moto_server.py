@@ -21,9 +21,10 @@ SendTaskFailure drops the `cause` (so a rejection reason never reached the state
 
 Strictness patches (docs/local-stack.md, "Faults"):
 - CloudFormation takes time: with a pace set (POST /_deployer/cloudformation
-  {"delay_ms": N}), change sets stay CREATE_PENDING then CREATE_IN_PROGRESS, and stacks
-  CREATE/UPDATE/DELETE_IN_PROGRESS (and ROLLBACK_IN_PROGRESS on the way to a rollback),
-  for N ms before they reach the end moto computed at once. Meanwhile ExecuteChangeSet
+  {"delay_ms": N, "change_set_delay_ms": M}), change sets stay CREATE_PENDING then
+  CREATE_IN_PROGRESS for M ms (default N), and stacks CREATE/UPDATE/DELETE_IN_PROGRESS
+  (UPDATE_COMPLETE_CLEANUP_IN_PROGRESS, ROLLBACK_IN_PROGRESS on the way to a rollback)
+  for N ms, before they reach the end moto computed at once. Meanwhile ExecuteChangeSet
   of a change set that is not CREATE_COMPLETE is refused (InvalidChangeSetStatus), and
   so is any change to a stack whose operation is in progress (ValidationError "... is in
   UPDATE_IN_PROGRESS state and can not be updated."), as on AWS;
@@ -173,16 +174,17 @@ class _Pace:
         import threading
 
         self.lock = threading.Lock()
-        self.delay = 0.0
+        self.delay = 0.0  # stack operations
+        self.change_set_delay = 0.0
         self.steps = []  # (due, seq, callback)
         self.seq = 0
 
-    def later(self, fraction, callback):
+    def later(self, delay, fraction, callback):
         import time
 
         with self.lock:
             self.seq += 1
-            self.steps.append((time.monotonic() + self.delay * fraction, self.seq, callback))
+            self.steps.append((time.monotonic() + delay * fraction, self.seq, callback))
 
     def settle(self):
         import time
@@ -230,7 +232,7 @@ def _patch_cloudformation_pace():
         PACE.settle()
         _refuse_if_busy(_stack_named(self, stack_name))
         result = original_create(self, stack_name, change_set_name, *args, **kwargs)
-        if PACE.delay > 0:
+        if PACE.change_set_delay > 0:
             change_set = self.change_sets[result[0]]
             final = (change_set.status, change_set.execution_status, change_set.status_reason)
             change_set.status, change_set.execution_status = "CREATE_PENDING", "UNAVAILABLE"
@@ -242,8 +244,8 @@ def _patch_cloudformation_pace():
             def done():
                 change_set.status, change_set.execution_status, change_set.status_reason = final
 
-            PACE.later(0.3, in_progress)
-            PACE.later(1.0, done)
+            PACE.later(PACE.change_set_delay, 0.3, in_progress)
+            PACE.later(PACE.change_set_delay, 1.0, done)
         return result
 
     def execute_change_set(self, change_set_name, stack_name=None):
@@ -272,15 +274,15 @@ def _patch_cloudformation_pace():
 
         if "ROLLBACK" in final_stack:
             prefix = "ROLLBACK" if operation == "CREATE" else "UPDATE_ROLLBACK"
-            PACE.later(0.5, status(f"{prefix}_IN_PROGRESS"))
+            PACE.later(PACE.delay, 0.5, status(f"{prefix}_IN_PROGRESS"))
         elif operation == "UPDATE":
-            PACE.later(0.7, status("UPDATE_COMPLETE_CLEANUP_IN_PROGRESS"))
+            PACE.later(PACE.delay, 0.7, status("UPDATE_COMPLETE_CLEANUP_IN_PROGRESS"))
 
         def done():
             stack.status = final_stack
             change_set.execution_status = final_execution
 
-        PACE.later(1.0, done)
+        PACE.later(PACE.delay, 1.0, done)
 
     def delete_stack(self, name_or_stack_id):
         PACE.settle()
@@ -291,7 +293,7 @@ def _patch_cloudformation_pace():
             return None  # DeleteStack is idempotent while a delete runs
         _refuse_if_busy(stack)
         stack.status = "DELETE_IN_PROGRESS"
-        PACE.later(1.0, lambda: original_delete(self, stack.stack_id))
+        PACE.later(PACE.delay, 1.0, lambda: original_delete(self, stack.stack_id))
         return None
 
     backend.create_change_set = create_change_set
@@ -324,8 +326,11 @@ class _Settle:
             length = int(environ.get("CONTENT_LENGTH") or 0)
             settings = json.loads(environ["wsgi.input"].read(length) or b"{}")
             PACE.delay = max(0.0, float(settings.get("delay_ms", 0)) / 1000)
+            PACE.change_set_delay = max(
+                0.0, float(settings.get("change_set_delay_ms", settings.get("delay_ms", 0))) / 1000
+            )
             start_response("200 OK", [("Content-Type", "application/json")])
-            return [json.dumps({"delay_ms": PACE.delay * 1000}).encode()]
+            return [json.dumps(settings).encode()]
         PACE.settle()
         return self.app(environ, start_response)
 

@@ -253,10 +253,22 @@ impl Faults {
     /// How long CloudFormation keeps change sets pending and stack
     /// operations in progress (zero: it finishes inside the call, as moto does).
     pub async fn set_cloudformation_pace(&self, delay: Duration) -> anyhow::Result<()> {
+        self.set_cloudformation_paces(delay, delay).await
+    }
+
+    /// Separate paces for change-set creation and for stack operations.
+    pub async fn set_cloudformation_paces(
+        &self,
+        change_sets: Duration,
+        stack_operations: Duration,
+    ) -> anyhow::Result<()> {
         self.control(
             reqwest::Method::POST,
             "/_deployer/cloudformation",
-            Some(json!({"delay_ms": delay.as_millis() as u64})),
+            Some(json!({
+                "delay_ms": stack_operations.as_millis() as u64,
+                "change_set_delay_ms": change_sets.as_millis() as u64,
+            })),
         )
         .await
         .map(|_| ())
