@@ -11,10 +11,12 @@ use std::fmt;
 use std::str::FromStr;
 
 use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
-use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, TransactWriteItem, Update};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use crate::lease::{Lease, Phase, SeenLease};
 use crate::trigger::DedupeKey;
 
 /// How long a delivery claim is kept: GitHub redelivers for days at most.
@@ -130,6 +132,30 @@ pub struct Deployment {
     /// Who asked by email, to be told how it went.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reply_to: Option<String>,
+    /// While BUILDING: the request id of the invocation running the
+    /// current attempt (see [`crate::lease`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_holder: Option<String>,
+    /// Epoch seconds after which the current attempt is known to be gone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_expires_at: Option<i64>,
+    /// The attempt running (or that ran last); 0 before any ran.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub attempt: u32,
+    /// The step the current attempt is in ([`crate::lease::Phase`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    /// Attempts that stopped without a result, and where.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub interruptions: Vec<String>,
+    /// The deploy the current attempt is uploading: not live until its
+    /// pointer switch, and removed by whoever takes over if it never went live.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_deploy_id: Option<String>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl Deployment {
@@ -425,38 +451,19 @@ impl DeploymentStore {
         changes: Changes,
         condition: Option<(&str, Vec<(&str, AttributeValue)>)>,
     ) -> Result<Transition, StoreError> {
-        let mut names = HashMap::from([("#status".to_owned(), "status".to_owned())]);
-        let mut values = HashMap::from([
-            (":from".to_owned(), AttributeValue::S(from.as_str().into())),
-            (":to".to_owned(), AttributeValue::S(to.as_str().into())),
-            (":now".to_owned(), AttributeValue::S(now_rfc3339())),
-        ]);
-        let mut sets = vec!["#status = :to".to_owned(), "updated_at = :now".to_owned()];
-        for (i, (name, value)) in changes.set.into_iter().enumerate() {
-            names.insert(format!("#s{i}"), name);
-            values.insert(format!(":s{i}"), value);
-            sets.push(format!("#s{i} = :s{i}"));
-        }
-        let mut expression = format!("SET {}", sets.join(", "));
-        if !changes.remove.is_empty() {
-            let removes: Vec<String> = changes
-                .remove
-                .into_iter()
-                .enumerate()
-                .map(|(i, name)| {
-                    names.insert(format!("#r{i}"), name);
-                    format!("#r{i}")
-                })
-                .collect();
-            expression.push_str(&format!(" REMOVE {}", removes.join(", ")));
-        }
-        let mut condition_expression = "attribute_exists(pk) AND #status = :from".to_owned();
+        let mut update = StatusUpdate::new(from, to, changes);
         if let Some((extra, extra_values)) = condition {
-            condition_expression.push_str(&format!(" AND ({extra})"));
-            for (name, value) in extra_values {
-                values.insert(name.to_owned(), value);
-            }
+            update.condition(extra, extra_values);
         }
+        self.update(key, update).await
+    }
+
+    async fn update(
+        &self,
+        key: &DeploymentKey,
+        update: StatusUpdate,
+    ) -> Result<Transition, StoreError> {
+        let (expression, condition, names, values) = update.build();
         let result = self
             .client
             .update_item()
@@ -464,7 +471,7 @@ impl DeploymentStore {
             .key("pk", AttributeValue::S(key.target.clone()))
             .key("sk", AttributeValue::S(key.id.clone()))
             .update_expression(expression)
-            .condition_expression(condition_expression)
+            .condition_expression(condition)
             .set_expression_attribute_names(Some(names))
             .set_expression_attribute_values(Some(values))
             .send()
@@ -479,6 +486,347 @@ impl DeploymentStore {
             }
             Err(e) => Err(self.error("UpdateItem", e)),
         }
+    }
+
+    /// One status update of `key` together with a write of its entry in
+    /// the index of BUILDING deployments, in one transaction.
+    async fn update_with_index(
+        &self,
+        key: &DeploymentKey,
+        update: StatusUpdate,
+        index: IndexWrite,
+    ) -> Result<Transition, StoreError> {
+        let (expression, condition, names, values) = update.build();
+        let update = Update::builder()
+            .table_name(&self.table)
+            .key("pk", AttributeValue::S(key.target.clone()))
+            .key("sk", AttributeValue::S(key.id.clone()))
+            .update_expression(expression)
+            .condition_expression(condition)
+            .set_expression_attribute_names(Some(names))
+            .set_expression_attribute_values(Some(values))
+            .build()
+            .expect("table, key and expression are set");
+        let index_item = match index {
+            IndexWrite::Put => TransactWriteItem::builder()
+                .put(
+                    Put::builder()
+                        .table_name(&self.table)
+                        .set_item(Some(index_item(key)))
+                        .build()
+                        .expect("table and item are set"),
+                )
+                .build(),
+            IndexWrite::Delete => TransactWriteItem::builder()
+                .delete(
+                    Delete::builder()
+                        .table_name(&self.table)
+                        .key("pk", AttributeValue::S(BUILDING_INDEX_PK.into()))
+                        .key("sk", AttributeValue::S(key.to_string()))
+                        .build()
+                        .expect("table and key are set"),
+                )
+                .build(),
+        };
+        let result = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().update(update).build())
+            .transact_items(index_item)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(Transition::Done),
+            Err(e) => {
+                let refused = e.as_service_error().is_some_and(|s| match s {
+                    TransactWriteItemsError::TransactionCanceledException(canceled) => {
+                        canceled.cancellation_reasons().is_empty()
+                            || canceled
+                                .cancellation_reasons()
+                                .iter()
+                                .any(|r| r.code() == Some("ConditionalCheckFailed"))
+                    }
+                    _ => false,
+                });
+                if refused {
+                    Ok(Transition::Refused)
+                } else {
+                    Err(self.error("TransactWriteItems", e))
+                }
+            }
+        }
+    }
+
+    /// Claims a QUEUED deployment for `lease` (attempt 1): BUILDING, and
+    /// listed among the BUILDING deployments the sweep watches.
+    pub async fn claim_run(
+        &self,
+        key: &DeploymentKey,
+        lease: &Lease,
+        changes: Changes,
+    ) -> Result<Transition, StoreError> {
+        let changes = lease_changes(changes, lease).set("phase", Phase::Starting.as_str());
+        let update = StatusUpdate::new(
+            DeploymentStatus::Queued,
+            DeploymentStatus::Building,
+            changes,
+        );
+        self.update_with_index(key, update, IndexWrite::Put).await
+    }
+
+    /// Takes a BUILDING deployment over from the attempt that held it as
+    /// `seen`, for `lease`; refused if anyone changed the lease since.
+    pub async fn take_over(
+        &self,
+        key: &DeploymentKey,
+        seen: &SeenLease,
+        lease: &Lease,
+        changes: Changes,
+    ) -> Result<Transition, StoreError> {
+        let changes = lease_changes(changes, lease)
+            .set("phase", Phase::Starting.as_str())
+            .remove("pending_deploy_id");
+        let mut update = StatusUpdate::new(
+            DeploymentStatus::Building,
+            DeploymentStatus::Building,
+            changes,
+        );
+        update.held_by(seen);
+        self.update_with_index(key, update, IndexWrite::Put).await
+    }
+
+    /// Records the progress of the attempt holding `lease`; refused when the
+    /// attempt has lost its lease (it must then stop).
+    pub async fn progress(
+        &self,
+        key: &DeploymentKey,
+        lease: &Lease,
+        changes: Changes,
+    ) -> Result<Transition, StoreError> {
+        let mut update = StatusUpdate::new(
+            DeploymentStatus::Building,
+            DeploymentStatus::Building,
+            changes,
+        );
+        update.held_by(&lease.seen());
+        self.update(key, update).await
+    }
+
+    /// Ends a BUILDING deployment held as `held` in `to`, and takes it off
+    /// the sweep's list.
+    pub async fn finish(
+        &self,
+        key: &DeploymentKey,
+        held: &SeenLease,
+        to: DeploymentStatus,
+        changes: Changes,
+    ) -> Result<Transition, StoreError> {
+        let changes = changes
+            .set("finished_at", now_rfc3339())
+            .remove("lease_expires_at");
+        let mut update = StatusUpdate::new(DeploymentStatus::Building, to, changes);
+        update.held_by(held);
+        self.update_with_index(key, update, IndexWrite::Delete)
+            .await
+    }
+
+    /// The deployments listed as BUILDING (the sweep's list). An entry may
+    /// outlive its deployment's BUILDING status only if the deployment was
+    /// changed outside this store; [`Self::unlist`] removes it.
+    pub async fn building(&self) -> Result<Vec<DeploymentKey>, StoreError> {
+        let mut keys = Vec::new();
+        let mut pages = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", AttributeValue::S(BUILDING_INDEX_PK.into()))
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| self.error("Query", e))?;
+            keys.extend(page.items().iter().filter_map(|item| {
+                let (target, id) = item.get("sk")?.as_s().ok()?.rsplit_once('/')?;
+                Some(DeploymentKey {
+                    target: target.to_owned(),
+                    id: id.to_owned(),
+                })
+            }));
+        }
+        Ok(keys)
+    }
+
+    /// Takes `key` off the list of BUILDING deployments.
+    pub async fn unlist(&self, key: &DeploymentKey) -> Result<(), StoreError> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", AttributeValue::S(BUILDING_INDEX_PK.into()))
+            .key("sk", AttributeValue::S(key.to_string()))
+            .send()
+            .await
+            .map_err(|e| self.error("DeleteItem", e))?;
+        Ok(())
+    }
+
+    /// Deployments of `target` newer than `id`, oldest first (at most `limit`).
+    pub async fn newer(
+        &self,
+        target: &str,
+        id: &str,
+        limit: i32,
+    ) -> Result<Vec<Deployment>, StoreError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND sk > :sk")
+            .expression_attribute_values(":pk", AttributeValue::S(target.to_owned()))
+            .expression_attribute_values(":sk", AttributeValue::S(id.to_owned()))
+            .consistent_read(true)
+            .limit(limit)
+            .send()
+            .await
+            .map_err(|e| self.error("Query", e))?;
+        out.items
+            .unwrap_or_default()
+            .into_iter()
+            .map(|item| {
+                let key = DeploymentKey {
+                    target: target.to_owned(),
+                    id: item
+                        .get("sk")
+                        .and_then(|v| v.as_s().ok())
+                        .cloned()
+                        .unwrap_or_default(),
+                };
+                self.read(&key, item)
+            })
+            .collect()
+    }
+}
+
+/// The partition listing BUILDING deployments, one item each
+/// (`sk = {target}/{id}`): written with the claim, deleted with the end, so
+/// the sweep finds stranded builds with one Query and no scan.
+pub const BUILDING_INDEX_PK: &str = "building";
+
+enum IndexWrite {
+    Put,
+    Delete,
+}
+
+fn index_item(key: &DeploymentKey) -> HashMap<String, AttributeValue> {
+    HashMap::from([
+        (
+            "pk".to_owned(),
+            AttributeValue::S(BUILDING_INDEX_PK.to_owned()),
+        ),
+        ("sk".to_owned(), AttributeValue::S(key.to_string())),
+        ("listed_at".to_owned(), AttributeValue::S(now_rfc3339())),
+    ])
+}
+
+fn lease_changes(changes: Changes, lease: &Lease) -> Changes {
+    changes
+        .set("lease_holder", &lease.holder)
+        .set("lease_expires_at", lease.expires_at)
+        .set("attempt", lease.attempt)
+}
+
+/// An UpdateItem of a deployment's status, conditional on the status it
+/// leaves (and on more, when asked).
+struct StatusUpdate {
+    names: HashMap<String, String>,
+    values: HashMap<String, AttributeValue>,
+    sets: Vec<String>,
+    removes: Vec<String>,
+    conditions: Vec<String>,
+}
+
+impl StatusUpdate {
+    fn new(from: DeploymentStatus, to: DeploymentStatus, changes: Changes) -> Self {
+        let mut names = HashMap::from([("#status".to_owned(), "status".to_owned())]);
+        let mut values = HashMap::from([
+            (":from".to_owned(), AttributeValue::S(from.as_str().into())),
+            (":to".to_owned(), AttributeValue::S(to.as_str().into())),
+            (":now".to_owned(), AttributeValue::S(now_rfc3339())),
+        ]);
+        let mut sets = vec!["#status = :to".to_owned(), "updated_at = :now".to_owned()];
+        for (i, (name, value)) in changes.set.into_iter().enumerate() {
+            names.insert(format!("#s{i}"), name);
+            values.insert(format!(":s{i}"), value);
+            sets.push(format!("#s{i} = :s{i}"));
+        }
+        let removes = changes
+            .remove
+            .into_iter()
+            .enumerate()
+            .map(|(i, name)| {
+                names.insert(format!("#r{i}"), name);
+                format!("#r{i}")
+            })
+            .collect();
+        Self {
+            names,
+            values,
+            sets,
+            removes,
+            conditions: vec!["attribute_exists(pk) AND #status = :from".to_owned()],
+        }
+    }
+
+    fn condition(&mut self, expression: &str, values: Vec<(&str, AttributeValue)>) {
+        self.conditions.push(format!("({expression})"));
+        for (name, value) in values {
+            self.values.insert(name.to_owned(), value);
+        }
+    }
+
+    /// Only while the lease is still as `seen`.
+    fn held_by(&mut self, seen: &SeenLease) {
+        self.names
+            .insert("#lease_holder".into(), "lease_holder".into());
+        self.names.insert("#attempt".into(), "attempt".into());
+        let holder = match &seen.holder {
+            Some(holder) => {
+                self.values
+                    .insert(":lease_holder".into(), AttributeValue::S(holder.clone()));
+                "#lease_holder = :lease_holder"
+            }
+            None => "attribute_not_exists(#lease_holder)",
+        };
+        let attempt = if seen.attempt == 0 {
+            "attribute_not_exists(#attempt)".to_owned()
+        } else {
+            self.values.insert(
+                ":lease_attempt".into(),
+                AttributeValue::N(seen.attempt.to_string()),
+            );
+            "#attempt = :lease_attempt".to_owned()
+        };
+        self.conditions.push(format!("{holder} AND {attempt}"));
+    }
+
+    /// (update expression, condition, names, values)
+    fn build(
+        self,
+    ) -> (
+        String,
+        String,
+        HashMap<String, String>,
+        HashMap<String, AttributeValue>,
+    ) {
+        let mut expression = format!("SET {}", self.sets.join(", "));
+        if !self.removes.is_empty() {
+            expression.push_str(&format!(" REMOVE {}", self.removes.join(", ")));
+        }
+        (
+            expression,
+            self.conditions.join(" AND "),
+            self.names,
+            self.values,
+        )
     }
 }
 

@@ -17,6 +17,7 @@ pub mod config;
 pub mod content;
 pub mod deployments;
 pub mod github_api;
+pub mod lease;
 pub mod live_store;
 pub mod publish;
 pub mod service;
@@ -27,7 +28,7 @@ pub mod trigger;
 pub use publish::{
     DeployManifest, DistributionId, InvalidationStatus, LivePointer, ManifestEntry, PruneOutcome,
     PublishError, PublishOutcome, PublishTarget, Publisher, RemoveOutcome, ResolvedObject,
-    RollbackOutcome,
+    RollbackOutcome, Settled,
 };
 pub use signature::{SignatureError, WebhookSecret};
 pub use slug::PreviewSlug;

@@ -7,6 +7,7 @@ use site_build::build::{GitHubToken, NpmBuilder, SourceFetcher};
 use site_build::config::SiteConfig;
 use site_build::deployments::DeploymentStore;
 use site_build::github_api::GitHubApi;
+use site_build::lease::Invocation;
 use site_build::service::SiteService;
 use site_build::{Publisher, WebhookSecret};
 
@@ -52,7 +53,13 @@ async fn main() -> Result<(), Error> {
     );
     lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
         let service = &service;
-        async move { service.handle(event.payload).await.map_err(Error::from) }
+        let invocation = Invocation::new(&event.context.request_id, event.context.deadline());
+        async move {
+            service
+                .handle(event.payload, &invocation)
+                .await
+                .map_err(Error::from)
+        }
     }))
     .await
 }

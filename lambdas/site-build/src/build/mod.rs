@@ -15,7 +15,7 @@ mod tail;
 
 pub use extract::ArchiveError;
 pub use npm::{
-    BuildFailure, BuildStep, BuiltSite, FailureCause, NpmBuilder, StepDurations,
+    BuildFailure, BuildStep, BuiltSite, FailureCause, NpmBuilder, NpmSession, StepDurations,
     DEFAULT_STEP_TIMEOUT, OUTPUT_DIRS,
 };
 pub use source::{

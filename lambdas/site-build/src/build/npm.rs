@@ -136,6 +136,9 @@ pub enum FailureCause {
     Signalled { signal: i32 },
     #[error("it ran longer than {after:?} and was killed")]
     TimedOut { after: Duration },
+    /// The build's deadline came first (see [`NpmBuilder::build_until`]).
+    #[error("the time left for the build ran out after {after:?}; it was killed")]
+    OutOfTime { after: Duration },
     #[error("cannot start {program}: {source}")]
     Spawn { program: PathBuf, source: io::Error },
     #[error("the build wrote none of {} in {tree}", OUTPUT_DIRS.map(|d| format!("{d}/")).join(", "))]
@@ -201,62 +204,54 @@ impl NpmBuilder {
     /// Installs and builds the site in `tree` for `environment` (exported
     /// as `PUBLIC_ENV`) and finds its output.
     pub async fn build(&self, tree: &Path, environment: &str) -> Result<BuiltSite, BuildFailure> {
-        let mut tail = LogTail::new(self.tail_lines);
-        let mut durations = StepDurations::default();
-        let fail = |step, cause, tail: &LogTail, durations| BuildFailure {
-            step,
-            cause,
-            log_tail: tail.lines(),
-            durations,
+        self.build_until(tree, environment, None).await
+    }
+
+    /// [`Self::build`], with every step ending by `until` at the latest: a
+    /// step cut short by it fails with [`FailureCause::OutOfTime`], and a
+    /// step with less than a second left is not started.
+    pub async fn build_until(
+        &self,
+        tree: &Path,
+        environment: &str,
+        until: Option<Instant>,
+    ) -> Result<BuiltSite, BuildFailure> {
+        let mut session = self.session(tree, environment)?;
+        session.install(until).await?;
+        session.build(until).await?;
+        session.output()
+    }
+
+    /// The steps of one build, one at a time, for callers that record
+    /// which step is running: [`NpmSession::install`], then
+    /// [`NpmSession::build`], then [`NpmSession::output`].
+    pub fn session<'a>(
+        &'a self,
+        tree: &'a Path,
+        environment: &'a str,
+    ) -> Result<NpmSession<'a>, BuildFailure> {
+        let session = NpmSession {
+            builder: self,
+            tree,
+            environment,
+            tail: LogTail::new(self.tail_lines),
+            durations: StepDurations::default(),
         };
         if let Err(source) = std::fs::create_dir_all(&self.cache_dir) {
             let cause = FailureCause::Io {
                 what: format!("cannot create the npm cache {}", self.cache_dir.display()),
                 source,
             };
-            return Err(fail(BuildStep::Install, cause, &tail, durations));
+            return Err(session.fail(BuildStep::Install, cause));
         }
         if !tree.is_dir() {
             let cause = FailureCause::Io {
                 what: format!("cannot build in {}", tree.display()),
                 source: io::Error::new(io::ErrorKind::NotFound, "not a directory"),
             };
-            return Err(fail(BuildStep::Install, cause, &tail, durations));
+            return Err(session.fail(BuildStep::Install, cause));
         }
-
-        let install_env = self.step_env(environment, false);
-        let install = ["ci", "--prefer-offline", "--no-audit", "--no-fund"];
-        let (took, result) = self.run(&install, tree, &install_env, &mut tail).await;
-        durations.install = took;
-        if let Err(cause) = result {
-            return Err(fail(BuildStep::Install, cause, &tail, durations));
-        }
-
-        let build_env = self.step_env(environment, true);
-        let (took, result) = self
-            .run(&["run", "build"], tree, &build_env, &mut tail)
-            .await;
-        durations.build = took;
-        if let Err(cause) = result {
-            return Err(fail(BuildStep::Build, cause, &tail, durations));
-        }
-
-        match find_output(tree) {
-            Ok(output_dir) => {
-                info!(
-                    output_dir = %output_dir.display(),
-                    install_ms = durations.install.as_millis() as u64,
-                    build_ms = durations.build.as_millis() as u64,
-                    "site built"
-                );
-                Ok(BuiltSite {
-                    output_dir,
-                    log_tail: tail.lines(),
-                    durations,
-                })
-            }
-            Err(cause) => Err(fail(BuildStep::Output, cause, &tail, durations)),
-        }
+        Ok(session)
     }
 
     /// The environment of a step, from nothing: see [`INHERITED`].
@@ -298,19 +293,35 @@ impl NpmBuilder {
     }
 
     /// Runs `npm {args}` in `tree`, its output into `tail`, within the step
-    /// timeout. Returns how long it took.
+    /// timeout and by `until`. Returns how long it took.
     async fn run(
         &self,
         args: &[&str],
         tree: &Path,
         env: &[(OsString, OsString)],
+        until: Option<Instant>,
         tail: &mut LogTail,
     ) -> (Duration, Result<(), FailureCause>) {
         let started = Instant::now();
         let shown = format!("npm {}", args.join(" "));
+        let left = until.map(|until| until.saturating_duration_since(started));
+        if left.is_some_and(|left| left < SHORTEST_STEP) {
+            tail.note(format!("[site-build] no time left to start {shown}"));
+            warn!(step = %shown, "no time left to start the step");
+            return (
+                Duration::ZERO,
+                Err(FailureCause::OutOfTime {
+                    after: Duration::ZERO,
+                }),
+            );
+        }
+        let limit = match left {
+            Some(left) if left < self.timeout => Limit::Budget(left),
+            _ => Limit::Step(self.timeout),
+        };
         tail.note(format!("$ {shown}"));
-        info!(step = %shown, tree = %tree.display(), "build step starts");
-        let result = self.run_inner(args, tree, env, tail).await;
+        info!(step = %shown, tree = %tree.display(), limit_s = limit.duration().as_secs(), "{shown} starts");
+        let result = self.run_inner(args, tree, env, limit, tail).await;
         let took = started.elapsed();
         match &result {
             Ok(()) => info!(step = %shown, ms = took.as_millis() as u64, "build step done"),
@@ -326,6 +337,7 @@ impl NpmBuilder {
         args: &[&str],
         tree: &Path,
         env: &[(OsString, OsString)],
+        limit: Limit,
         tail: &mut LogTail,
     ) -> Result<(), FailureCause> {
         let io_error = |what: &str| {
@@ -360,7 +372,7 @@ impl NpmBuilder {
         let mut output = tokio::net::unix::pipe::Receiver::from_owned_fd(OwnedFd::from(reader))
             .map_err(io_error("cannot read the step's output"))?;
 
-        let deadline = Instant::now() + self.timeout;
+        let deadline = Instant::now() + limit.duration();
         let mut buffer = vec![0u8; 16 * 1024];
         let mut status: Option<ExitStatus> = None;
         let mut drained_by: Option<Instant> = None;
@@ -388,11 +400,16 @@ impl NpmBuilder {
                 },
                 () = tokio::time::sleep_until(deadline), if !timed_out && status.is_none() => {
                     timed_out = true;
-                    tail.note(format!(
-                        "[site-build] npm {} ran longer than {:?}; killing it",
-                        args.join(" "),
-                        self.timeout
-                    ));
+                    tail.note(match limit {
+                        Limit::Step(after) => format!(
+                            "[site-build] npm {} ran longer than {after:?}; killing it",
+                            args.join(" ")
+                        ),
+                        Limit::Budget(after) => format!(
+                            "[site-build] npm {} used the {after:?} left for the build; killing it",
+                            args.join(" ")
+                        ),
+                    });
                     if let Some(group) = group {
                         kill_group(group);
                     }
@@ -406,8 +423,9 @@ impl NpmBuilder {
         }
         let status = status.expect("the loop ends only after the step exited");
         if timed_out {
-            return Err(FailureCause::TimedOut {
-                after: self.timeout,
+            return Err(match limit {
+                Limit::Step(after) => FailureCause::TimedOut { after },
+                Limit::Budget(after) => FailureCause::OutOfTime { after },
             });
         }
         match (status.code(), status.signal()) {
@@ -415,6 +433,89 @@ impl NpmBuilder {
             (Some(code), _) => Err(FailureCause::Exited { code }),
             (None, Some(signal)) => Err(FailureCause::Signalled { signal }),
             (None, None) => Err(FailureCause::Exited { code: -1 }),
+        }
+    }
+}
+
+/// One build's steps in a source tree, sharing one log tail.
+pub struct NpmSession<'a> {
+    builder: &'a NpmBuilder,
+    tree: &'a Path,
+    environment: &'a str,
+    tail: LogTail,
+    durations: StepDurations,
+}
+
+impl NpmSession<'_> {
+    fn fail(&self, step: BuildStep, cause: FailureCause) -> BuildFailure {
+        BuildFailure {
+            step,
+            cause,
+            log_tail: self.tail.lines(),
+            durations: self.durations,
+        }
+    }
+
+    /// `npm ci`, ending by `until`.
+    pub async fn install(&mut self, until: Option<Instant>) -> Result<(), BuildFailure> {
+        let env = self.builder.step_env(self.environment, false);
+        let install = ["ci", "--prefer-offline", "--no-audit", "--no-fund"];
+        let (took, result) = self
+            .builder
+            .run(&install, self.tree, &env, until, &mut self.tail)
+            .await;
+        self.durations.install = took;
+        result.map_err(|cause| self.fail(BuildStep::Install, cause))
+    }
+
+    /// `npm run build`, ending by `until`.
+    pub async fn build(&mut self, until: Option<Instant>) -> Result<(), BuildFailure> {
+        let env = self.builder.step_env(self.environment, true);
+        let (took, result) = self
+            .builder
+            .run(&["run", "build"], self.tree, &env, until, &mut self.tail)
+            .await;
+        self.durations.build = took;
+        result.map_err(|cause| self.fail(BuildStep::Build, cause))
+    }
+
+    /// The folder the build wrote.
+    pub fn output(self) -> Result<BuiltSite, BuildFailure> {
+        match find_output(self.tree) {
+            Ok(output_dir) => {
+                info!(
+                    output_dir = %output_dir.display(),
+                    install_ms = self.durations.install.as_millis() as u64,
+                    build_ms = self.durations.build.as_millis() as u64,
+                    "site built"
+                );
+                Ok(BuiltSite {
+                    output_dir,
+                    log_tail: self.tail.lines(),
+                    durations: self.durations,
+                })
+            }
+            Err(cause) => Err(self.fail(BuildStep::Output, cause)),
+        }
+    }
+}
+
+/// Less time than this left: a step is not started.
+const SHORTEST_STEP: Duration = Duration::from_secs(1);
+
+/// What bounds a step's time.
+#[derive(Debug, Clone, Copy)]
+enum Limit {
+    /// The step's own timeout.
+    Step(Duration),
+    /// The time left for the whole build, shorter than the step's timeout.
+    Budget(Duration),
+}
+
+impl Limit {
+    fn duration(self) -> Duration {
+        match self {
+            Limit::Step(d) | Limit::Budget(d) => d,
         }
     }
 }
@@ -616,6 +717,62 @@ sleep 30"#,
         assert!(
             !marker.exists(),
             "a process of the step outlived the timeout"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_step_cut_short_by_the_build_deadline_is_out_of_time_not_timed_out() {
+        let scratch = Scratch::new("deadline");
+        let npm = fake_npm(
+            &scratch.0,
+            r#"[ "$1" = ci ] && exit 0
+echo building; sleep 30"#,
+        );
+        let builder = NpmBuilder::new(&npm, scratch.0.join("cache"));
+        let started = Instant::now();
+        let failure = builder
+            .build_until(
+                &tree(&scratch),
+                "preview",
+                Some(started + Duration::from_millis(1500)),
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(failure.step, BuildStep::Build);
+        assert!(
+            matches!(failure.cause, FailureCause::OutOfTime { .. }),
+            "{failure:?}"
+        );
+        assert!(failure.log_tail.iter().any(|l| l == "building"));
+        assert!(
+            failure
+                .log_tail
+                .last()
+                .unwrap()
+                .contains("left for the build; killing it"),
+            "{:?}",
+            failure.log_tail
+        );
+
+        // Less than a second left: the step does not start at all.
+        let failure = builder
+            .build_until(
+                &tree(&scratch),
+                "preview",
+                Some(Instant::now() + Duration::from_millis(300)),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(failure.step, BuildStep::Install);
+        assert!(matches!(failure.cause, FailureCause::OutOfTime { after } if after.is_zero()));
+        assert_eq!(
+            failure.log_tail,
+            ["[site-build] no time left to start npm ci --prefer-offline --no-audit --no-fund"]
         );
     }
 

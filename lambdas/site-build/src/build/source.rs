@@ -206,6 +206,11 @@ impl SourceFetcher {
         self
     }
 
+    /// The time one fetch may take.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// Unpacks `repository` (`owner/name`) at `commit` (7 to 64 hex digits;
     /// prefer the full id) into `into`, which must not exist or be an empty
     /// directory. On any error `into` is removed again, so a half-unpacked

@@ -148,6 +148,8 @@ pub enum PublishError {
         bucket: String,
         key: String,
     },
+    #[error("the function's time ran out before deploy {deploy_id} of {target} was complete; it was deleted, nothing was switched")]
+    OutOfTime { target: String, deploy_id: String },
     #[error("the live pointer s3://{bucket}/{key} changed while this {action} ran (a concurrent publish, rollback or removal of {target}); nothing was switched")]
     PointerMoved {
         action: &'static str,
@@ -155,6 +157,40 @@ pub enum PublishError {
         bucket: String,
         key: String,
     },
+}
+
+/// The result of [`Publisher::settle`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Settled {
+    /// The deploy is live: the interrupted publish had switched to it.
+    Live(PublishOutcome),
+    /// It had gone live, and something (a rollback) replaced it since.
+    Replaced { live: String },
+    /// It never went live; what it had uploaded is deleted.
+    Discarded { deleted_objects: usize },
+}
+
+/// A new deploy's id: a KSUID, which [`Publisher::prune`] reads the
+/// creation second from.
+pub fn new_deploy_id() -> String {
+    new_ksuid()
+}
+
+enum Written {
+    Unchanged(PublishOutcome),
+    Deploy(Box<WrittenDeploy>),
+}
+
+/// A deploy written in full, not yet switched to.
+struct WrittenDeploy {
+    live_files: BTreeMap<String, ManifestEntry>,
+    manifest: DeployManifest,
+    previous: Option<String>,
+    /// The ETag of the pointer read, for the conditional switch.
+    expected: Option<String>,
+    uploaded: usize,
+    copied: usize,
+    bytes_uploaded: u64,
 }
 
 /// One file of a new deploy: uploaded from disk or, when the live deploy
@@ -386,6 +422,119 @@ impl Publisher {
         target: &PublishTarget,
         dir: &Path,
     ) -> Result<PublishOutcome, PublishError> {
+        self.publish_as(target, dir, &new_deploy_id(), None).await
+    }
+
+    /// [`Self::publish`] as the deploy `deploy_id` (from [`new_deploy_id`],
+    /// recorded by the caller beforehand so that whoever resumes an
+    /// interrupted publish can tell whether it went live), writing until
+    /// `until` at the latest: a deploy not complete by then is deleted and
+    /// never switched to ([`PublishError::OutOfTime`]). The switch itself,
+    /// one conditional write, is never cut short.
+    pub async fn publish_as(
+        &self,
+        target: &PublishTarget,
+        dir: &Path,
+        deploy_id: &str,
+        until: Option<tokio::time::Instant>,
+    ) -> Result<PublishOutcome, PublishError> {
+        let out_of_time = || PublishError::OutOfTime {
+            target: target.name(),
+            deploy_id: deploy_id.to_owned(),
+        };
+        let written = match until {
+            Some(until) => {
+                match tokio::time::timeout_at(until, self.write_deploy(target, dir, deploy_id))
+                    .await
+                {
+                    Ok(written) => written?,
+                    Err(_) => return Err(self.abandon(target, deploy_id, out_of_time()).await),
+                }
+            }
+            None => self.write_deploy(target, dir, deploy_id).await?,
+        };
+        let written = match written {
+            Written::Unchanged(outcome) => return Ok(outcome),
+            Written::Deploy(written) => written,
+        };
+        if until.is_some_and(|until| tokio::time::Instant::now() >= until) {
+            return Err(self.abandon(target, deploy_id, out_of_time()).await);
+        }
+        let WrittenDeploy {
+            live_files,
+            manifest,
+            previous,
+            expected,
+            uploaded,
+            copied,
+            bytes_uploaded,
+        } = *written;
+
+        let pointer = LivePointer {
+            deploy_id: deploy_id.to_owned(),
+            manifest_key: target.manifest_key(deploy_id),
+            previous: previous.clone(),
+            target: target.name(),
+            switched_at: now_rfc3339(),
+            switched_by: Switch::Publish,
+        };
+        info!(target = %target, deploy_id = %deploy_id, "deploy uploaded; switching the live pointer");
+        match self
+            .switch_pointer("publish", target, &pointer, expected.as_deref())
+            .await
+        {
+            Ok(()) => {}
+            Err(err @ PublishError::PointerMoved { .. }) => {
+                return Err(self.abandon(target, deploy_id, err).await)
+            }
+            // Whether the pointer moved is unknown, so the deploy may be
+            // live: it stays. If it is not, `prune` collects it later.
+            Err(err) => return Err(err),
+        }
+        info!(target = %target, deploy_id = %deploy_id, "live pointer switched");
+
+        let changed = changed_paths(&live_files, &manifest.files);
+        let deleted = live_files
+            .keys()
+            .filter(|path| !manifest.files.contains_key(*path))
+            .count();
+        let invalidation_paths = invalidation_paths(&changed, self.invalidation_path_limit);
+        let invalidation =
+            invalidation::invalidate(self.cloudfront.as_ref(), &invalidation_paths, deploy_id)
+                .await;
+        info!(
+            target = %target,
+            deploy_id = %deploy_id,
+            previous = previous.as_deref().unwrap_or("none"),
+            uploaded,
+            copied,
+            deleted,
+            bytes_uploaded,
+            invalidation = ?invalidation,
+            "published"
+        );
+        Ok(PublishOutcome {
+            target: target.clone(),
+            deploy_id: deploy_id.to_owned(),
+            previous,
+            unchanged: false,
+            uploaded,
+            copied,
+            deleted,
+            bytes_uploaded,
+            invalidation_paths,
+            invalidation,
+        })
+    }
+
+    /// Everything of a publish before the switch: the deploy's files and
+    /// manifest, or the finding that the site is what is live already.
+    async fn write_deploy(
+        &self,
+        target: &PublishTarget,
+        dir: &Path,
+        deploy_id: &str,
+    ) -> Result<Written, PublishError> {
         let root = dir.to_path_buf();
         let site = tokio::task::spawn_blocking(move || LocalSite::scan(&root))
             .await
@@ -413,7 +562,7 @@ impl Publisher {
             if manifest.files == files {
                 let (pointer, _) = live.as_ref().expect("a manifest came from a pointer");
                 info!(target = %target, deploy_id = %pointer.deploy_id, "site unchanged; nothing published");
-                return Ok(PublishOutcome {
+                return Ok(Written::Unchanged(PublishOutcome {
                     target: target.clone(),
                     deploy_id: pointer.deploy_id.clone(),
                     previous: pointer.previous.clone(),
@@ -424,13 +573,14 @@ impl Publisher {
                     bytes_uploaded: 0,
                     invalidation_paths: Vec::new(),
                     invalidation: InvalidationStatus::NotNeeded,
-                });
+                }));
             }
         }
 
-        let deploy_id = new_ksuid();
-        let empty = BTreeMap::new();
-        let live_files = live_manifest.as_ref().map_or(&empty, |m| &m.files);
+        let live_files = live_manifest
+            .as_ref()
+            .map(|m| m.files.clone())
+            .unwrap_or_default();
         let live_prefix = live_manifest
             .as_ref()
             .map(|m| target.deploy_prefix(&m.deploy_id));
@@ -452,7 +602,8 @@ impl Publisher {
             })
             .collect();
 
-        let new_prefix = target.deploy_prefix(&deploy_id);
+        let new_prefix = target.deploy_prefix(deploy_id);
+        info!(target = %target, deploy_id = %deploy_id, files = transfers.len(), "uploading the deploy");
         let written = stream::iter(transfers)
             .map(|transfer| self.transfer(&new_prefix, transfer))
             .buffer_unordered(self.concurrency)
@@ -468,73 +619,90 @@ impl Publisher {
             .await;
         let (uploaded, copied, bytes_uploaded) = match written {
             Ok(counts) => counts,
-            Err(err) => return Err(self.abandon(target, &deploy_id, err).await),
+            Err(err) => return Err(self.abandon(target, deploy_id, err).await),
         };
 
         let manifest = DeployManifest {
-            deploy_id: deploy_id.clone(),
+            deploy_id: deploy_id.to_owned(),
             target: target.name(),
             files,
         };
-        let manifest_key = target.manifest_key(&deploy_id);
-        if let Err(err) = self.put_manifest(&manifest_key, &manifest).await {
-            return Err(self.abandon(target, &deploy_id, err).await);
-        }
-
-        let pointer = LivePointer {
-            deploy_id: deploy_id.clone(),
-            manifest_key,
-            previous: previous.clone(),
-            target: target.name(),
-            switched_at: now_rfc3339(),
-            switched_by: Switch::Publish,
-        };
-        let expected = live.as_ref().and_then(|(_, etag)| etag.as_deref());
-        match self
-            .switch_pointer("publish", target, &pointer, expected)
+        if let Err(err) = self
+            .put_manifest(&target.manifest_key(deploy_id), &manifest)
             .await
         {
-            Ok(()) => {}
-            Err(err @ PublishError::PointerMoved { .. }) => {
-                return Err(self.abandon(target, &deploy_id, err).await)
-            }
-            // Whether the pointer moved is unknown, so the deploy may be
-            // live: it stays. If it is not, `prune` collects it later.
-            Err(err) => return Err(err),
+            return Err(self.abandon(target, deploy_id, err).await);
         }
-
-        let changed = changed_paths(live_files, &manifest.files);
-        let deleted = live_files
-            .keys()
-            .filter(|path| !manifest.files.contains_key(*path))
-            .count();
-        let invalidation_paths = invalidation_paths(&changed, self.invalidation_path_limit);
-        let invalidation =
-            invalidation::invalidate(self.cloudfront.as_ref(), &invalidation_paths, &deploy_id)
-                .await;
-        info!(
-            target = %target,
-            deploy_id = %deploy_id,
-            previous = previous.as_deref().unwrap_or("none"),
-            uploaded,
-            copied,
-            deleted,
-            bytes_uploaded,
-            invalidation = ?invalidation,
-            "published"
-        );
-        Ok(PublishOutcome {
-            target: target.clone(),
-            deploy_id,
+        Ok(Written::Deploy(Box::new(WrittenDeploy {
+            live_files,
+            manifest,
             previous,
-            unchanged: false,
+            expected: live.and_then(|(_, etag)| etag),
             uploaded,
             copied,
-            deleted,
             bytes_uploaded,
-            invalidation_paths,
-            invalidation,
-        })
+        })))
+    }
+
+    /// Settles a deploy that an interrupted publish (recorded as pending)
+    /// may or may not have switched to. Live: its publish is completed
+    /// (invalidation) and reported as published; live before and replaced
+    /// since: left as it is; never live: deleted, so nothing of it can ever
+    /// be switched to.
+    pub async fn settle(
+        &self,
+        target: &PublishTarget,
+        deploy_id: &str,
+    ) -> Result<Settled, PublishError> {
+        let live = self.live(target).await?;
+        match &live {
+            Some(pointer) if pointer.deploy_id == deploy_id => {
+                let manifest = self.read_manifest(&pointer.manifest_key).await?;
+                let previous_files = match &pointer.previous {
+                    Some(previous) => self
+                        .read_manifest(&target.manifest_key(previous))
+                        .await?
+                        .map(|m| m.files),
+                    None => None,
+                }
+                .unwrap_or_default();
+                let files = manifest.map(|m| m.files).unwrap_or_default();
+                let changed = changed_paths(&previous_files, &files);
+                let invalidation_paths = invalidation_paths(&changed, self.invalidation_path_limit);
+                // The same paths under the same reference as the interrupted
+                // publish used: CloudFront treats a repeat as the same request.
+                let invalidation = invalidation::invalidate(
+                    self.cloudfront.as_ref(),
+                    &invalidation_paths,
+                    deploy_id,
+                )
+                .await;
+                info!(target = %target, deploy_id = %deploy_id, "an interrupted publish had switched; it stands");
+                Ok(Settled::Live(PublishOutcome {
+                    target: target.clone(),
+                    deploy_id: deploy_id.to_owned(),
+                    previous: pointer.previous.clone(),
+                    unchanged: false,
+                    uploaded: 0,
+                    copied: 0,
+                    deleted: 0,
+                    bytes_uploaded: 0,
+                    invalidation_paths,
+                    invalidation,
+                }))
+            }
+            Some(pointer) if pointer.previous.as_deref() == Some(deploy_id) => {
+                info!(target = %target, deploy_id = %deploy_id, live = %pointer.deploy_id, "an interrupted publish had switched; replaced since");
+                Ok(Settled::Replaced {
+                    live: pointer.deploy_id.clone(),
+                })
+            }
+            _ => {
+                let deleted_objects = self.delete_prefix(&target.deploy_prefix(deploy_id)).await?;
+                info!(target = %target, deploy_id = %deploy_id, deleted_objects, "an interrupted publish never switched; its partial deploy is deleted");
+                Ok(Settled::Discarded { deleted_objects })
+            }
+        }
     }
 
     async fn transfer(

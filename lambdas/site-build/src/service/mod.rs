@@ -9,6 +9,7 @@
 mod email;
 mod http;
 mod run;
+mod sweep;
 
 use std::time::Duration;
 
@@ -28,6 +29,7 @@ use crate::deployments::{
     DeploymentStore, StoreError,
 };
 use crate::github_api::GitHubApi;
+use crate::lease::Invocation;
 use crate::live_store::LiveStore;
 use crate::publish::{PublishTarget, Publisher};
 use crate::trigger::{direct, BuildRequest, Command, DedupeKey, Environment, GitHubEvent, Origin};
@@ -129,7 +131,11 @@ impl SiteService {
     }
 
     /// One invocation, whichever door it came through.
-    pub async fn handle(&self, event: Value) -> Result<Value, ServiceError> {
+    pub async fn handle(
+        &self,
+        event: Value,
+        invocation: &Invocation,
+    ) -> Result<Value, ServiceError> {
         if event.pointer("/requestContext/http").is_some() {
             return Ok(self.http(&event).await);
         }
@@ -144,18 +150,21 @@ impl SiteService {
             let key: DeploymentKey = serde_json::from_value(run.clone()).map_err(|e| {
                 ServiceError::BadRequest(format!("\"run\" needs target and id: {e}"))
             })?;
-            let deployment = self.run(&key).await?;
+            let deployment = self.run(&key, invocation).await?;
             return Ok(summary(&deployment));
         }
         if let Some(rollback) = event.get("rollback") {
             return self.rollback(rollback).await;
         }
-        self.direct(&event).await
+        if sweep::is_sweep(&event) {
+            return Ok(self.sweep().await?.to_json());
+        }
+        self.direct(&event, invocation).await
     }
 
     /// A direct invocation: the build runs in this invocation and its
     /// result is the answer.
-    async fn direct(&self, event: &Value) -> Result<Value, ServiceError> {
+    async fn direct(&self, event: &Value, invocation: &Invocation) -> Result<Value, ServiceError> {
         let request = match direct::parse_direct(event) {
             Ok(request) => request,
             Err(e) => {
@@ -188,7 +197,10 @@ impl SiteService {
                 );
                 return Ok(answer);
             }
-            Enqueued::Queued(deployment) => self.run(&deployment.key()).await?,
+            Enqueued::Queued(deployment) => {
+                self.sweep_quietly().await;
+                self.run(&deployment.key(), invocation).await?
+            }
         };
         Ok(summary(&deployment))
     }
@@ -276,6 +288,7 @@ impl SiteService {
         if let Enqueued::Queued(deployment) = &enqueued {
             self.start(deployment, command.dedupe_key().as_ref())
                 .await?;
+            self.sweep_quietly().await;
         }
         Ok(Some(enqueued))
     }
@@ -290,20 +303,10 @@ impl SiteService {
         claim: Option<&DedupeKey>,
     ) -> Result<(), ServiceError> {
         let key = deployment.key();
-        let payload = json!({"run": &key}).to_string();
-        let result = self
-            .lambda
-            .invoke()
-            .function_name(&self.function_name)
-            .invocation_type(InvocationType::Event)
-            .payload(Blob::new(payload))
-            .send()
-            .await;
-        let Err(e) = result else {
+        let Err(message) = self.invoke_run(&key).await else {
             info!(deployment = %key, "build started asynchronously");
             return Ok(());
         };
-        let message = aws_sdk_lambda::error::DisplayErrorContext(&e).to_string();
         warn!(deployment = %key, error = %message, "could not start the build");
         let error = format!("could not start the build: {message}");
         self.store
@@ -325,6 +328,20 @@ impl SiteService {
             function: self.function_name.clone(),
             message,
         })
+    }
+
+    /// Invokes this function asynchronously with `{"run": key}`.
+    async fn invoke_run(&self, key: &DeploymentKey) -> Result<(), String> {
+        let payload = json!({"run": key}).to_string();
+        self.lambda
+            .invoke()
+            .function_name(&self.function_name)
+            .invocation_type(InvocationType::Event)
+            .payload(Blob::new(payload))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| aws_sdk_lambda::error::DisplayErrorContext(&e).to_string())
     }
 
     fn new_deployment(
@@ -366,6 +383,12 @@ impl SiteService {
             approved_by: None,
             github_deployment_id: None,
             reply_to: None,
+            lease_holder: None,
+            lease_expires_at: None,
+            attempt: 0,
+            phase: None,
+            interruptions: Vec::new(),
+            pending_deploy_id: None,
         }
     }
 

@@ -1,19 +1,32 @@
-//! Running one queued deployment: claim it, build, publish, record, report.
+//! Running one deployment: claim it, build, publish, record, report.
 //! Whatever goes wrong after the claim ends the record in FAILED with the
 //! reason (and the build's log tail); the live deploy is only ever changed
 //! by a complete publish.
+//!
+//! A run holds a lease on its BUILDING record ([`crate::lease`]). A run
+//! that finds the record BUILDING under a lease whose attempt is gone (its
+//! own request id: Lambda's retry; or an expired lease: the sweep) resumes
+//! it from a clean state: a fresh work directory, the partial deploy of the
+//! attempt before deleted unless it went live, in which case that publish
+//! stands and is recorded. After [`MAX_ATTEMPTS`] interrupted attempts the
+//! deployment ends FAILED, and GitHub and Slack are told either way.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use notify::{Notice, Outcome};
 use tracing::{info, warn};
 
 use super::{ServiceError, SiteService};
+use crate::build::{FailureCause, SourceError};
 use crate::deployments::{
-    now_rfc3339, Changes, Deployment, DeploymentAction, DeploymentKey, DeploymentStatus, Transition,
+    now_epoch, Changes, Deployment, DeploymentAction, DeploymentKey, DeploymentStatus, Transition,
 };
 use crate::github_api::DeploymentState;
-use crate::publish::{InvalidationStatus, PublishTarget};
+use crate::lease::{
+    self, Budget, Decision, Interruption, Invocation, Lease, Phase, SeenLease, MAX_ATTEMPTS,
+};
+use crate::publish::{new_deploy_id, InvalidationStatus, PublishError, PublishTarget, Settled};
 use crate::trigger::{Branch, Environment, Repository};
 
 /// How a finished run went, before it is written down.
@@ -23,60 +36,251 @@ struct Finished {
     error: Option<String>,
 }
 
+impl Finished {
+    fn failed(error: String, log_tail: Vec<String>, changes: Changes) -> Self {
+        Finished {
+            status: DeploymentStatus::Failed,
+            changes: changes.set("error", &error).set("log_tail", &log_tail),
+            error: Some(error),
+        }
+    }
+}
+
+/// Newer deployments of a target looked at before resuming an old one.
+const NEWER_LOOKED_AT: i32 = 20;
+
 impl SiteService {
-    /// Runs a QUEUED deployment. Any other status means another invocation
-    /// has it (or had it): nothing is done, and the record is returned.
-    pub async fn run(&self, key: &DeploymentKey) -> Result<Deployment, ServiceError> {
-        let deployment = self
-            .store
-            .get(key)
-            .await?
-            .ok_or_else(|| ServiceError::NotFound(key.clone()))?;
-        if deployment.status != DeploymentStatus::Queued {
-            info!(deployment = %key, status = %deployment.status, "not queued; nothing to run");
-            return Ok(deployment);
-        }
-        let claimed = self
-            .store
-            .transition(
-                key,
-                DeploymentStatus::Queued,
-                DeploymentStatus::Building,
-                Changes::default(),
-                None,
-            )
-            .await?;
-        if claimed == Transition::Refused {
-            info!(deployment = %key, "another invocation claimed this deployment first");
-            return self.current(key).await;
-        }
-        let work = PathBuf::from(&self.config.work_dir).join(&deployment.id);
-        let finished = match deployment.action {
-            DeploymentAction::Build => self.build(&deployment, &work).await,
-            DeploymentAction::Remove => self.remove(&deployment).await,
+    /// Runs a deployment: a QUEUED one from the start, a BUILDING one whose
+    /// attempt was interrupted from a clean state (or to its end, when no
+    /// attempt is left). Anything else (finished, or BUILDING under a lease
+    /// that still holds) is left alone, and the record is returned.
+    pub async fn run(
+        &self,
+        key: &DeploymentKey,
+        invocation: &Invocation,
+    ) -> Result<Deployment, ServiceError> {
+        let deployment = self.current(key).await?;
+        let lease = match lease::decide(&deployment, invocation, now_epoch()) {
+            Decision::NotRunnable => {
+                info!(deployment = %key, status = %deployment.status, "not queued; nothing to run");
+                return Ok(deployment);
+            }
+            Decision::Busy { holder, expires_at } => {
+                info!(deployment = %key, holder = %holder, lease_expires_at = expires_at, "another invocation is running it");
+                return Ok(deployment);
+            }
+            Decision::Start => {
+                let lease = invocation.lease(1);
+                let claimed = self
+                    .store
+                    .claim_run(key, &lease, Changes::default())
+                    .await?;
+                if claimed == Transition::Refused {
+                    info!(deployment = %key, "another invocation claimed this deployment first");
+                    return self.current(key).await;
+                }
+                lease
+            }
+            Decision::GiveUp(interruption) => {
+                return self.give_up(deployment, interruption, invocation).await
+            }
+            Decision::Resume(interruption) => {
+                match self.resume(&deployment, &interruption, invocation).await? {
+                    Ok(lease) => lease,
+                    Err(ended) => return Ok(ended),
+                }
+            }
         };
-        if let Err(e) = tokio::fs::remove_dir_all(&work).await {
+        let budget = Budget::new(invocation);
+        let deployment = self.current(key).await?;
+        let work = self
+            .fresh_work_dir(&deployment, lease.attempt, &budget)
+            .await;
+        let finished = match deployment.action {
+            DeploymentAction::Build => self.build(&deployment, &lease, &budget, &work).await,
+            DeploymentAction::Remove => Some(self.remove(&deployment).await),
+        };
+        if let Err(e) = tokio::fs::remove_dir_all(self.work_root(&deployment)).await {
             if e.kind() != std::io::ErrorKind::NotFound {
                 warn!(path = %work.display(), error = %e, "could not clean the work directory");
             }
         }
-        let status = finished.status;
+        let Some(finished) = finished else {
+            warn!(deployment = %key, attempt = lease.attempt, "this attempt lost its lease to another; it stops here and records nothing");
+            return self.current(key).await;
+        };
+        self.conclude(key, &lease.seen(), finished, Some(&budget))
+            .await
+    }
+
+    /// Writes a run's end (if the record is still held as `held`), then
+    /// tells GitHub, Slack and whoever mailed, within what is left of the
+    /// invocation.
+    async fn conclude(
+        &self,
+        key: &DeploymentKey,
+        held: &SeenLease,
+        finished: Finished,
+        budget: Option<&Budget>,
+    ) -> Result<Deployment, ServiceError> {
         let written = self
             .store
-            .transition(
-                key,
-                DeploymentStatus::Building,
-                status,
-                finished.changes.set("finished_at", now_rfc3339()),
-                None,
+            .finish(key, held, finished.status, finished.changes)
+            .await?;
+        let deployment = self.current(key).await?;
+        if written == Transition::Refused {
+            warn!(deployment = %key, status = %deployment.status, "the record left this run's hands before it ended; nothing reported");
+            return Ok(deployment);
+        }
+        let report = self.report(&deployment, finished.error.as_deref());
+        match budget.map(|b| b.left().saturating_sub(Duration::from_secs(1))) {
+            Some(left) => {
+                if tokio::time::timeout(left, report).await.is_err() {
+                    warn!(deployment = %key, "reporting did not finish before the invocation's end");
+                }
+            }
+            None => report.await,
+        }
+        Ok(deployment)
+    }
+
+    /// Takes over a deployment whose attempt was interrupted: `Ok(lease)`
+    /// to run it again, `Err(record)` when it ended here instead (its
+    /// publish had gone live, a newer deployment of its target exists, or
+    /// someone else took it over first).
+    async fn resume(
+        &self,
+        deployment: &Deployment,
+        interruption: &Interruption,
+        invocation: &Invocation,
+    ) -> Result<Result<Lease, Deployment>, ServiceError> {
+        let key = deployment.key();
+        warn!(deployment = %key, %interruption, "resuming an interrupted deployment");
+        if let Some(ended) = self.settle_pending(deployment, interruption).await? {
+            return Ok(Err(ended));
+        }
+        if let Some(newer) = self.newer_started(deployment).await? {
+            let error = format!(
+                "the build was interrupted ({interruption}) and not retried: deployment {} of {} is newer ({})",
+                newer.id, newer.target, newer.status
+            );
+            let finished = Finished::failed(error, Vec::new(), Changes::default());
+            return Ok(Err(self
+                .conclude(&key, &interruption.seen, finished, None)
+                .await?));
+        }
+        let lease = invocation.lease(interruption.attempt + 1);
+        let mut interruptions = deployment.interruptions.clone();
+        interruptions.push(interruption.to_string());
+        let taken = self
+            .store
+            .take_over(
+                &key,
+                &interruption.seen,
+                &lease,
+                Changes::default().set("interruptions", &interruptions),
             )
             .await?;
-        if written == Transition::Refused {
-            warn!(deployment = %key, "the record left BUILDING while this run worked");
+        if taken == Transition::Refused {
+            info!(deployment = %key, "another invocation took this deployment over first");
+            return Ok(Err(self.current(&key).await?));
         }
-        let deployment = self.current(key).await?;
-        self.report(&deployment, finished.error.as_deref()).await;
-        Ok(deployment)
+        info!(deployment = %key, attempt = lease.attempt, "attempt {} of {MAX_ATTEMPTS} starts from a clean state", lease.attempt);
+        Ok(Ok(lease))
+    }
+
+    /// Ends a deployment whose last allowed attempt was interrupted: FAILED
+    /// with what each attempt was doing, unless its publish had gone live.
+    async fn give_up(
+        &self,
+        deployment: Deployment,
+        interruption: Interruption,
+        invocation: &Invocation,
+    ) -> Result<Deployment, ServiceError> {
+        let key = deployment.key();
+        if let Some(ended) = self.settle_pending(&deployment, &interruption).await? {
+            return Ok(ended);
+        }
+        let error = lease::interrupted_error(&deployment.interruptions, &interruption);
+        warn!(deployment = %key, error = %error, "no attempt left; the live deploy is unchanged");
+        let mut interruptions = deployment.interruptions.clone();
+        interruptions.push(interruption.to_string());
+        let finished = Finished::failed(
+            error,
+            Vec::new(),
+            Changes::default().set("interruptions", &interruptions),
+        );
+        let budget = Budget::new(invocation);
+        self.conclude(&key, &interruption.seen, finished, Some(&budget))
+            .await
+    }
+
+    /// The deploy an interrupted attempt was publishing, settled: if it
+    /// went live the deployment ends PUBLISHED here (`Some`); otherwise what
+    /// it had uploaded is deleted, so nothing half-published remains.
+    async fn settle_pending(
+        &self,
+        deployment: &Deployment,
+        interruption: &Interruption,
+    ) -> Result<Option<Deployment>, ServiceError> {
+        let Some(pending) = &deployment.pending_deploy_id else {
+            return Ok(None);
+        };
+        let Ok((_, branch, environment)) = parts(deployment) else {
+            return Ok(None);
+        };
+        let target = target_of(environment, &branch);
+        let outcome = match self.publisher.settle(&target, pending).await? {
+            Settled::Discarded { .. } => return Ok(None),
+            Settled::Replaced { live } => {
+                info!(deployment = %deployment.key(), deploy = %pending, live = %live, "the interrupted attempt had published; its deploy was replaced since");
+                None
+            }
+            Settled::Live(outcome) => Some(outcome),
+        };
+        if let (Some(store), Some(_)) = (&self.live_store, &outcome) {
+            store.point(&target.name(), pending).await?;
+        }
+        let mut interruptions = deployment.interruptions.clone();
+        interruptions.push(interruption.to_string());
+        let finished = Finished {
+            status: DeploymentStatus::Published,
+            changes: Changes::default()
+                .set("interruptions", &interruptions)
+                .set("deploy_id", pending)
+                .set_some(
+                    "invalidation",
+                    outcome
+                        .as_ref()
+                        .and_then(|o| invalidation_text(&o.invalidation)),
+                ),
+            error: None,
+        };
+        Ok(Some(
+            self.conclude(&deployment.key(), &interruption.seen, finished, None)
+                .await?,
+        ))
+    }
+
+    /// A newer deployment of the same target that has started or changed
+    /// what is live: an interrupted older one must not publish over it.
+    async fn newer_started(
+        &self,
+        deployment: &Deployment,
+    ) -> Result<Option<Deployment>, ServiceError> {
+        let newer = self
+            .store
+            .newer(&deployment.target, &deployment.id, NEWER_LOOKED_AT)
+            .await?;
+        Ok(newer.into_iter().rev().find(|d| {
+            matches!(
+                d.status,
+                DeploymentStatus::Building
+                    | DeploymentStatus::Published
+                    | DeploymentStatus::Unchanged
+                    | DeploymentStatus::Removed
+            )
+        }))
     }
 
     async fn current(&self, key: &DeploymentKey) -> Result<Deployment, ServiceError> {
@@ -86,66 +290,220 @@ impl SiteService {
             .ok_or_else(|| ServiceError::NotFound(key.clone()))
     }
 
-    async fn build(&self, deployment: &Deployment, work: &std::path::Path) -> Finished {
+    fn work_root(&self, deployment: &Deployment) -> PathBuf {
+        PathBuf::from(&self.config.work_dir).join(&deployment.id)
+    }
+
+    /// An empty folder for this attempt. Whatever an earlier attempt of the
+    /// deployment left in this environment goes, and so do the folders of
+    /// builds older than any invocation can live (killed ones never clean
+    /// up, and `/tmp` outlives them).
+    async fn fresh_work_dir(
+        &self,
+        deployment: &Deployment,
+        attempt: u32,
+        budget: &Budget,
+    ) -> PathBuf {
+        let root = self.work_root(deployment);
+        let _ = tokio::fs::remove_dir_all(&root).await;
+        let stale_after = budget.allowed().max(Duration::from_secs(60)) * 2;
+        let base = PathBuf::from(&self.config.work_dir);
+        let removed = tokio::task::spawn_blocking(move || remove_stale_builds(&base, stale_after))
+            .await
+            .unwrap_or(0);
+        if removed > 0 {
+            info!(
+                removed,
+                "removed work folders of builds that never finished"
+            );
+        }
+        root.join(format!("attempt-{attempt}"))
+    }
+
+    /// Records the step the attempt is in; `false` when the attempt lost
+    /// its lease and must stop.
+    async fn enter(
+        &self,
+        deployment: &Deployment,
+        lease: &Lease,
+        phase: Phase,
+        changes: Changes,
+    ) -> Result<bool, ServiceError> {
+        let changes = changes.set("phase", phase.as_str());
+        let written = self
+            .store
+            .progress(&deployment.key(), lease, changes)
+            .await?;
+        Ok(written == Transition::Done)
+    }
+
+    /// The build of one attempt; `None` when the attempt lost its lease.
+    async fn build(
+        &self,
+        deployment: &Deployment,
+        lease: &Lease,
+        budget: &Budget,
+        work: &Path,
+    ) -> Option<Finished> {
+        match self.build_steps(deployment, lease, budget, work).await {
+            Ok(finished) => finished,
+            Err(e) => Some(Finished::failed(
+                format!("recording the build's progress failed: {e}"),
+                Vec::new(),
+                Changes::default(),
+            )),
+        }
+    }
+
+    async fn build_steps(
+        &self,
+        deployment: &Deployment,
+        lease: &Lease,
+        budget: &Budget,
+        work: &Path,
+    ) -> Result<Option<Finished>, ServiceError> {
+        let key = deployment.key();
         let failed = |error: String, log_tail: Vec<String>, changes: Changes| {
-            warn!(deployment = %deployment.key(), error = %error, "build failed; the live deploy is unchanged");
-            Finished {
-                status: DeploymentStatus::Failed,
-                changes: changes.set("error", &error).set("log_tail", &log_tail),
-                error: Some(error),
-            }
+            warn!(deployment = %key, error = %error, "build failed; the live deploy is unchanged");
+            Some(Finished::failed(error, log_tail, changes))
         };
         let (repository, branch, environment) = match parts(deployment) {
             Ok(parts) => parts,
-            Err(error) => return failed(error, Vec::new(), Changes::default()),
+            Err(error) => return Ok(failed(error, Vec::new(), Changes::default())),
         };
+        // A resumed attempt builds the commit the first one resolved.
         let commit = match &deployment.commit {
             Some(commit) => commit.clone(),
             None => match self.github.branch_head(&repository, &branch).await {
                 Ok(commit) => commit,
                 Err(e) => {
-                    return failed(
+                    return Ok(failed(
                         format!("cannot find the head of branch {branch}: {e}"),
                         Vec::new(),
                         Changes::default(),
-                    )
+                    ))
                 }
             },
         };
-        let mut changes = Changes::default().set("commit", &commit);
-        let github_deployment = self
-            .github_deployment(&repository, &commit, deployment)
-            .await;
-        changes = changes.set_some("github_deployment_id", github_deployment);
-        info!(deployment = %deployment.key(), commit = %commit, "fetching the source");
-        let source = work.join("src");
-        if let Err(e) = self
-            .fetcher
-            .fetch(&repository.to_string(), &commit, &source)
-            .await
-        {
-            return failed(e.to_string(), Vec::new(), changes);
+        let github_deployment = match deployment.github_deployment_id {
+            Some(id) => {
+                self.github_progress(deployment, id, lease).await;
+                Some(id)
+            }
+            None => {
+                self.github_deployment(&repository, &commit, deployment)
+                    .await
+            }
+        };
+        // Written now, not at the end: whoever resumes an interrupted attempt
+        // needs the commit and the GitHub deployment to close.
+        let changes = Changes::default()
+            .set("commit", &commit)
+            .set_some("github_deployment_id", github_deployment);
+        if !self.enter(deployment, lease, Phase::Fetch, changes).await? {
+            return Ok(None);
         }
-        let built = match self.builder.build(&source, environment.as_str()).await {
+        let changes = Changes::default;
+        let out_of_time = |phase: Phase, log_tail: Vec<String>| {
+            let error = budget.out_of_time(phase);
+            warn!(deployment = %key, error = %error, "stopping before the function's deadline; the live deploy is unchanged");
+            Some(Finished::failed(error, log_tail, changes()))
+        };
+
+        info!(deployment = %key, commit = %commit, attempt = lease.attempt, "fetching the source");
+        let Some(limit) = budget.step(self.fetcher.timeout()) else {
+            return Ok(out_of_time(Phase::Fetch, Vec::new()));
+        };
+        let source = work.join("src");
+        let fetched = self
+            .fetcher
+            .clone()
+            .with_timeout(limit.limit)
+            .fetch(&repository.to_string(), &commit, &source)
+            .await;
+        match fetched {
+            Ok(_) => {}
+            Err(SourceError::TimedOut { .. }) if limit.by_budget => {
+                return Ok(out_of_time(Phase::Fetch, Vec::new()))
+            }
+            Err(e) => return Ok(failed(e.to_string(), Vec::new(), changes())),
+        }
+
+        let until = Some(budget.until());
+        let built = {
+            let mut session = match self.builder.session(&source, environment.as_str()) {
+                Ok(session) => session,
+                Err(failure) => {
+                    let log_tail = failure.log_tail.clone();
+                    return Ok(failed(failure.to_string(), log_tail, changes()));
+                }
+            };
+            if !self
+                .enter(deployment, lease, Phase::Install, changes())
+                .await?
+            {
+                return Ok(None);
+            }
+            let mut result = session.install(until).await;
+            if result.is_ok() {
+                if !self
+                    .enter(deployment, lease, Phase::Build, changes())
+                    .await?
+                {
+                    return Ok(None);
+                }
+                result = session.build(until).await;
+            }
+            result.and_then(|()| session.output())
+        };
+        let built = match built {
             Ok(built) => built,
             Err(failure) => {
                 let log_tail = failure.log_tail.clone();
-                return failed(failure.to_string(), log_tail, changes);
+                if matches!(failure.cause, FailureCause::OutOfTime { .. }) {
+                    let phase = match failure.step {
+                        crate::build::BuildStep::Install => Phase::Install,
+                        _ => Phase::Build,
+                    };
+                    return Ok(out_of_time(phase, log_tail));
+                }
+                return Ok(failed(failure.to_string(), log_tail, changes()));
             }
         };
         info!(
-            deployment = %deployment.key(),
+            deployment = %key,
             install_ms = built.durations.install.as_millis() as u64,
             build_ms = built.durations.build.as_millis() as u64,
             "built"
         );
+
+        // The deploy's id is recorded before anything is uploaded: whoever
+        // resumes an interrupted publish settles it by that id.
+        let deploy_id = new_deploy_id();
+        let pending = Changes::default().set("pending_deploy_id", &deploy_id);
+        if !self
+            .enter(deployment, lease, Phase::Publish, pending)
+            .await?
+        {
+            return Ok(None);
+        }
+        if budget.step(Duration::MAX).is_none() {
+            return Ok(out_of_time(Phase::Publish, built.log_tail));
+        }
         let target = target_of(environment, &branch);
-        let outcome = match self.publisher.publish(&target, &built.output_dir).await {
+        let outcome = match self
+            .publisher
+            .publish_as(&target, &built.output_dir, &deploy_id, until)
+            .await
+        {
             Ok(outcome) => outcome,
-            Err(e) => return failed(e.to_string(), built.log_tail, changes),
+            Err(PublishError::OutOfTime { .. }) => {
+                return Ok(out_of_time(Phase::Publish, built.log_tail))
+            }
+            Err(e) => return Ok(failed(e.to_string(), built.log_tail, changes())),
         };
         info!(
-            deployment = %deployment.key(),
+            deployment = %key,
             deploy = %outcome.deploy_id,
             unchanged = outcome.unchanged,
             uploaded = outcome.uploaded,
@@ -158,11 +516,11 @@ impl SiteService {
                     "deploy {} is live in S3, but CloudFront still serves the previous one: {e}; run the build again to retry",
                     outcome.deploy_id
                 );
-                return failed(
+                return Ok(failed(
                     error,
                     Vec::new(),
-                    changes.set("deploy_id", &outcome.deploy_id),
-                );
+                    changes().set("deploy_id", &outcome.deploy_id),
+                ));
             }
         }
         let status = if outcome.unchanged {
@@ -170,15 +528,15 @@ impl SiteService {
         } else {
             DeploymentStatus::Published
         };
-        Finished {
+        Ok(Some(Finished {
             status,
-            changes: changes
+            changes: changes()
                 .set("deploy_id", &outcome.deploy_id)
                 .set("uploaded", outcome.uploaded as u64)
                 .set("copied", outcome.copied as u64)
                 .set_some("invalidation", invalidation_text(&outcome.invalidation)),
             error: None,
-        }
+        }))
     }
 
     async fn remove(&self, deployment: &Deployment) -> Finished {
@@ -255,6 +613,30 @@ impl SiteService {
             warn!(error = %e, "could not report the build to GitHub");
         }
         Some(id)
+    }
+
+    /// Tells GitHub a resumed attempt is building again.
+    async fn github_progress(&self, deployment: &Deployment, id: u64, lease: &Lease) {
+        let Ok(repository) = deployment.site.parse::<Repository>() else {
+            return;
+        };
+        let description = format!(
+            "Building again (attempt {} of {MAX_ATTEMPTS})",
+            lease.attempt
+        );
+        if let Err(e) = self
+            .github
+            .deployment_status(
+                &repository,
+                id,
+                DeploymentState::InProgress,
+                None,
+                &description,
+            )
+            .await
+        {
+            warn!(error = %e, "could not report the retry to GitHub");
+        }
     }
 
     /// GitHub deployment status, Slack, and a reply to whoever mailed.
@@ -370,6 +752,31 @@ pub(super) fn target_of(environment: Environment, branch: &Branch) -> PublishTar
         Environment::Staging => PublishTarget::Staging,
         Environment::Preview => PublishTarget::preview(branch.as_str()),
     }
+}
+
+/// Removes the work folders (named by deployment id) under `base` not
+/// touched for `stale_after`; returns how many went.
+fn remove_stale_builds(base: &Path, stale_after: Duration) -> usize {
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let is_build = name
+            .to_str()
+            .is_some_and(|n| n.len() == 27 && n.bytes().all(|b| b.is_ascii_alphanumeric()));
+        let stale = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|at| at.elapsed().ok())
+            .is_some_and(|age| age > stale_after);
+        if is_build && stale && std::fs::remove_dir_all(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
 }
 
 fn invalidation_text(status: &InvalidationStatus) -> Option<String> {
