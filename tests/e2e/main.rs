@@ -13,4 +13,5 @@ mod site_build_runner;
 mod site_flow;
 mod site_publish;
 mod stack_deploy;
+mod state_machine_faults;
 mod template;

@@ -17,6 +17,9 @@ use clap::{Parser, Subcommand};
 use localstack::emulator::wait_until;
 use localstack::{Emulator, HostTarget, Pipeline, PipelineOptions, SampleRepo};
 
+/// How long the demo's CloudFormation keeps change sets and stacks in progress.
+const DEMO_CLOUDFORMATION_PACE: Duration = Duration::from_millis(1500);
+
 #[derive(Parser)]
 #[command(
     name = "deployer-local",
@@ -71,6 +74,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     options.profile = profile.clone();
     options.log_dir = Some(log_dir.clone());
     options.site_repo = Some(repo.dir.clone());
+    // CloudFormation takes its time, as on AWS (a small stack: seconds), so
+    // the demo shows the build IN_PROGRESS and the state machine's waits run.
+    options.cloudformation_pace = DEMO_CLOUDFORMATION_PACE;
     let pipeline = Pipeline::start(emulator.clone(), options).await?;
     let r = &pipeline.resources;
     println!("==> pipeline {env} is up");
