@@ -1,5 +1,5 @@
 //! builddao against DynamoDB (moto): idempotent create, newest-first
-//! pagination, conditional transitions.
+//! pagination, conditional transitions, each recorded in the build's history.
 
 use builddao::{BuildStatus, Created, Transition};
 use deployer_e2e::{ledger_build, TestStack};
@@ -48,15 +48,28 @@ async fn build_store_creates_once_lists_newest_first_and_never_leaves_a_terminal
     }
     let key = &keys[0];
     let now = builddao::now_rfc3339();
-    let status = store.get(key).await.unwrap().unwrap().status;
+    let tracked = store.get_tracked(key).await.unwrap().unwrap();
+    let status = tracked.build.status;
     assert!(status.is_terminal());
+    // The history holds every change, the upload first and the ending last.
+    let history = &tracked.transitions;
+    assert_eq!(history[0].status, BuildStatus::Pending, "{history:?}");
+    assert_eq!(
+        history[0].reason,
+        "uploaded to s3://nowhere/ledger/main/1.abcd/"
+    );
+    assert_eq!(history.last().unwrap().status, status, "{history:?}");
+    assert!(
+        history.iter().any(|c| c.status == BuildStatus::InProgress),
+        "{history:?}"
+    );
     for to in [
         BuildStatus::InProgress,
         BuildStatus::Success,
         BuildStatus::Failed,
     ] {
         let outcome = store
-            .transition(key, &BuildStatus::ALL, to, &[("updated_at", &now)])
+            .transition(key, &BuildStatus::ALL, to, "by hand", &now, &[])
             .await
             .unwrap();
         assert_eq!(
@@ -66,6 +79,11 @@ async fn build_store_creates_once_lists_newest_first_and_never_leaves_a_terminal
             }
         );
     }
+    let after = store.get_tracked(key).await.unwrap().unwrap();
+    assert_eq!(
+        &after.transitions, history,
+        "a refused change is not recorded"
+    );
     let missing = builddao::BuildKey {
         repo: "ledger".into(),
         env: "dev".into(),

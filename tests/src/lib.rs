@@ -268,7 +268,7 @@ pub fn ledger_build(n: u64, bucket: &str) -> builddao::NewBuild {
         artifact_bucket: bucket.into(),
         artifact_prefix: format!("ledger/main/{n}.abcd/"),
         parameters: Default::default(),
-        created_unix: 1_800_000_000 + n as i64,
+        uploaded_unix_ms: (1_800_000_000 + n as i64) * 1000,
         origin: format!("upload-{n}").into_bytes(),
     }
 }

@@ -3,7 +3,6 @@ use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
-use svix_ksuid::{Ksuid, KsuidLike};
 
 /// Where a build is in its life. `SUCCESS`, `FAILED` and `SUPERSEDED` are
 /// terminal: nothing moves a build out of them.
@@ -55,7 +54,8 @@ impl BuildStatus {
 
 impl fmt::Display for BuildStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        // `pad`, not `write_str`: `{:<17}` must line columns up.
+        f.pad(self.as_str())
     }
 }
 
@@ -74,7 +74,9 @@ impl FromStr for BuildStatus {
 pub struct BuildKey {
     pub repo: String,
     pub env: String,
-    /// KSUID: time-sortable, so "newest first" is a reverse key order.
+    /// Upload time, build number, upload digest (see [`crate::build_sk`]):
+    /// "newest first" is a reverse key order. Builds stored before that
+    /// format have a KSUID here, which sorts before every newer key.
     pub sk: String,
 }
 
@@ -160,6 +162,27 @@ pub struct Build {
     pub finished_at: Option<String>,
 }
 
+/// A build with its history: every status change, oldest first, as the
+/// record's `transitions` list holds them. Each write that sets `status`
+/// (this crate's and the state machine's) appends one entry in the same
+/// write, so the history is never behind the status. Builds stored before
+/// the history was kept have none.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrackedBuild {
+    pub build: Build,
+    pub transitions: Vec<StatusChange>,
+}
+
+/// One entry of a build's history: what it became, when and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusChange {
+    pub status: BuildStatus,
+    /// RFC 3339, UTC (`…Z` from this crate and from Step Functions on AWS,
+    /// `…+00:00` from the emulator's Step Functions).
+    pub at: String,
+    pub reason: String,
+}
+
 impl Build {
     pub fn key(&self) -> BuildKey {
         BuildKey {
@@ -171,6 +194,18 @@ impl Build {
 
     pub fn id(&self) -> BuildId {
         BuildId(self.key())
+    }
+
+    /// The first entry of a new build's history: PENDING since its upload.
+    pub fn created_change(&self) -> StatusChange {
+        StatusChange {
+            status: BuildStatus::Pending,
+            at: self.created_at.clone(),
+            reason: format!(
+                "uploaded to s3://{}/{}",
+                self.artifact_bucket, self.artifact_prefix
+            ),
+        }
     }
 }
 
@@ -186,8 +221,9 @@ pub struct NewBuild {
     pub artifact_bucket: String,
     pub artifact_prefix: String,
     pub parameters: BTreeMap<String, String>,
-    /// Unix seconds the build is ordered by (the upload time).
-    pub created_unix: i64,
+    /// When the trigger file was uploaded (the S3 event's `eventTime`), in
+    /// Unix milliseconds: builds of a stack are ordered by it.
+    pub uploaded_unix_ms: i64,
     /// Bytes that identify the upload: the same upload always yields the same
     /// build key, so a replayed notification cannot create a second build.
     pub origin: Vec<u8>,
@@ -199,11 +235,10 @@ impl NewBuild {
         format!("{}-{}", self.env, self.repo)
     }
 
-    /// Deterministic KSUID: upload time, then a digest of the upload identity.
+    /// Deterministic and ordered: upload time to the millisecond, then the
+    /// build number, then a digest of the upload identity.
     pub fn sk(&self) -> String {
-        use sha2::{Digest, Sha256};
-        let digest = Sha256::digest(&self.origin);
-        Ksuid::from_seconds(Some(self.created_unix), Some(&digest[..16])).to_string()
+        crate::build_sk(self.uploaded_unix_ms, self.build_number, &self.origin)
     }
 
     pub fn into_build(self, now: String) -> Build {
@@ -237,7 +272,7 @@ impl NewBuild {
 mod tests {
     use super::*;
 
-    fn new_build(origin: &[u8], at: i64) -> NewBuild {
+    fn new_build(origin: &[u8], at_ms: i64) -> NewBuild {
         NewBuild {
             repo: "shop".into(),
             env: "dev".into(),
@@ -248,21 +283,38 @@ mod tests {
             artifact_bucket: "b".into(),
             artifact_prefix: "shop/main/1.abc/".into(),
             parameters: BTreeMap::new(),
-            created_unix: at,
+            uploaded_unix_ms: at_ms,
             origin: origin.to_vec(),
         }
     }
 
     #[test]
-    fn same_upload_gives_same_key_and_later_uploads_sort_after() {
-        let first = new_build(b"bucket/key/seq-1", 1_800_000_000);
+    fn same_upload_gives_same_key_and_a_millisecond_later_sorts_after() {
+        let first = new_build(b"bucket/key/seq-1", 1_800_000_000_000);
         assert_eq!(
             first.sk(),
-            new_build(b"bucket/key/seq-1", 1_800_000_000).sk()
+            new_build(b"bucket/key/seq-1", 1_800_000_000_000).sk()
         );
-        let later = new_build(b"bucket/key/seq-0", 1_800_000_001);
+        let later = new_build(b"bucket/key/seq-0", 1_800_000_000_001);
         assert!(later.sk() > first.sk());
-        assert_eq!(first.sk().len(), 27);
+    }
+
+    #[test]
+    fn a_new_build_starts_its_history_pending_with_the_upload() {
+        let build = new_build(b"x", 1_800_000_000_000).into_build("2027-01-15T08:00:00Z".into());
+        assert_eq!(
+            build.created_change(),
+            StatusChange {
+                status: BuildStatus::Pending,
+                at: "2027-01-15T08:00:00Z".into(),
+                reason: "uploaded to s3://b/shop/main/1.abc/".into(),
+            }
+        );
+    }
+
+    #[test]
+    fn status_columns_honour_width() {
+        assert_eq!(format!("[{:<9}]", BuildStatus::Failed), "[FAILED   ]");
     }
 
     #[test]

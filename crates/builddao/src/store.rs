@@ -4,7 +4,7 @@ use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodb::Client;
 
-use crate::model::{partition_key, Build, BuildKey, BuildStatus};
+use crate::model::{partition_key, Build, BuildKey, BuildStatus, StatusChange, TrackedBuild};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -102,12 +102,18 @@ impl BuildStore {
         })
     }
 
-    /// Stores a new PENDING build unless a build with the same key exists.
+    /// Stores a new PENDING build unless a build with the same key exists;
+    /// its history starts with [`Build::created_change`].
     pub async fn create(&self, build: &Build) -> Result<Created, StoreError> {
-        let item = serde_dynamo::to_item(build).map_err(|source| StoreError::Encode {
+        let encode = |source| StoreError::Encode {
             key: build.id().to_string(),
             source,
-        })?;
+        };
+        let mut item: HashMap<String, AttributeValue> =
+            serde_dynamo::to_item(build).map_err(encode)?;
+        let history =
+            serde_dynamo::to_attribute_value(vec![build.created_change()]).map_err(encode)?;
+        item.insert(TRANSITIONS.to_owned(), history);
         let result = self
             .client
             .put_item()
@@ -137,6 +143,35 @@ impl BuildStore {
     }
 
     pub async fn get(&self, key: &BuildKey) -> Result<Option<Build>, StoreError> {
+        self.get_item(key)
+            .await?
+            .map(|item| self.decode(item))
+            .transpose()
+    }
+
+    /// A build with its history (consistent read).
+    pub async fn get_tracked(&self, key: &BuildKey) -> Result<Option<TrackedBuild>, StoreError> {
+        let Some(item) = self.get_item(key).await? else {
+            return Ok(None);
+        };
+        let history = item.get(TRANSITIONS).cloned();
+        let build = self.decode(item)?;
+        let transitions = match history {
+            None => Vec::new(),
+            Some(value) => serde_dynamo::from_attribute_value::<_, Vec<StatusChange>>(value)
+                .map_err(|source| StoreError::Malformed {
+                    table: self.table.clone(),
+                    key: build.id().to_string(),
+                    source,
+                })?,
+        };
+        Ok(Some(TrackedBuild { build, transitions }))
+    }
+
+    async fn get_item(
+        &self,
+        key: &BuildKey,
+    ) -> Result<Option<HashMap<String, AttributeValue>>, StoreError> {
         let out = self
             .client
             .get_item()
@@ -147,7 +182,7 @@ impl BuildStore {
             .send()
             .await
             .map_err(|e| self.aws_error("GetItem", e))?;
-        out.item.map(|item| self.decode(item)).transpose()
+        Ok(out.item)
     }
 
     /// Builds of `repo` in `env`, newest first, `limit` per page.
@@ -206,7 +241,9 @@ impl BuildStore {
             key,
             &[BuildStatus::Pending],
             BuildStatus::InProgress,
-            &[("execution_arn", execution_arn), ("updated_at", now)],
+            &format!("deployment execution {execution_arn} started"),
+            now,
+            &[("execution_arn", execution_arn)],
         )
         .await
     }
@@ -223,22 +260,24 @@ impl BuildStore {
             key,
             from,
             BuildStatus::Failed,
-            &[
-                ("error_msg", reason),
-                ("updated_at", now),
-                ("finished_at", now),
-            ],
+            reason,
+            now,
+            &[("error_msg", reason), ("finished_at", now)],
         )
         .await
     }
 
-    /// Moves a build to `to` if its status is one of `from`, setting `fields`.
-    /// Terminal statuses are never left, whatever `from` says.
+    /// Moves a build to `to` if its status is one of `from`, setting
+    /// `updated_at = now` and `fields`, and appends `{to, now, reason}` to
+    /// its `transitions`, all in one conditional write. Terminal statuses
+    /// are never left, whatever `from` says. `now` is RFC 3339 UTC.
     pub async fn transition(
         &self,
         key: &BuildKey,
         from: &[BuildStatus],
         to: BuildStatus,
+        reason: &str,
+        now: &str,
         fields: &[(&str, &str)],
     ) -> Result<Transition, StoreError> {
         let allowed: Vec<BuildStatus> = from.iter().copied().filter(|s| !s.is_terminal()).collect();
@@ -253,8 +292,17 @@ impl BuildStore {
             .key("pk", AttributeValue::S(key.pk()))
             .key("sk", AttributeValue::S(key.sk.clone()))
             .expression_attribute_names("#status", "status")
-            .expression_attribute_values(":to", AttributeValue::S(to.as_str().to_owned()));
-        let mut sets = vec!["#status = :to".to_owned()];
+            .expression_attribute_names("#updated", "updated_at")
+            .expression_attribute_names("#history", TRANSITIONS)
+            .expression_attribute_values(":to", AttributeValue::S(to.as_str().to_owned()))
+            .expression_attribute_values(":now", AttributeValue::S(now.to_owned()))
+            .expression_attribute_values(":empty", AttributeValue::L(Vec::new()))
+            .expression_attribute_values(":change", status_change(to, now, reason));
+        let mut sets = vec![
+            "#status = :to".to_owned(),
+            "#updated = :now".to_owned(),
+            "#history = list_append(if_not_exists(#history, :empty), :change)".to_owned(),
+        ];
         for (i, (name, value)) in fields.iter().enumerate() {
             sets.push(format!("#f{i} = :f{i}"));
             update = update
@@ -290,6 +338,21 @@ impl BuildStore {
             Err(err) => Err(self.aws_error("UpdateItem", err)),
         }
     }
+}
+
+/// The attribute holding a build's history (a list of `{status, at, reason}`).
+const TRANSITIONS: &str = "transitions";
+
+/// `[{status, at, reason}]`: the one-entry list a write appends.
+fn status_change(to: BuildStatus, at: &str, reason: &str) -> AttributeValue {
+    AttributeValue::L(vec![AttributeValue::M(HashMap::from([
+        (
+            "status".to_owned(),
+            AttributeValue::S(to.as_str().to_owned()),
+        ),
+        ("at".to_owned(), AttributeValue::S(at.to_owned())),
+        ("reason".to_owned(), AttributeValue::S(reason.to_owned())),
+    ]))])
 }
 
 fn is_conditional_failure<E, R>(err: &SdkError<E, R>) -> bool

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use builddao::{Build, BuildKey, BuildStatus, BuildStore};
+use builddao::{Build, BuildKey, BuildStatus, BuildStore, StatusChange, TrackedBuild};
 use clap::{Parser, Subcommand};
 
 mod site;
@@ -81,13 +81,21 @@ enum BuildsCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Follow a build to its end, printing each transition. Exits 0 on SUCCESS.
+    /// Follow a build to its end, printing every transition from its
+    /// history (also those between two reads). Exits 0 on SUCCESS, 1 when
+    /// it ends otherwise.
     Watch {
         repo: String,
         build: Option<String>,
         /// Give up after this many seconds.
         #[arg(long, default_value_t = 3600)]
         timeout: u64,
+        /// Seconds between two reads of the build.
+        #[arg(long, default_value_t = 2)]
+        interval: u64,
+        /// One JSON object per transition: {"build", "status", "at", "reason"}.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -152,10 +160,19 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Builds(BuildsCommand::Show { repo, build, json }) => {
             let build = find(&store, &repo, env, build.as_deref()).await?;
+            let tracked = store
+                .get_tracked(&build.key())
+                .await?
+                .unwrap_or(TrackedBuild {
+                    build,
+                    transitions: Vec::new(),
+                });
             if json {
-                println!("{}", serde_json::to_string_pretty(&public_view(&build))?);
+                let mut view = public_view(&tracked.build);
+                view["transitions"] = serde_json::to_value(&tracked.transitions)?;
+                println!("{}", serde_json::to_string_pretty(&view)?);
             } else {
-                print_build(&build);
+                print_build(&tracked);
             }
             Ok(0)
         }
@@ -163,9 +180,19 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             repo,
             build,
             timeout,
+            interval,
+            json,
         }) => {
             let build = find(&store, &repo, env, build.as_deref()).await?;
-            watch(&store, build.key(), Duration::from_secs(timeout)).await
+            let every = Duration::from_secs(interval.max(1));
+            watch(
+                &store,
+                build.key(),
+                Duration::from_secs(timeout),
+                every,
+                json,
+            )
+            .await
         }
         Command::Approve { repo, build, by } => {
             let build = awaiting(&store, &repo, env, build.as_deref()).await?;
@@ -279,41 +306,47 @@ async fn awaiting(
     Ok(build)
 }
 
-async fn watch(store: &BuildStore, key: BuildKey, timeout: Duration) -> anyhow::Result<i32> {
+async fn watch(
+    store: &BuildStore,
+    key: BuildKey,
+    timeout: Duration,
+    every: Duration,
+    json: bool,
+) -> anyhow::Result<i32> {
     let deadline = tokio::time::Instant::now() + timeout;
-    let mut last: Option<BuildStatus> = None;
+    let mut watcher = Watcher::default();
     loop {
-        let build = store
-            .get(&key)
+        let tracked = store
+            .get_tracked(&key)
             .await?
             .with_context(|| format!("build {}/{}/{} disappeared", key.repo, key.env, key.sk))?;
-        if last.is_none() && build.status != BuildStatus::Pending {
-            // Every build starts PENDING; show it even if it was brief.
-            println!("{}  {}  {:<17}", build.created_at, build.id(), "PENDING");
+        let build = &tracked.build;
+        for change in watcher.news(&tracked) {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "build": build.id().to_string(),
+                        "status": change.status,
+                        "at": change.at,
+                        "reason": change.reason,
+                    })
+                );
+            } else {
+                println!(
+                    "{}  {}  {:<17} {}",
+                    display_time(&change.at),
+                    build.id(),
+                    change.status,
+                    change.reason
+                );
+            }
         }
-        if last != Some(build.status) {
-            let detail = match build.status {
-                BuildStatus::InProgress => build
-                    .execution_arn
-                    .clone()
-                    .map(|a| format!("execution {a}")),
-                BuildStatus::AwaitingApproval => Some(format!(
-                    "run: deployer approve {} {} --env {}   (or: deployer reject ...)",
-                    build.repo, build.sk, build.env
-                )),
-                BuildStatus::Success if build.no_changes == Some(true) => {
-                    Some("no changes".to_owned())
-                }
-                _ => build.error_msg.clone(),
-            };
-            println!(
-                "{}  {}  {:<17} {}",
-                build.updated_at,
-                build.id(),
-                build.status.as_str(),
-                detail.unwrap_or_default()
+        if watcher.hint_approval(build) {
+            eprintln!(
+                "waiting for approval: deployer approve {} {} --env {}   (or: deployer reject ...)",
+                build.repo, build.sk, build.env
             );
-            last = Some(build.status);
         }
         if build.status.is_terminal() {
             return Ok(if build.status == BuildStatus::Success {
@@ -330,8 +363,95 @@ async fn watch(store: &BuildStore, key: BuildKey, timeout: Duration) -> anyhow::
                 timeout
             );
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(every).await;
     }
+}
+
+/// What `watch` has printed of a build so far.
+#[derive(Debug, Default)]
+struct Watcher {
+    /// Entries of the build's history already printed.
+    printed: usize,
+    /// The last status printed (for builds without a history).
+    last: Option<BuildStatus>,
+    approval_hinted: bool,
+}
+
+impl Watcher {
+    /// The transitions not printed yet: the build's history past what was
+    /// printed, so none is lost between two reads. A build stored before
+    /// histories were kept has none; its status fields stand in for it,
+    /// and only the statuses seen at a read can be shown.
+    fn news(&mut self, tracked: &TrackedBuild) -> Vec<StatusChange> {
+        let build = &tracked.build;
+        if tracked.transitions.is_empty() {
+            let mut news = Vec::new();
+            if self.last.is_none() && build.status != BuildStatus::Pending {
+                news.push(StatusChange {
+                    status: BuildStatus::Pending,
+                    at: build.created_at.clone(),
+                    reason: String::new(),
+                });
+            }
+            if self.last != Some(build.status) {
+                news.push(StatusChange {
+                    status: build.status,
+                    at: build.updated_at.clone(),
+                    reason: legacy_reason(build),
+                });
+                self.last = Some(build.status);
+            }
+            return news;
+        }
+        let mut news: Vec<StatusChange> = tracked
+            .transitions
+            .iter()
+            .skip(self.printed)
+            .cloned()
+            .collect();
+        if self.printed == 0 {
+            // The history started after the status was last read from
+            // the fields (a build in flight when histories began): skip
+            // what was already shown.
+            while self.last.is_some() && news.first().map(|c| c.status) == self.last {
+                news.remove(0);
+            }
+        }
+        self.printed = tracked.transitions.len();
+        if let Some(change) = news.last() {
+            self.last = Some(change.status);
+        }
+        news
+    }
+
+    /// True once per approval wait, when the build waits for one.
+    fn hint_approval(&mut self, build: &Build) -> bool {
+        let waiting = build.status == BuildStatus::AwaitingApproval;
+        let hint = waiting && !self.approval_hinted;
+        self.approval_hinted = waiting;
+        hint
+    }
+}
+
+/// What the status fields say about a build without a history.
+fn legacy_reason(build: &Build) -> String {
+    let reason = match build.status {
+        BuildStatus::InProgress => build
+            .execution_arn
+            .as_ref()
+            .map(|a| format!("execution {a}")),
+        BuildStatus::AwaitingApproval => build.change_summary.clone(),
+        BuildStatus::Success if build.no_changes == Some(true) => Some("no changes".to_owned()),
+        _ => build.error_msg.clone(),
+    };
+    reason.unwrap_or_default()
+}
+
+/// An RFC 3339 time as UTC to the millisecond (`2026-11-23T10:00:00.123Z`),
+/// whatever precision and offset it was written with; as written if it
+/// does not parse.
+fn display_time(at: &str) -> String {
+    builddao::utc_millis(at).unwrap_or_else(|| at.to_owned())
 }
 
 /// A build without its task token (the token is a credential).
@@ -343,7 +463,8 @@ fn public_view(build: &Build) -> serde_json::Value {
     value
 }
 
-fn print_build(build: &Build) {
+fn print_build(tracked: &TrackedBuild) {
+    let build = &tracked.build;
     println!("build       {}", build.id());
     println!("status      {}", build.status);
     println!("stack       {}", build.stack_name);
@@ -375,5 +496,111 @@ fn print_build(build: &Build) {
     }
     for (name, value) in &build.parameters {
         println!("param       {name}={value}");
+    }
+    for change in &tracked.transitions {
+        println!(
+            "history     {}  {:<17} {}",
+            display_time(&change.at),
+            change.status,
+            change.reason
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn build(status: BuildStatus) -> Build {
+        let new = builddao::NewBuild {
+            repo: "shop".into(),
+            env: "prd".into(),
+            branch: "main".into(),
+            version: "1.abcd".into(),
+            build_number: 1,
+            commit_hash: "abcd".into(),
+            artifact_bucket: "b".into(),
+            artifact_prefix: "shop/main/1.abcd/".into(),
+            parameters: Default::default(),
+            uploaded_unix_ms: 1_800_000_000_000,
+            origin: b"x".to_vec(),
+        };
+        let mut build = new.into_build("2027-01-15T08:00:00Z".into());
+        build.status = status;
+        build
+    }
+
+    fn change(status: BuildStatus, reason: &str) -> StatusChange {
+        StatusChange {
+            status,
+            at: "2027-01-15T08:00:01Z".into(),
+            reason: reason.into(),
+        }
+    }
+
+    fn statuses(changes: &[StatusChange]) -> Vec<BuildStatus> {
+        changes.iter().map(|c| c.status).collect()
+    }
+
+    #[test]
+    fn transitions_between_two_reads_are_all_printed_once() {
+        use BuildStatus::*;
+        let mut watcher = Watcher::default();
+        let mut tracked = TrackedBuild {
+            build: build(AwaitingApproval),
+            transitions: vec![
+                change(Pending, "uploaded"),
+                change(InProgress, "started"),
+                change(AwaitingApproval, "3 changes"),
+            ],
+        };
+        assert_eq!(
+            statuses(&watcher.news(&tracked)),
+            [Pending, InProgress, AwaitingApproval]
+        );
+        assert!(
+            watcher.news(&tracked).is_empty(),
+            "nothing new, nothing printed"
+        );
+        // Approved and deployed before the next read: the status went
+        // AWAITING_APPROVAL -> SUCCESS, the history says how.
+        tracked.build.status = Success;
+        tracked.transitions.push(change(InProgress, "approved"));
+        tracked.transitions.push(change(Success, "deployed"));
+        let news = watcher.news(&tracked);
+        assert_eq!(statuses(&news), [InProgress, Success]);
+        assert_eq!(news[0].reason, "approved");
+    }
+
+    #[test]
+    fn builds_without_history_are_followed_by_their_status() {
+        use BuildStatus::*;
+        let mut watcher = Watcher::default();
+        let mut tracked = TrackedBuild {
+            build: build(InProgress),
+            transitions: Vec::new(),
+        };
+        tracked.build.execution_arn = Some("arn:x".into());
+        let news = watcher.news(&tracked);
+        assert_eq!(statuses(&news), [Pending, InProgress]);
+        assert_eq!(news[1].reason, "execution arn:x");
+        assert!(watcher.news(&tracked).is_empty());
+        // The machine's next write starts the history mid-flight.
+        tracked.build.status = Failed;
+        tracked.transitions = vec![
+            change(InProgress, "waiting for the lock"),
+            change(Failed, "boom"),
+        ];
+        assert_eq!(statuses(&watcher.news(&tracked)), [Failed]);
+    }
+
+    #[test]
+    fn the_approval_hint_is_given_once_per_wait() {
+        let mut watcher = Watcher::default();
+        let waiting = build(BuildStatus::AwaitingApproval);
+        assert!(watcher.hint_approval(&waiting));
+        assert!(!watcher.hint_approval(&waiting));
+        assert!(!watcher.hint_approval(&build(BuildStatus::InProgress)));
+        assert!(watcher.hint_approval(&waiting));
     }
 }

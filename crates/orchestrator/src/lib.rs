@@ -142,7 +142,9 @@ impl Orchestrator {
 }
 
 /// `{repo}-{env}-{sk}` within Step Functions' 80 characters of
-/// `[0-9A-Za-z_-]`. The sk (a KSUID) is kept whole: it makes the name unique.
+/// `[0-9A-Za-z_-]`. The sk is kept whole: it makes the name unique, and
+/// holding only letters and digits ([`builddao::is_build_sk`]) it reads back
+/// as the part after the last `-`.
 pub fn execution_name(build: &Build) -> String {
     let clean = |s: &str| -> String {
         s.chars()
@@ -290,6 +292,16 @@ mod tests {
             execution_name(&build("shop", "main")),
             "shop-dev-2KqFQ6jRk1aaaaaaaaaaaaaaaaa"
         );
+    }
+
+    #[test]
+    fn execution_names_keep_todays_keys_whole_and_last() {
+        let mut b = build(&"r".repeat(64), "main");
+        b.sk = builddao::build_sk(1_800_000_000_123, u64::MAX, b"upload");
+        let name = execution_name(&b);
+        assert!(name.len() <= MAX_EXECUTION_NAME, "{name}");
+        assert_eq!(name.rsplit('-').next(), Some(b.sk.as_str()), "{name}");
+        assert!(name.ends_with(&format!("-dev-{}", b.sk)), "{name}");
     }
 
     #[test]

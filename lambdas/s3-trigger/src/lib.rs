@@ -257,7 +257,7 @@ async fn handle_record(
         artifact_bucket: bucket,
         artifact_prefix: prefix,
         parameters,
-        created_unix: record.event_time.timestamp(),
+        uploaded_unix_ms: record.event_time.timestamp_millis(),
         origin: origin.into_bytes(),
     };
     let build = new_build.into_build(builddao::now_rfc3339());
