@@ -1,24 +1,18 @@
 //! Redeploying an ECS service.
 //!
 //! Throttling and 5xx answers are retried by the SDK client (standard retry
-//! mode: exponential backoff with jitter, transient errors only); what is left
-//! when it gives up is classified here as retryable or not.
+//! mode: exponential backoff with jitter, transient errors only), except for
+//! UpdateService, which is not idempotent and is retried here only once ECS
+//! says the failed call did not take effect. What is left when retries give
+//! up is classified as retryable or not.
 
+use std::time::Duration;
+
+use aws_sdk_ecs::config::retry::RetryConfig;
 use aws_sdk_ecs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_ecs::types::{SortOrder, TaskDefinitionStatus};
 
 use crate::naming::ServiceTarget;
-
-/// The outcome of one redeploy.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Deployed {
-    Started {
-        deployment_id: String,
-        task_definition: String,
-    },
-    /// Dry run: what would have been deployed.
-    DryRun { task_definition: String },
-}
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum DeployError {
@@ -142,42 +136,330 @@ pub async fn newest_active_task_definition(
         })
 }
 
-/// Forces a new deployment of the service with `task_definition` (or the
-/// family's newest ACTIVE revision).
-pub async fn redeploy(
+/// The task definition a redeploy deploys: `explicit`, or the family's
+/// newest ACTIVE revision.
+pub async fn target_task_definition(
     ecs: &aws_sdk_ecs::Client,
     target: &ServiceTarget,
-    task_definition: Option<&str>,
-    dry_run: bool,
-) -> Result<Deployed, DeployError> {
-    let task_definition = match task_definition {
-        Some(explicit) => explicit.to_owned(),
-        None => newest_active_task_definition(ecs, target).await?,
-    };
-    if dry_run {
-        return Ok(Deployed::DryRun { task_definition });
+    explicit: Option<&str>,
+) -> Result<String, DeployError> {
+    match explicit {
+        Some(explicit) => Ok(explicit.to_owned()),
+        None => newest_active_task_definition(ecs, target).await,
     }
-    let updated = ecs
-        .update_service()
+}
+
+/// How many times UpdateService is sent within one invocation.
+const UPDATE_ATTEMPTS: u32 = 5;
+
+/// Whether a failed call may still have taken effect: ECS answered 5xx, or
+/// no answer came back. A throttle or other 4xx was refused before any work.
+fn outcome_unknown<E>(err: &SdkError<E, aws_sdk_ecs::config::http::HttpResponse>) -> bool {
+    match err {
+        SdkError::ServiceError(e) => e.raw().status().is_server_error(),
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            true
+        }
+        _ => false,
+    }
+}
+
+/// Exponential backoff with full jitter: a random wait up to `ceiling`.
+fn jittered(ceiling: Duration) -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .subsec_nanos() as u64;
+    let ceiling_ms = ceiling.as_millis().max(1) as u64;
+    Duration::from_millis(nanos % ceiling_ms + 1)
+}
+
+/// Forces a new deployment of the service with `task_definition` for the
+/// attempt that started at `started_ms`; returns the deployment's id.
+///
+/// UpdateService is not idempotent: sent twice it starts two deployments.
+/// So the SDK does not retry it. Throttles are retried here with backoff and
+/// jitter; after a 5xx or a lost answer, ECS is asked first whether the call
+/// took effect ([`find_attempt_deployment`]) and it is sent again only if not.
+pub async fn update_service(
+    ecs: &aws_sdk_ecs::Client,
+    target: &ServiceTarget,
+    task_definition: &str,
+    started_ms: u64,
+) -> Result<String, DeployError> {
+    let mut ceiling = Duration::from_millis(200);
+    let mut attempt = 1;
+    loop {
+        let sent = ecs
+            .update_service()
+            .cluster(&target.cluster)
+            .service(&target.service)
+            .task_definition(task_definition)
+            .force_new_deployment(true)
+            .customize()
+            .config_override(
+                aws_sdk_ecs::config::Builder::default().retry_config(RetryConfig::disabled()),
+            )
+            .send()
+            .await;
+        let err = match sent {
+            Ok(updated) => {
+                return Ok(updated
+                    .service()
+                    .map(|s| s.deployments())
+                    .unwrap_or_default()
+                    .iter()
+                    .find(|d| d.status() == Some("PRIMARY"))
+                    .or_else(|| updated.service().and_then(|s| s.deployments().first()))
+                    .and_then(|d| d.id())
+                    .unwrap_or("unknown")
+                    .to_owned())
+            }
+            Err(err) => err,
+        };
+        let unknown = outcome_unknown(&err);
+        let err = classify("UpdateService", &target.service, err);
+        if !err.is_retryable() {
+            return Err(err);
+        }
+        if unknown {
+            if let Some(id) =
+                find_attempt_deployment(ecs, target, task_definition, started_ms).await?
+            {
+                return Ok(id);
+            }
+        }
+        if attempt == UPDATE_ATTEMPTS {
+            return Err(err);
+        }
+        tokio::time::sleep(jittered(ceiling)).await;
+        ceiling = (ceiling * 2).min(Duration::from_secs(5));
+        attempt += 1;
+    }
+}
+
+/// `family:revision` (or `family`) of a task definition ARN or name.
+fn family_revision(task_definition: &str) -> &str {
+    task_definition
+        .rsplit('/')
+        .next()
+        .unwrap_or(task_definition)
+}
+
+/// Whether ECS's `deployed` is the task definition `wanted` names: equal
+/// `family:revision`, or the same family when `wanted` names no revision.
+fn same_task_definition(deployed: &str, wanted: &str) -> bool {
+    let (deployed, wanted) = (family_revision(deployed), family_revision(wanted));
+    deployed == wanted || (!wanted.contains(':') && deployed.split(':').next() == Some(wanted))
+}
+
+/// The deployment an earlier attempt's UpdateService created, if it reached
+/// ECS: one created at or after `started_ms` whose task definition is
+/// `task_definition`.
+///
+/// `started_ms` is stamped before the attempt is written to the dispatch
+/// table, and UpdateService is sent only after that write returns, so ECS
+/// stamps `createdAt` at least a DynamoDB round trip (milliseconds) later;
+/// Lambda hosts and ECS keep time with the Amazon Time Sync Service, well
+/// within that. No tolerance is added: it would let a deployment of the same
+/// revision started just before the attempt pass for the attempt's.
+///
+/// ECS keeps the new deployment PRIMARY and the ones it replaces ACTIVE,
+/// each with its own `createdAt` and `taskDefinition`, so any of them may be
+/// the attempt's (a later deploy may have replaced it already). The PRIMARY
+/// deployment's task definition is the service's; that is also read from the
+/// service for emulators that keep one deployment and only move its
+/// `createdAt` (moto 5.2.5 does not update the deployment's `taskDefinition`
+/// on UpdateService).
+pub fn attempt_deployment(
+    service: &aws_sdk_ecs::types::Service,
+    task_definition: &str,
+    started_ms: u64,
+) -> Option<String> {
+    service
+        .deployments()
+        .iter()
+        .filter(|d| {
+            d.created_at()
+                .and_then(|at| at.to_millis().ok())
+                .is_some_and(|at| at >= 0 && at as u64 >= started_ms)
+        })
+        .find(|d| {
+            let own = d.task_definition();
+            let primary_of_service = (d.status() == Some("PRIMARY"))
+                .then(|| service.task_definition())
+                .flatten();
+            own.is_some_and(|td| same_task_definition(td, task_definition))
+                || primary_of_service.is_some_and(|td| same_task_definition(td, task_definition))
+        })
+        .and_then(|d| d.id())
+        .map(str::to_owned)
+}
+
+/// Looks for the deployment an earlier attempt started (see
+/// [`attempt_deployment`]).
+pub async fn find_attempt_deployment(
+    ecs: &aws_sdk_ecs::Client,
+    target: &ServiceTarget,
+    task_definition: &str,
+    started_ms: u64,
+) -> Result<Option<String>, DeployError> {
+    let described = ecs
+        .describe_services()
         .cluster(&target.cluster)
-        .service(&target.service)
-        .task_definition(&task_definition)
-        .force_new_deployment(true)
+        .services(&target.service)
         .send()
         .await
-        .map_err(|e| classify("UpdateService", &target.service, e))?;
-    let deployment_id = updated
-        .service()
-        .map(|s| s.deployments())
-        .unwrap_or_default()
+        .map_err(|e| classify("DescribeServices", &target.service, e))?;
+    let Some(service) = described
+        .services()
         .iter()
-        .find(|d| d.status() == Some("PRIMARY"))
-        .or_else(|| updated.service().and_then(|s| s.deployments().first()))
-        .and_then(|d| d.id())
-        .unwrap_or("unknown")
-        .to_owned();
-    Ok(Deployed::Started {
-        deployment_id,
-        task_definition,
-    })
+        .find(|s| s.service_name() == Some(target.service.as_str()))
+    else {
+        let reason = described
+            .failures()
+            .first()
+            .and_then(|f| f.reason())
+            .unwrap_or("not found");
+        return Err(DeployError::Refused {
+            operation: "DescribeServices",
+            service: target.service.clone(),
+            message: format!("service {} in {}: {reason}", target.service, target.cluster),
+        });
+    };
+    Ok(attempt_deployment(service, task_definition, started_ms))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_ecs::primitives::DateTime;
+    use aws_sdk_ecs::types::{Deployment, Service};
+
+    const TD: &str = "arn:aws:ecs:us-east-1:123456789012:task-definition/shop_service_api_dev:10";
+    const OLD_TD: &str =
+        "arn:aws:ecs:us-east-1:123456789012:task-definition/shop_service_api_dev:9";
+    const STARTED: u64 = 1_800_000_000_000;
+
+    fn deployment(id: &str, status: &str, task_definition: &str, created_ms: i64) -> Deployment {
+        Deployment::builder()
+            .id(id)
+            .status(status)
+            .task_definition(task_definition)
+            .created_at(DateTime::from_millis(created_ms))
+            .build()
+    }
+
+    fn service(task_definition: &str, deployments: Vec<Deployment>) -> Service {
+        Service::builder()
+            .service_name("shop_service_api_dev")
+            .task_definition(task_definition)
+            .set_deployments(Some(deployments))
+            .build()
+    }
+
+    #[test]
+    fn aws_shape_a_primary_deployment_of_the_target_created_after_the_attempt_is_found() {
+        let s = service(
+            TD,
+            vec![
+                deployment("ecs-svc/new", "PRIMARY", TD, STARTED as i64 + 400),
+                deployment("ecs-svc/old", "ACTIVE", OLD_TD, STARTED as i64 - 600_000),
+            ],
+        );
+        assert_eq!(
+            attempt_deployment(&s, TD, STARTED).as_deref(),
+            Some("ecs-svc/new")
+        );
+    }
+
+    #[test]
+    fn a_deployment_already_replaced_by_a_later_one_still_counts() {
+        let s = service(
+            OLD_TD,
+            vec![
+                deployment("ecs-svc/later", "PRIMARY", OLD_TD, STARTED as i64 + 5_000),
+                deployment("ecs-svc/ours", "ACTIVE", TD, STARTED as i64 + 300),
+            ],
+        );
+        assert_eq!(
+            attempt_deployment(&s, TD, STARTED).as_deref(),
+            Some("ecs-svc/ours")
+        );
+    }
+
+    #[test]
+    fn nothing_created_since_the_attempt_or_another_revision_is_not_the_attempt() {
+        let before = service(
+            TD,
+            vec![deployment(
+                "ecs-svc/before",
+                "PRIMARY",
+                TD,
+                STARTED as i64 - 60_000,
+            )],
+        );
+        assert_eq!(attempt_deployment(&before, TD, STARTED), None);
+        let other = service(
+            OLD_TD,
+            vec![deployment(
+                "ecs-svc/other",
+                "PRIMARY",
+                OLD_TD,
+                STARTED as i64 + 100,
+            )],
+        );
+        assert_eq!(attempt_deployment(&other, TD, STARTED), None);
+        let none = service(TD, vec![]);
+        assert_eq!(attempt_deployment(&none, TD, STARTED), None);
+    }
+
+    #[test]
+    fn a_deployment_of_the_target_created_a_moment_before_the_attempt_is_not_its() {
+        let before = service(
+            TD,
+            vec![deployment(
+                "ecs-svc/before",
+                "PRIMARY",
+                TD,
+                STARTED as i64 - 1,
+            )],
+        );
+        assert_eq!(attempt_deployment(&before, TD, STARTED), None);
+        let at = service(
+            TD,
+            vec![deployment("ecs-svc/at", "PRIMARY", TD, STARTED as i64)],
+        );
+        assert_eq!(
+            attempt_deployment(&at, TD, STARTED).as_deref(),
+            Some("ecs-svc/at")
+        );
+    }
+
+    #[test]
+    fn moto_shape_one_deployment_whose_created_at_moves_and_the_service_names_the_target() {
+        // moto 5.2.5 keeps the create-time task definition on its only
+        // deployment and updates the service's.
+        let s = service(
+            TD,
+            vec![deployment(
+                "ecs-svc/moved",
+                "PRIMARY",
+                OLD_TD,
+                STARTED as i64 + 20,
+            )],
+        );
+        assert_eq!(
+            attempt_deployment(&s, TD, STARTED).as_deref(),
+            Some("ecs-svc/moved")
+        );
+    }
+
+    #[test]
+    fn task_definitions_compare_by_family_and_revision_whatever_the_form() {
+        assert!(same_task_definition(TD, "shop_service_api_dev:10"));
+        assert!(same_task_definition(TD, "shop_service_api_dev"));
+        assert!(!same_task_definition(TD, "shop_service_api_dev:1"));
+        assert!(!same_task_definition(TD, "shop_service_api"));
+    }
 }

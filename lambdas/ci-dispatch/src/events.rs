@@ -39,14 +39,22 @@ pub enum Trigger {
         service_arn: String,
         reason: Option<String>,
     },
-    ExecutionEnded {
-        execution_arn: String,
-        state_machine_arn: String,
-        status: String,
-        input: Option<Value>,
-        error: Option<String>,
-        cause: Option<String>,
-    },
+    ExecutionEnded(ExecutionEnded),
+}
+
+/// A Step Functions execution status change.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExecutionEnded {
+    pub execution_arn: String,
+    /// The execution's name (`detail.name`, else the ARN's last part).
+    pub name: String,
+    pub state_machine_arn: String,
+    pub status: String,
+    /// The execution input, when EventBridge carried it: it leaves it out
+    /// (`null`, `inputDetails.included: false`) when it is too large.
+    pub input: Option<Value>,
+    pub error: Option<String>,
+    pub cause: Option<String>,
 }
 
 /// Why an event is not acted on. None of these is worth a retry.
@@ -191,16 +199,28 @@ pub fn parse(event: &Value) -> Result<(Envelope, Trigger), EventError> {
             })?,
             reason: f.optional("detail.reason")?,
         },
-        ("aws.states", "Step Functions Execution Status Change") => Trigger::ExecutionEnded {
-            execution_arn: f.string("detail.executionArn")?,
-            state_machine_arn: f.string("detail.stateMachineArn")?,
-            status: f.string("detail.status")?,
-            input: f
-                .optional("detail.input")?
-                .and_then(|raw| serde_json::from_str(&raw).ok()),
-            error: f.optional("detail.error")?,
-            cause: f.optional("detail.cause")?,
-        },
+        ("aws.states", "Step Functions Execution Status Change") => {
+            let execution_arn = f.string("detail.executionArn")?;
+            let name = match f.optional("detail.name")? {
+                Some(name) => name,
+                None => execution_arn
+                    .rsplit(':')
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned(),
+            };
+            Trigger::ExecutionEnded(ExecutionEnded {
+                execution_arn,
+                name,
+                state_machine_arn: f.string("detail.stateMachineArn")?,
+                status: f.string("detail.status")?,
+                input: f
+                    .optional("detail.input")?
+                    .and_then(|raw| serde_json::from_str(&raw).ok()),
+                error: f.optional("detail.error")?,
+                cause: f.optional("detail.cause")?,
+            })
+        }
         (source, _) if source == "action.deploy" || source.starts_with("action.") => {
             Trigger::Manual {
                 service: f.string("detail.service")?,
@@ -253,6 +273,32 @@ mod tests {
             json!({"result": "SUCCESS", "action-type": "DELETE"}),
         );
         assert!(matches!(parse(&delete), Err(EventError::Ignored(_))));
+    }
+
+    #[test]
+    fn an_execution_status_change_without_input_keeps_its_name() {
+        // EventBridge's shape when the input was too large to include.
+        let arn = "arn:aws:states:us-east-1:123456789012:execution:dev-deployer-deployment:shop-dev-2KqFQ6jRk1aaaaaaaaaaaaaaaaa";
+        let mut ended = event(
+            "aws.states",
+            "Step Functions Execution Status Change",
+            json!({"executionArn": arn, "stateMachineArn": "arn:aws:states:us-east-1:123456789012:stateMachine:dev-deployer-deployment",
+                   "name": "shop-dev-2KqFQ6jRk1aaaaaaaaaaaaaaaaa", "status": "TIMED_OUT", "startDate": 1_700_000_000_000u64,
+                   "stopDate": 1_700_000_100_000u64, "input": null, "output": null,
+                   "inputDetails": {"included": false}, "outputDetails": null, "error": null, "cause": null}),
+        );
+        let (_, Trigger::ExecutionEnded(parsed)) = parse(&ended).unwrap() else {
+            panic!("not an execution status change");
+        };
+        assert_eq!(parsed.name, "shop-dev-2KqFQ6jRk1aaaaaaaaaaaaaaaaa");
+        assert_eq!(parsed.input, None);
+        assert_eq!(parsed.status, "TIMED_OUT");
+        ended["detail"].as_object_mut().unwrap().remove("name");
+        ended["detail"].as_object_mut().unwrap().remove("input");
+        let (_, Trigger::ExecutionEnded(parsed)) = parse(&ended).unwrap() else {
+            panic!("not an execution status change");
+        };
+        assert_eq!(parsed.name, "shop-dev-2KqFQ6jRk1aaaaaaaaaaaaaaaaa");
     }
 
     #[test]

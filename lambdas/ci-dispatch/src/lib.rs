@@ -2,27 +2,32 @@
 //!
 //! Events are parsed at the edge into a [`Trigger`]; each trigger resolves to
 //! ECS services and redeploys them, or (ECS and Step Functions status events)
-//! only reports and reconciles. Every event id is remembered, so a replay is
-//! acknowledged and skipped. Bad input never causes a retry: only AWS
-//! trouble that may pass returns an error (and EventBridge/Lambda retry).
+//! only reports and reconciles. Every event is claimed before it is worked on
+//! and remembered as done after (see [`memory`]): a replay of a completed
+//! event is acknowledged and skipped, one that arrives while the event is
+//! being worked on fails so Lambda retries it later, and the retry of an
+//! invocation that timed out or crashed takes its claim over. Bad input
+//! never causes a retry: only AWS trouble that may pass returns an error (and
+//! EventBridge/Lambda retry).
 
 pub mod config;
 pub mod ecs;
 pub mod events;
+pub mod executions;
 pub mod memory;
 pub mod naming;
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use builddao::{BuildKey, BuildStatus, BuildStore, Transition};
+use builddao::{BuildStatus, BuildStore, Transition};
 use futures::future::join_all;
 use notify::{Notice, Notifier, Outcome};
 use serde_json::{json, Value};
 use tracing::{info, warn, Instrument};
 
 pub use config::Config;
-use ecs::{DeployError, Deployed};
-use events::{EventError, Trigger};
-use memory::{Memory, MemoryError};
+use ecs::DeployError;
+use events::{EventError, ExecutionEnded, Trigger};
+use memory::{Attempt, Claim, Lease, Memory, MemoryError};
 use naming::{Resolver, ServiceTarget};
 
 /// Errors that make the invocation fail so Lambda retries the event.
@@ -36,6 +41,19 @@ pub enum DispatchError {
     Builds(#[from] builddao::StoreError),
     #[error("{0}")]
     Aws(String),
+    /// Another invocation holds the claim and may still be running: this
+    /// one fails so Lambda retries it after that invocation ended.
+    #[error(
+        "{claim} is being worked on by request {holder} (lease until {until_ms} ms); retry later"
+    )]
+    Busy {
+        claim: String,
+        holder: String,
+        until_ms: u64,
+    },
+    /// The claim was taken over by another invocation while this one held it.
+    #[error("{claim} was taken over by another invocation; nothing started")]
+    LeaseLost { claim: String },
 }
 
 impl From<DispatchError> for lambda_runtime::Diagnostic {
@@ -44,6 +62,38 @@ impl From<DispatchError> for lambda_runtime::Diagnostic {
             error_type: "Retryable".into(),
             error_message: err.to_string(),
         }
+    }
+}
+
+/// What starting one service's deployment came to.
+enum Started {
+    Deployment {
+        deployment_id: String,
+        task_definition: String,
+        /// Found: an earlier attempt's UpdateService had started it.
+        recovered: bool,
+    },
+    DryRun {
+        task_definition: String,
+    },
+}
+
+/// Why a deployment did not start: ECS's answer (reported or retried), or
+/// the dispatch table's.
+enum StartFailure {
+    Ecs(DeployError),
+    Dispatch(DispatchError),
+}
+
+impl From<DeployError> for StartFailure {
+    fn from(err: DeployError) -> Self {
+        StartFailure::Ecs(err)
+    }
+}
+
+impl From<MemoryError> for StartFailure {
+    fn from(err: MemoryError) -> Self {
+        StartFailure::Dispatch(DispatchError::Memory(err))
     }
 }
 
@@ -68,6 +118,23 @@ struct ServiceResult {
     task_definition: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
+    /// The deployment was started by an earlier attempt that timed out or
+    /// crashed after UpdateService; this one found it instead of deploying again.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    recovered: bool,
+}
+
+impl ServiceResult {
+    fn new(service: &str, status: &'static str) -> Self {
+        Self {
+            service: service.to_owned(),
+            status,
+            deployment_id: None,
+            task_definition: None,
+            error: None,
+            recovered: false,
+        }
+    }
 }
 
 impl Dispatcher {
@@ -84,8 +151,8 @@ impl Dispatcher {
         }
     }
 
-    /// Handles one EventBridge event.
-    pub async fn handle(&self, event: Value) -> Result<Value, DispatchError> {
+    /// Handles one EventBridge event for the invocation holding `lease`.
+    pub async fn handle(&self, event: Value, lease: &Lease) -> Result<Value, DispatchError> {
         let (envelope, trigger) = match events::parse(&event) {
             Ok(parsed) => parsed,
             Err(EventError::Ignored(why)) => {
@@ -107,21 +174,54 @@ impl Dispatcher {
                 return Ok(json!({"status": "disabled", "source": disabled}));
             }
             let claim = format!("event#{}", envelope.id);
-            if !self.memory.claim(&claim).await? {
-                info!("event already processed; acknowledged and skipped");
-                return Ok(json!({"status": "duplicate", "event_id": envelope.id}));
-            }
-            let outcome = self.route(&envelope.id, trigger).await;
-            if outcome.is_err() {
-                // Forget the event so the retry of this invocation runs it again.
-                if let Err(err) = self.memory.release(&claim).await {
-                    warn!(error = %err, "could not release the event claim");
+            match self.memory.claim(&claim, lease).await? {
+                Claim::Done => {
+                    info!("event already processed; acknowledged and skipped");
+                    return Ok(json!({"status": "duplicate", "event_id": envelope.id}));
+                }
+                Claim::Busy { holder, until_ms } => {
+                    info!(%holder, until_ms, "event being processed by another invocation; retry later");
+                    return Err(DispatchError::Busy {
+                        claim,
+                        holder,
+                        until_ms,
+                    });
+                }
+                Claim::Claimed { previous } => {
+                    if let Some(previous) = previous {
+                        info!(holder = ?previous.holder, "taking over the event from an attempt that did not finish");
+                    }
                 }
             }
-            outcome
+            let outcome = self.route(&envelope.id, trigger, lease).await;
+            self.settle(&claim, lease, outcome).await
         }
         .instrument(span)
         .await
+    }
+
+    /// Marks a claim done after its work succeeded, or gives it up after a
+    /// failure (so the retry runs the work again).
+    async fn settle<T>(
+        &self,
+        claim: &str,
+        lease: &Lease,
+        outcome: Result<T, DispatchError>,
+    ) -> Result<T, DispatchError> {
+        match outcome {
+            Ok(value) => {
+                if !self.memory.complete(claim, lease).await? {
+                    warn!(%claim, "claim was taken over before it was marked done");
+                }
+                Ok(value)
+            }
+            Err(err) => {
+                if let Err(release) = self.memory.abandon(claim, lease, None).await {
+                    warn!(%claim, error = %release, "could not release the claim; it frees itself when its lease ends");
+                }
+                Err(err)
+            }
+        }
     }
 
     fn disabled_source(&self, trigger: &Trigger) -> Option<&'static str> {
@@ -135,7 +235,12 @@ impl Dispatcher {
         }
     }
 
-    async fn route(&self, event_id: &str, trigger: Trigger) -> Result<Value, DispatchError> {
+    async fn route(
+        &self,
+        event_id: &str,
+        trigger: Trigger,
+        lease: &Lease,
+    ) -> Result<Value, DispatchError> {
         match trigger {
             Trigger::ImagePushed {
                 repository,
@@ -158,19 +263,27 @@ impl Dispatcher {
                 };
                 // One image pushed with two tags is two events: deploy once.
                 let image = format!("image#{repository}@{digest}");
-                if !self.memory.claim(&image).await? {
-                    info!(%repository, %digest, "image already deployed for another tag; skipped");
-                    return Ok(json!({"status": "duplicate", "image": digest}));
+                match self.memory.claim(&image, lease).await? {
+                    Claim::Done => {
+                        info!(%repository, %digest, "image already deployed for another tag; skipped");
+                        return Ok(json!({"status": "duplicate", "image": digest}));
+                    }
+                    Claim::Busy { holder, until_ms } => {
+                        info!(%repository, %digest, %holder, "image being deployed for another tag; retry later");
+                        return Err(DispatchError::Busy {
+                            claim: image,
+                            holder,
+                            until_ms,
+                        });
+                    }
+                    Claim::Claimed { .. } => {}
                 }
                 let reason = format!(
                     "image {repository}:{} pushed ({digest})",
                     tag.as_deref().unwrap_or("untagged")
                 );
-                let result = self.deploy(event_id, &[name], None, &reason).await;
-                if result.is_err() {
-                    let _ = self.memory.release(&image).await;
-                }
-                result
+                let result = self.deploy(event_id, &[name], None, &reason, lease).await;
+                self.settle(&image, lease, result).await
             }
             Trigger::ParameterChanged { name, operation } => {
                 let Some(service) = self.resolver().service_for_parameter(&name) else {
@@ -184,6 +297,7 @@ impl Dispatcher {
                     &[service],
                     None,
                     &format!("parameter {name} {operation}"),
+                    lease,
                 )
                 .await
             }
@@ -210,6 +324,7 @@ impl Dispatcher {
                     &users,
                     None,
                     &format!("env file s3://{bucket}/{key} {operation}"),
+                    lease,
                 )
                 .await
             }
@@ -219,8 +334,14 @@ impl Dispatcher {
                 reason,
             } => {
                 let reason = reason.unwrap_or_else(|| "manual deploy".into());
-                self.deploy(event_id, &[service], task_definition.as_deref(), &reason)
-                    .await
+                self.deploy(
+                    event_id,
+                    &[service],
+                    task_definition.as_deref(),
+                    &reason,
+                    lease,
+                )
+                .await
             }
             Trigger::EcsDeployment {
                 event_name,
@@ -231,24 +352,7 @@ impl Dispatcher {
                 self.ecs_status(&event_name, &deployment_id, &service_arn, reason)
                     .await
             }
-            Trigger::ExecutionEnded {
-                execution_arn,
-                state_machine_arn,
-                status,
-                input,
-                error,
-                cause,
-            } => {
-                self.execution_ended(
-                    &execution_arn,
-                    &state_machine_arn,
-                    &status,
-                    input,
-                    error,
-                    cause,
-                )
-                .await
-            }
+            Trigger::ExecutionEnded(ended) => self.execution_ended(ended).await,
         }
     }
 
@@ -261,6 +365,7 @@ impl Dispatcher {
         services: &[String],
         task_definition: Option<&str>,
         reason: &str,
+        lease: &Lease,
     ) -> Result<Value, DispatchError> {
         let targets: Vec<ServiceTarget> = services
             .iter()
@@ -269,7 +374,7 @@ impl Dispatcher {
         let results = join_all(
             targets
                 .iter()
-                .map(|target| self.deploy_once(event_id, target, task_definition, reason)),
+                .map(|target| self.deploy_once(event_id, target, task_definition, reason, lease)),
         )
         .await;
         let mut report = Vec::new();
@@ -279,41 +384,78 @@ impl Dispatcher {
         Ok(json!({"status": "done", "dry_run": self.config.dry_run, "services": report}))
     }
 
+    /// Redeploys one service for one event, at most once whatever happens to
+    /// the invocations doing it.
+    ///
+    /// The service's claim records each attempt before UpdateService. An
+    /// invocation that times out or crashes after UpdateService reached ECS
+    /// leaves that attempt on its claim; the retry taking the claim over
+    /// looks for the deployment the attempt created before deploying again.
     async fn deploy_once(
         &self,
         event_id: &str,
         target: &ServiceTarget,
         task_definition: Option<&str>,
         reason: &str,
+        lease: &Lease,
     ) -> Result<ServiceResult, DispatchError> {
-        let done = format!("deployed#{event_id}#{}#{}", target.cluster, target.service);
-        if !self.memory.claim(&done).await? {
-            info!(service = %target.service, "already deployed for this event by an earlier attempt");
-            return Ok(ServiceResult {
-                service: target.service.clone(),
-                status: "already_deployed",
-                deployment_id: None,
-                task_definition: None,
-                error: None,
-            });
-        }
-        match self.deploy_one(target, task_definition, reason).await {
-            Ok(result) => Ok(result),
-            Err(err) => {
-                if let Err(release) = self.memory.release(&done).await {
-                    warn!(error = %release, "could not release the service claim");
+        let claim = format!("deployed#{event_id}#{}#{}", target.cluster, target.service);
+        let previous = match self.memory.claim(&claim, lease).await? {
+            Claim::Done => {
+                info!(service = %target.service, "already deployed for this event by an earlier attempt");
+                return Ok(ServiceResult::new(&target.service, "already_deployed"));
+            }
+            Claim::Busy { holder, until_ms } => {
+                return Err(DispatchError::Busy {
+                    claim,
+                    holder,
+                    until_ms,
+                })
+            }
+            Claim::Claimed { previous } => previous.and_then(|p| p.attempt),
+        };
+        let mut attempt = previous.clone();
+        let result = self
+            .deploy_one(
+                &claim,
+                target,
+                task_definition,
+                reason,
+                lease,
+                previous,
+                &mut attempt,
+            )
+            .await;
+        match result {
+            Ok(result) => {
+                if !self.memory.complete(&claim, lease).await? {
+                    warn!(%claim, "service claim was taken over before it was marked done");
                 }
-                Err(DispatchError::Deploy(err))
+                Ok(result)
+            }
+            Err(err) => {
+                if let Err(release) = self.memory.abandon(&claim, lease, attempt.as_ref()).await {
+                    warn!(error = %release, "could not release the service claim; it frees itself when its lease ends");
+                }
+                Err(err)
             }
         }
     }
 
+    /// One service's redeploy under a held claim, reported to Slack.
+    /// `previous` is the attempt of the invocation whose claim this one took
+    /// over; `attempt` is left holding the attempt the claim records.
+    #[allow(clippy::too_many_arguments)]
     async fn deploy_one(
         &self,
+        claim: &str,
         target: &ServiceTarget,
         task_definition: Option<&str>,
         reason: &str,
-    ) -> Result<ServiceResult, DeployError> {
+        lease: &Lease,
+        previous: Option<Attempt>,
+        attempt: &mut Option<Attempt>,
+    ) -> Result<ServiceResult, DispatchError> {
         let env = &self.config.env;
         let base = |outcome: Outcome, title: String| {
             Notice::new(outcome, title, env.clone())
@@ -323,12 +465,28 @@ impl Dispatcher {
                 .with_dry_run(self.config.dry_run)
                 .with_link("ECS service", self.console_service_url(target))
         };
-        match ecs::redeploy(&self.ecs, target, task_definition, self.config.dry_run).await {
-            Ok(Deployed::Started {
+        let started = self
+            .start(claim, target, task_definition, lease, previous, attempt)
+            .await;
+        match started {
+            Ok(Started::DryRun { task_definition }) => {
+                info!(service = %target.service, %task_definition, "DRY RUN: would deploy");
+                let notice = base(
+                    Outcome::Info,
+                    format!("Would deploy {} to {env}", target.name),
+                )
+                .with_task_definition(task_definition.clone());
+                self.notifier.send(&notice).await;
+                Ok(ServiceResult {
+                    task_definition: Some(task_definition),
+                    ..ServiceResult::new(&target.service, "dry_run")
+                })
+            }
+            Ok(Started::Deployment {
                 deployment_id,
                 task_definition,
+                recovered,
             }) => {
-                info!(service = %target.service, cluster = %target.cluster, %deployment_id, %task_definition, "deployment started");
                 let context = json!({"service": target.service, "cluster": target.cluster, "task_definition": task_definition, "reason": reason});
                 if let Err(err) = self.memory.remember_deploy(&deployment_id, &context).await {
                     warn!(error = %err, "could not remember the deploy; its completion will be reported without context");
@@ -341,34 +499,18 @@ impl Dispatcher {
                 .with_task_definition(task_definition.clone());
                 self.notifier.send(&notice).await;
                 Ok(ServiceResult {
-                    service: target.service.clone(),
-                    status: "started",
                     deployment_id: Some(deployment_id),
                     task_definition: Some(task_definition),
-                    error: None,
+                    recovered,
+                    ..ServiceResult::new(&target.service, "started")
                 })
             }
-            Ok(Deployed::DryRun { task_definition }) => {
-                info!(service = %target.service, %task_definition, "DRY RUN: would deploy");
-                let notice = base(
-                    Outcome::Info,
-                    format!("Would deploy {} to {env}", target.name),
-                )
-                .with_task_definition(task_definition.clone());
-                self.notifier.send(&notice).await;
-                Ok(ServiceResult {
-                    service: target.service.clone(),
-                    status: "dry_run",
-                    deployment_id: None,
-                    task_definition: Some(task_definition),
-                    error: None,
-                })
-            }
-            Err(err) if err.is_retryable() => {
+            Err(StartFailure::Dispatch(err)) => Err(err),
+            Err(StartFailure::Ecs(err)) if err.is_retryable() => {
                 warn!(service = %target.service, error = %err, "deploy failed; the event will be retried");
-                Err(err)
+                Err(DispatchError::Deploy(err))
             }
-            Err(err) => {
+            Err(StartFailure::Ecs(err)) => {
                 warn!(service = %target.service, error = %err, "deploy refused; not retried");
                 let notice = base(
                     Outcome::Failed,
@@ -377,14 +519,66 @@ impl Dispatcher {
                 .with_reason(format!("{reason}: {err}"));
                 self.notifier.send(&notice).await;
                 Ok(ServiceResult {
-                    service: target.service.clone(),
-                    status: "failed",
-                    deployment_id: None,
-                    task_definition: None,
                     error: Some(err.to_string()),
+                    ..ServiceResult::new(&target.service, "failed")
                 })
             }
         }
+    }
+
+    /// Starts the service's deployment, or finds the one `previous` started.
+    async fn start(
+        &self,
+        claim: &str,
+        target: &ServiceTarget,
+        task_definition: Option<&str>,
+        lease: &Lease,
+        previous: Option<Attempt>,
+        attempt: &mut Option<Attempt>,
+    ) -> Result<Started, StartFailure> {
+        if let Some(previous) = previous {
+            let found = ecs::find_attempt_deployment(
+                &self.ecs,
+                target,
+                &previous.task_definition,
+                previous.started_ms,
+            )
+            .await?;
+            if let Some(deployment_id) = found {
+                info!(service = %target.service, %deployment_id, started_ms = previous.started_ms,
+                    "an earlier attempt's UpdateService reached ECS; its deployment is this event's");
+                return Ok(Started::Deployment {
+                    deployment_id,
+                    task_definition: previous.task_definition,
+                    recovered: true,
+                });
+            }
+            info!(service = %target.service, "an earlier attempt left no deployment; deploying");
+        }
+        let task_definition =
+            ecs::target_task_definition(&self.ecs, target, task_definition).await?;
+        if self.config.dry_run {
+            return Ok(Started::DryRun { task_definition });
+        }
+        let next = Attempt {
+            started_ms: memory::now_ms(),
+            task_definition: task_definition.clone(),
+        };
+        if !self.memory.start_attempt(claim, lease, &next).await? {
+            return Err(StartFailure::Dispatch(DispatchError::LeaseLost {
+                claim: claim.to_owned(),
+            }));
+        }
+        *attempt = Some(next.clone());
+        let deployment_id =
+            ecs::update_service(&self.ecs, target, &task_definition, next.started_ms).await?;
+        // Written right after UpdateService returns (the fault tests crash here).
+        info!(service = %target.service, cluster = %target.cluster, %deployment_id, %task_definition, "deployment started");
+        Ok(Started::Deployment {
+            deployment_id,
+            task_definition,
+            recovered: false,
+        })
     }
 
     fn console_service_url(&self, target: &ServiceTarget) -> String {
@@ -465,52 +659,40 @@ impl Dispatcher {
 
     /// A deployment execution ended outside the machine's own paths: its
     /// build is marked FAILED (never over a terminal status) and its stack
-    /// lock released.
-    async fn execution_ended(
-        &self,
-        execution_arn: &str,
-        state_machine_arn: &str,
-        status: &str,
-        input: Option<Value>,
-        error: Option<String>,
-        cause: Option<String>,
-    ) -> Result<Value, DispatchError> {
-        let (Some(builds), Some(ours)) = (&self.builds, &self.config.state_machine_arn) else {
+    /// lock released. The build is found from the input, else the
+    /// execution's name, else its ARN (see [`executions`]).
+    async fn execution_ended(&self, ended: ExecutionEnded) -> Result<Value, DispatchError> {
+        let (Some(builds), Some(ours), Some(table)) = (
+            &self.builds,
+            &self.config.state_machine_arn,
+            &self.config.builds_table,
+        ) else {
             return Ok(
                 json!({"status": "ignored", "reason": "build reconciliation not configured"}),
             );
         };
-        if state_machine_arn != ours {
+        let status = ended.status.as_str();
+        if &ended.state_machine_arn != ours {
             return Ok(json!({"status": "ignored", "reason": "another state machine"}));
         }
         if !matches!(status, "FAILED" | "TIMED_OUT" | "ABORTED") {
             return Ok(json!({"status": "ignored", "reason": format!("execution {status}")}));
         }
-        let build = input.as_ref().and_then(|i| i.get("build"));
-        let (Some(pk), Some(sk)) = (
-            build.and_then(|b| b["pk"].as_str()),
-            build.and_then(|b| b["sk"].as_str()),
-        ) else {
-            warn!(%execution_arn, "execution input names no build; nothing to reconcile");
+        let execution_arn = ended.execution_arn.as_str();
+        let Some(found) = executions::find_build(builds, &self.dynamodb, table, &ended).await?
+        else {
+            warn!(%execution_arn, name = %ended.name, "no build names this execution (input, name or ARN); nothing to reconcile");
             return Ok(
-                json!({"status": "rejected", "error": "execution input has no build.pk/build.sk"}),
+                json!({"status": "rejected", "error": format!("no build found for execution {execution_arn}")}),
             );
         };
-        let Some((repo, env)) = pk.rsplit_once('/') else {
-            return Ok(
-                json!({"status": "rejected", "error": format!("build pk {pk:?} is not repo/env")}),
-            );
-        };
-        let key = BuildKey {
-            repo: repo.to_owned(),
-            env: env.to_owned(),
-            sk: sk.to_owned(),
-        };
+        let key = found.key;
+        let (repo, env, sk) = (key.repo.as_str(), key.env.as_str(), key.sk.as_str());
         let mut reason = format!("deployment execution {status}");
-        if let Some(error) = &error {
+        if let Some(error) = &ended.error {
             reason.push_str(&format!(": {error}"));
         }
-        if let Some(cause) = &cause {
+        if let Some(cause) = &ended.cause {
             reason.push_str(&format!(": {cause}"));
         }
         let now = builddao::now_rfc3339();
@@ -526,10 +708,7 @@ impl Dispatcher {
                 &now,
             )
             .await?;
-        if let (Some(stacks), Some(stack_name)) = (
-            &self.config.stacks_table,
-            input.as_ref().and_then(|i| i["stack_name"].as_str()),
-        ) {
+        if let (Some(stacks), Some(stack_name)) = (&self.config.stacks_table, &found.stack_name) {
             let released = self
                 .dynamodb
                 .update_item()
@@ -540,21 +719,25 @@ impl Dispatcher {
                 .expression_attribute_values(":sk", AttributeValue::S(sk.to_owned()))
                 .send()
                 .await;
-            if let Err(err) = released {
-                let conditional = err
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception());
-                if !conditional {
-                    return Err(DispatchError::Aws(format!(
-                        "releasing the lock on {stack_name}: {}",
-                        aws_sdk_dynamodb::error::DisplayErrorContext(&err)
-                    )));
+            match released {
+                Ok(_) => info!(%stack_name, "stack lock released"),
+                Err(err) => {
+                    let conditional = err
+                        .as_service_error()
+                        .is_some_and(|e| e.is_conditional_check_failed_exception());
+                    if !conditional {
+                        return Err(DispatchError::Aws(format!(
+                            "releasing the lock on {stack_name}: {}",
+                            aws_sdk_dynamodb::error::DisplayErrorContext(&err)
+                        )));
+                    }
                 }
             }
         }
+        let build_id = format!("{repo}/{env}/{sk}");
         match outcome {
             Transition::Applied => {
-                warn!(build_id = %format!("{repo}/{env}/{sk}"), %reason, "build marked FAILED from execution status");
+                warn!(%build_id, found_by = found.found_by, %reason, "build marked FAILED from execution status");
                 let notice = Notice::new(
                     Outcome::Failed,
                     format!("Deployment of {repo} to {env} failed"),
@@ -563,10 +746,10 @@ impl Dispatcher {
                 .with_deployment_id(execution_arn.to_owned())
                 .with_reason(reason.clone());
                 self.notifier.send(&notice).await;
-                Ok(json!({"status": "build_failed", "build": format!("{repo}/{env}/{sk}")}))
+                Ok(json!({"status": "build_failed", "build": build_id, "found_by": found.found_by}))
             }
             Transition::Refused { current } => {
-                info!(?current, "build already ended; left unchanged");
+                info!(%build_id, ?current, "build already ended; left unchanged");
                 Ok(json!({"status": "unchanged", "current": current.map(|s| s.as_str())}))
             }
         }

@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use aws_config::retry::RetryConfig;
 use ci_dispatch::config::Config;
-use ci_dispatch::memory::Memory;
+use ci_dispatch::memory::{Lease, Memory};
 use ci_dispatch::Dispatcher;
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use notify::{Notifier, SecretUrl, Target};
@@ -53,7 +53,10 @@ async fn main() -> Result<(), Error> {
     };
     lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
         let dispatcher = &dispatcher;
-        async move { dispatcher.handle(event.payload).await }
+        // The claims this invocation takes are leased to it until its
+        // deadline: its async retries keep the request id and take them over.
+        let lease = Lease::for_invocation(&event.context.request_id, event.context.deadline);
+        async move { dispatcher.handle(event.payload, &lease).await }
     }))
     .await
 }
