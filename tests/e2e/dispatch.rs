@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use aws_sdk_dynamodb::types::AttributeValue;
 use builddao::BuildStatus;
 use deployer_e2e::{
     ecs_fixture, eventbridge, ledger_build, slack_messages, update_service_calls, TestStack,
@@ -474,6 +475,116 @@ async fn a_failed_execution_fails_its_build_but_never_a_finished_one() {
     let untouched = store.get(&keys[1].key()).await.unwrap().unwrap();
     assert_eq!(untouched.status, BuildStatus::Success);
     assert_eq!(untouched.error_msg, None);
+}
+
+/// "Step Functions Execution Status Change" as EventBridge sends it when the
+/// input was too large to include (`input: null`, `inputDetails.included`
+/// false); a hand-started execution looks the same.
+fn execution_ended_without_input(
+    state_machine_arn: &str,
+    name: &str,
+    status: &str,
+) -> (String, Value) {
+    let arn = format!(
+        "{}:{name}",
+        state_machine_arn.replacen(":stateMachine:", ":execution:", 1)
+    );
+    let event = json!({"source": "aws.states", "detail-type": "Step Functions Execution Status Change",
+        "resources": [arn],
+        "detail": {"executionArn": arn, "stateMachineArn": state_machine_arn, "name": name, "status": status,
+                   "startDate": 1_800_000_000_000u64, "stopDate": 1_800_000_090_000u64,
+                   "input": null, "output": null, "inputDetails": {"included": false}, "outputDetails": null,
+                   "error": null, "cause": null}});
+    (arn, event)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_execution_event_without_input_still_fails_its_build_and_releases_its_stack_lock() {
+    let stack = shop(&[]).await;
+    let p = &stack.pipeline;
+    let store = stack.builds();
+    let dynamodb = aws_sdk_dynamodb::Client::new(&p.sdk);
+    let sm = p.resources.state_machine_arn.clone();
+    let lock_holder = |stack_name: &str| {
+        let dynamodb = dynamodb.clone();
+        let table = p.resources.stacks_table.clone();
+        let stack_name = stack_name.to_owned();
+        async move {
+            dynamodb
+                .get_item()
+                .table_name(table)
+                .key("stack_name", AttributeValue::S(stack_name))
+                .consistent_read(true)
+                .send()
+                .await
+                .unwrap()
+                .item
+                .and_then(|item| item.get("holder_sk").and_then(|v| v.as_s().ok()).cloned())
+        }
+    };
+
+    // One build named by its execution's name, `{repo}-{env}-{sk}`; one whose
+    // repo is too long for the 80-character name (found by its stored ARN).
+    let long_repo = "payments-reconciliation-service-with-a-rather-long-name";
+    let mut cases = Vec::new();
+    for (n, repo, status) in [(1u64, "ledger", "TIMED_OUT"), (2, long_repo, "ABORTED")] {
+        let mut upload = ledger_build(n, &p.resources.bucket);
+        upload.repo = repo.into();
+        let mut build = upload.into_build(builddao::now_rfc3339());
+        build.status = BuildStatus::InProgress;
+        let full_name = format!("{repo}-dev-{}", build.sk);
+        let name: String = if full_name.len() > 80 {
+            format!("{}-dev-{}", &repo[..80 - 5 - build.sk.len()], build.sk)
+        } else {
+            full_name
+        };
+        let (arn, event) = execution_ended_without_input(&sm, &name, status);
+        build.execution_arn = Some(arn.clone());
+        store.create(&build).await.unwrap();
+        dynamodb
+            .put_item()
+            .table_name(&p.resources.stacks_table)
+            .item("stack_name", AttributeValue::S(build.stack_name.clone()))
+            .item("holder_sk", AttributeValue::S(build.sk.clone()))
+            .item("holder_execution", AttributeValue::S(arn))
+            .item(
+                "lock_expires_at",
+                AttributeValue::S("2099-01-01T00:00:00Z".into()),
+            )
+            .item("last_started_sk", AttributeValue::S(build.sk.clone()))
+            .send()
+            .await
+            .unwrap();
+        cases.push((build, event, status));
+    }
+    assert!(
+        long_repo.len() + "-dev-".len() + cases[1].0.sk.len() > 80,
+        "the long repo's execution name is cut"
+    );
+
+    for (build, event, status) in &cases {
+        assert_eq!(
+            lock_holder(&build.stack_name).await.as_deref(),
+            Some(build.sk.as_str())
+        );
+        p.put_events(std::slice::from_ref(event)).await.unwrap();
+        let failed = stack.wait_terminal(&build.key()).await;
+        assert_eq!(failed.status, BuildStatus::Failed, "{}", build.repo);
+        let reason = failed.error_msg.unwrap();
+        assert_eq!(reason, format!("deployment execution {status}"));
+        localstack::emulator::wait_until(
+            &format!("the lock on {} released", build.stack_name),
+            Duration::from_secs(10),
+            || async { Ok(lock_holder(&build.stack_name).await.is_none().then_some(())) },
+        )
+        .await
+        .unwrap();
+    }
+    assert!(
+        p.dead_letters.all().is_empty(),
+        "{:?}",
+        p.dead_letters.all()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

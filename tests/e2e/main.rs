@@ -8,6 +8,7 @@ mod concurrency;
 mod delivery;
 mod deploy;
 mod dispatch;
+mod dispatch_faults;
 mod package;
 mod site_build_runner;
 mod site_flow;
