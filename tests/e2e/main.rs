@@ -13,6 +13,7 @@ mod package;
 mod site_build_runner;
 mod site_flow;
 mod site_publish;
+mod site_recovery;
 mod stack_deploy;
 mod state_machine_faults;
 mod template;
