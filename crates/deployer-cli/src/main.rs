@@ -142,13 +142,22 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                     serde_json::json!({"builds": builds, "next": page.next})
                 );
             } else {
+                // Build keys are 27 characters (before upload-time keys)
+                // to 50; the column fits the page's longest.
+                let width = page
+                    .builds
+                    .iter()
+                    .map(|b| b.sk.len())
+                    .max()
+                    .unwrap_or(0)
+                    .max(5);
                 println!(
-                    "{:<28} {:<18} {:<20} {:<24} STACK",
+                    "{:<width$} {:<18} {:<20} {:<24} STACK",
                     "BUILD", "STATUS", "VERSION", "BRANCH"
                 );
                 for build in &page.builds {
                     println!(
-                        "{:<28} {:<18} {:<20} {:<24} {}",
+                        "{:<width$} {:<18} {:<20} {:<24} {}",
                         build.sk, build.status, build.version, build.branch, build.stack_name
                     );
                 }
