@@ -18,7 +18,7 @@ KEEP ?=
 
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup build test unit e2e lint fmt clippy template-lint package deploy bench demo clean
+.PHONY: setup build test unit e2e lint fmt clippy template-lint package deploy bench demo chaos clean
 
 setup: $(STAMP_PY) $(STAMP_NPM)
 
@@ -96,6 +96,14 @@ bench: package build
 # `make demo KEEP=1` leaves the stack running.
 demo: setup build
 	target/debug/deployer-local demo --env $(ENV) $(if $(KEEP),--keep,)
+
+# N builds, N ECS events and N site deploys under randomised faults from a
+# printed seed (SEED= replays one, N= sets how many); exits 1 if anything was
+# lost, stuck, duplicated or out of order. A few minutes: not in `make test`.
+SEED ?=
+N ?= 8
+chaos: setup build
+	target/debug/deployer-local chaos --count $(N) $(if $(SEED),--seed $(SEED),)
 
 clean:
 	cargo clean

@@ -1,6 +1,7 @@
 //! The local stack: the whole suite on one machine against an AWS API
 //! emulator. Tests and `make demo` use the same code.
 
+pub mod chaos;
 pub mod delivery;
 pub mod emulator;
 pub mod faults;

@@ -44,6 +44,19 @@ enum Command {
         #[arg(long, default_value = "debug")]
         profile: String,
     },
+    /// N builds, N ECS events and N site deploys under randomised faults;
+    /// exits 1 if anything was lost, stuck, doubled or out of order.
+    Chaos {
+        /// Seed of every random choice (default: the clock); printed.
+        #[arg(long, env = "SEED")]
+        seed: Option<u64>,
+        /// How many of each kind of work.
+        #[arg(long, default_value_t = 8)]
+        count: usize,
+        /// Cargo profile the function binaries were built with.
+        #[arg(long, default_value = "debug")]
+        profile: String,
+    },
 }
 
 #[tokio::main]
@@ -55,7 +68,14 @@ async fn main() {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let Command::Demo { keep, env, profile } = cli.command;
+    let (keep, env, profile) = match cli.command {
+        Command::Demo { keep, env, profile } => (keep, env, profile),
+        Command::Chaos {
+            seed,
+            count,
+            profile,
+        } => return chaos(seed, count, profile).await,
+    };
     let root = std::env::current_dir()?;
     if !root.join("cloudformation.template").is_file() {
         bail!("run deployer-local from the repository root (no cloudformation.template here)");
@@ -259,6 +279,28 @@ async fn redeploy_on_image_push(pipeline: &Pipeline) -> anyhow::Result<()> {
             .replace('\n', " | ")
     );
     Ok(())
+}
+
+async fn chaos(seed: Option<u64>, count: usize, profile: String) -> anyhow::Result<()> {
+    let root = std::env::current_dir()?;
+    let log_dir = root.join("target/local");
+    std::fs::create_dir_all(&log_dir)?;
+    let seed = seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_secs())
+    });
+    let plan = localstack::chaos::ChaosPlan {
+        seed,
+        count,
+        profile,
+        log_dir: Some(log_dir),
+    };
+    if localstack::chaos::run_and_print(&root, &plan).await? {
+        Ok(())
+    } else {
+        bail!("chaos found work lost, stuck, doubled or out of order (seed {seed})")
+    }
 }
 
 /// The pull request the demo opens.
