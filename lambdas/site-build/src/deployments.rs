@@ -857,3 +857,72 @@ impl FromStr for DeploymentStatus {
             .map_err(|_| format!("{s:?} is not a deployment status"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lease_guarded_update_names_holder_and_attempt_in_its_condition() {
+        let mut update = StatusUpdate::new(
+            DeploymentStatus::Building,
+            DeploymentStatus::Failed,
+            Changes::default()
+                .set("error", "x")
+                .remove("lease_expires_at"),
+        );
+        update.held_by(&SeenLease {
+            holder: Some("req-1".into()),
+            attempt: 2,
+        });
+        let (expression, condition, names, values) = update.build();
+        assert_eq!(
+            expression,
+            "SET #status = :to, updated_at = :now, #s0 = :s0 REMOVE #r0"
+        );
+        assert_eq!(
+            condition,
+            "attribute_exists(pk) AND #status = :from AND #lease_holder = :lease_holder AND #attempt = :lease_attempt"
+        );
+        assert_eq!(names["#r0"], "lease_expires_at");
+        assert_eq!(values[":lease_holder"], AttributeValue::S("req-1".into()));
+        assert_eq!(values[":lease_attempt"], AttributeValue::N("2".into()));
+        assert_eq!(values[":from"], AttributeValue::S("BUILDING".into()));
+    }
+
+    #[test]
+    fn a_record_from_before_leases_is_guarded_by_their_absence() {
+        let mut update = StatusUpdate::new(
+            DeploymentStatus::Building,
+            DeploymentStatus::Building,
+            Changes::default(),
+        );
+        update.held_by(&SeenLease {
+            holder: None,
+            attempt: 0,
+        });
+        let (_, condition, _, values) = update.build();
+        assert!(
+            condition.ends_with(
+                "attribute_not_exists(#lease_holder) AND attribute_not_exists(#attempt)"
+            ),
+            "{condition}"
+        );
+        assert!(!values.contains_key(":lease_holder"));
+    }
+
+    #[test]
+    fn index_entries_name_the_deployment_they_list() {
+        let key = DeploymentKey {
+            target: "preview/feature-x".into(),
+            id: "2qAbcdefghijklmnopqrstuvwxy".into(),
+        };
+        let item = index_item(&key);
+        assert_eq!(item["pk"], AttributeValue::S(BUILDING_INDEX_PK.into()));
+        let sk = item["sk"].as_s().unwrap();
+        assert_eq!(
+            sk.rsplit_once('/'),
+            Some(("preview/feature-x", key.id.as_str()))
+        );
+    }
+}

@@ -119,8 +119,8 @@ pub enum Phase {
 impl Phase {
     pub fn as_str(self) -> &'static str {
         match self {
-            Self::Starting => "the start",
-            Self::Fetch => "fetching the source",
+            Self::Starting => "setup",
+            Self::Fetch => "the source fetch",
             Self::Install => "npm ci",
             Self::Build => "npm run build",
             Self::Publish => "the publish",
@@ -488,7 +488,7 @@ mod tests {
             panic!("an old BUILDING record is taken over");
         };
         assert_eq!(interruption.attempt, 1);
-        assert_eq!(interruption.phase, "the start");
+        assert_eq!(interruption.phase, "setup");
         assert_eq!(interruption.seen.holder, None);
     }
 

@@ -786,3 +786,35 @@ fn invalidation_text(status: &InvalidationStatus) -> Option<String> {
         InvalidationStatus::Failed { message } => Some(format!("failed: {message}")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_build_folders_older_than_the_limit_are_removed() {
+        let base = std::env::temp_dir().join(format!("site-build-stale-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        let old_build = base.join("2qAbcdefghijklmnopqrstuvwxy");
+        let cache = base.join("npm-cache");
+        std::fs::create_dir_all(old_build.join("attempt-1/src")).unwrap();
+        std::fs::create_dir_all(&cache).unwrap();
+        let hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+        for dir in [&old_build, &cache] {
+            std::fs::File::open(dir)
+                .unwrap()
+                .set_modified(hour_ago)
+                .unwrap();
+        }
+        let new_build = base.join("2qZbcdefghijklmnopqrstuvwxy");
+        std::fs::create_dir_all(&new_build).unwrap();
+
+        assert_eq!(remove_stale_builds(&base, Duration::from_secs(2 * 3600)), 0);
+        // An hour old: that build goes; the cache (not a build) and the
+        // recent build stay.
+        assert_eq!(remove_stale_builds(&base, Duration::from_secs(1800)), 1);
+        assert!(!old_build.exists());
+        assert!(cache.exists() && new_build.exists());
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+}
