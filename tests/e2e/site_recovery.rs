@@ -449,7 +449,7 @@ async fn a_publish_killed_after_its_switch_is_recorded_once_not_published_twice(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_build_that_runs_out_of_time_fails_before_the_lambda_timeout() {
-    let timeout = Duration::from_secs(20);
+    let timeout = Duration::from_secs(30);
     let r = Recovery::start("rec-time", move |options| {
         options.timeouts.push(("SiteBuildFunction".into(), timeout));
     })
@@ -475,7 +475,7 @@ async fn a_build_that_runs_out_of_time_fails_before_the_lambda_timeout() {
     let error = done["error"].as_str().unwrap();
     assert!(
         error.starts_with("ran out of time during npm run build (")
-            && error.ends_with(" s left of the function's 20 s)"),
+            && error.ends_with(" s left of the function's 30 s)"),
         "{error}"
     );
     assert!(
@@ -516,7 +516,7 @@ async fn a_build_that_runs_out_of_time_fails_before_the_lambda_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_direct_build_that_died_with_no_retry_is_found_by_the_sweep_and_published() {
-    let timeout = Duration::from_secs(20);
+    let timeout = Duration::from_secs(30);
     let r = Recovery::start("rec-sweep", move |options| {
         options.timeouts.push(("SiteBuildFunction".into(), timeout));
     })
