@@ -101,7 +101,7 @@ demo: setup build
 # printed seed (SEED= replays one, N= sets how many); exits 1 if anything was
 # lost, stuck, duplicated or out of order. A few minutes: not in `make test`.
 SEED ?=
-N ?= 8
+N ?= 10
 chaos: setup build
 	target/debug/deployer-local chaos --count $(N) $(if $(SEED),--seed $(SEED),)
 

@@ -49,6 +49,8 @@ pub struct Tally {
     pub out_of_order: usize,
     /// One line per problem, naming the work item.
     pub problems: Vec<String>,
+    /// Why work that failed (as it may under faults) failed.
+    pub failures: Vec<String>,
 }
 
 impl Tally {
@@ -123,11 +125,13 @@ impl ChaosReport {
                 tally.lost, tally.stuck, tally.duplicated, tally.out_of_order
             ));
         }
-        for problem in [&self.builds, &self.events, &self.sites]
-            .iter()
-            .flat_map(|t| t.problems.iter())
-        {
-            out.push_str(&format!("  ! {problem}\n"));
+        for tally in [&self.builds, &self.events, &self.sites] {
+            for failure in &tally.failures {
+                out.push_str(&format!("  - {failure}\n"));
+            }
+            for problem in &tally.problems {
+                out.push_str(&format!("  ! {problem}\n"));
+            }
         }
         out.push_str(&format!(
             "  invocations given up after retries (dead letters): {}\n",
@@ -172,7 +176,7 @@ pub async fn run(root: &std::path::Path, plan: &ChaosPlan) -> anyhow::Result<Cha
     // The site's first deploy, before the weather turns.
     let first = repo.head()?;
     push_site(&pipeline, &first, "chaos-base").await?;
-    wait_site_settled(&pipeline, &[first.clone()], Duration::from_secs(120)).await?;
+    wait_site_settled(&pipeline, std::slice::from_ref(&first), Duration::from_secs(120)).await?;
 
     arm_faults(&pipeline, &mut rng, plan).await?;
 
@@ -363,7 +367,7 @@ async fn arm_faults(
                 "UpdateService",
                 FaultKind::DelayResponse(HELD_ANSWER),
             )
-            .probability(0.25)
+            .probability(0.3)
             .times(1 + rng.u32(0..2)),
         )
         .await?;
@@ -455,7 +459,15 @@ async fn run_builds(
                     SETTLE.as_secs()
                 ));
             }
-            [build] => tally.outcome(build.status.as_str()),
+            [build] => {
+                tally.outcome(build.status.as_str());
+                if build.status == BuildStatus::Failed {
+                    tally.failures.push(format!(
+                        "build {repo} {version} FAILED: {}",
+                        build.error_msg.as_deref().unwrap_or("no reason recorded")
+                    ));
+                }
+            }
             more => {
                 tally.duplicated += more.len() - 1;
                 tally.problems.push(format!(
@@ -702,6 +714,12 @@ async fn run_sites(
         for deployment in &mine {
             if deployment.status.is_terminal() {
                 tally.outcome(deployment.status.as_str());
+                if deployment.status.as_str() == "FAILED" {
+                    tally.failures.push(format!(
+                        "site push {i} FAILED: {}",
+                        deployment.error.as_deref().unwrap_or("no reason recorded")
+                    ));
+                }
             } else {
                 tally.stuck += 1;
                 tally.problems.push(format!(

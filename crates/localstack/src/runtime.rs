@@ -166,9 +166,8 @@ async fn keep_output(
             let _ = writeln!(file, "{line}");
         }
         if let Some(pid) = pid.filter(|_| faults.crash_on(&line)) {
-            // SIGKILL: nothing in the function gets to run after this line.
-            // SAFETY: kill(2) on our own child's pid has no memory effects.
-            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+            // Nothing in the function gets to run after this line.
+            stop_environment(pid);
             if let Some(file) = file.as_mut() {
                 let _ = writeln!(
                     file,
@@ -528,6 +527,9 @@ impl Environment {
                 self.abandon(id).await;
                 // Lambda stops a timed-out environment; the next call is cold.
                 if let Some((mut child, _)) = self.process.lock().await.take() {
+                    if let Some(pid) = child.id() {
+                        stop_environment(pid);
+                    }
                     let _ = child.kill().await;
                 }
                 return Err(InvokeError::TimedOut {
@@ -550,9 +552,54 @@ impl Environment {
 
     async fn stop(&self) {
         if let Some((mut child, _)) = self.process.lock().await.take() {
+            if let Some(pid) = child.id() {
+                stop_environment(pid);
+            }
             let _ = child.kill().await;
         }
     }
+}
+
+/// Stops an execution environment as Lambda does: the function's process
+/// and every process it started (npm and its children run in process groups
+/// of their own, so killing the function's group would miss them). A
+/// process that detached itself (double fork) is no longer a descendant and
+/// survives: docs/local-stack.md.
+fn stop_environment(pid: u32) {
+    for process in std::iter::once(pid).chain(descendants(pid)) {
+        // SAFETY: kill(2) takes plain integers and touches no memory of ours.
+        unsafe { libc::kill(process as libc::pid_t, libc::SIGKILL) };
+    }
+}
+
+/// Every live process under `pid` (its children, theirs, …), from /proc.
+fn descendants(pid: u32) -> Vec<u32> {
+    let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(child) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // "pid (comm) state ppid …": comm may hold spaces and parentheses.
+        let parent = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|ppid| ppid.parse().ok());
+        if let Some(parent) = parent {
+            children.entry(parent).or_default().push(child);
+        }
+    }
+    let mut found = Vec::new();
+    let mut queue = vec![pid];
+    while let Some(next) = queue.pop() {
+        for &child in children.get(&next).into_iter().flatten() {
+            found.push(child);
+            queue.push(child);
+        }
+    }
+    found
 }
 
 async fn next(State(shared): State<Arc<Shared>>) -> Response {
@@ -703,6 +750,23 @@ mod tests {
             script.function.invoke(&json!({"midway": true})).await,
             Ok(json!("finished"))
         );
+    }
+
+    #[tokio::test]
+    async fn a_timed_out_environment_stops_with_every_process_it_started() {
+        let script =
+            ScriptFunction::start_with_timeout("spawner", 1, Duration::from_millis(600)).await;
+        let outcome = script.function.invoke(&json!({"spawn": true})).await;
+        assert!(matches!(outcome, Err(InvokeError::TimedOut { .. })), "{outcome:?}");
+        let child: u32 = std::fs::read_to_string(script.dir.join("child.pid"))
+            .expect("the function started a child")
+            .trim()
+            .parse()
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let alive = std::fs::read_to_string(format!("/proc/{child}/stat"))
+            .is_ok_and(|stat| !stat.contains(") Z "));
+        assert!(!alive, "process {child} outlived its environment");
     }
 
     #[tokio::test]

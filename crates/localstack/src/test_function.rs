@@ -5,7 +5,9 @@
 //! `"fail"` → handler error `Boom`; `"flaky"` → an error on the first two
 //! attempts, then success; `"sleep"` → answers after a second;
 //! `"rawPath":"/respond"` → an HTTP response object; `"midway"` → writes
-//! the line `reached midway`, then answers after a second; otherwise
+//! the line `reached midway`, then answers after a second; `"spawn"` →
+//! starts `sleep` in a session of its own (pid in `child.pid`) and never
+//! answers; otherwise
 //! `{"echo": event}`. Request ids go to `ids.log`.
 
 use std::path::PathBuf;
@@ -41,6 +43,10 @@ while true; do
     *'"sleep"'*)
       sleep 1
       curl -sS -o /dev/null -X POST "$api/invocation/$id/response" --data-binary '"slept"' ;;
+    *'"spawn"'*)
+      setsid sleep 30 &
+      echo $! > "$dir/child.pid"
+      sleep 30 ;;
     *'"midway"'*)
       echo "reached midway"
       sleep 1

@@ -18,9 +18,6 @@ use serde_json::Value;
 use crate::events::ExecutionEnded;
 use crate::DispatchError;
 
-/// A KSUID's length in base62 characters.
-const KSUID_LEN: usize = 27;
-
 /// The build an execution deploys, and the stack whose lock it may hold.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExecutionBuild {
@@ -36,9 +33,8 @@ pub struct ExecutionBuild {
 pub fn key_from_execution_name(name: &str) -> Option<BuildKey> {
     let mut parts = name.rsplitn(3, '-');
     let (sk, env, repo) = (parts.next()?, parts.next()?, parts.next()?);
-    let ksuid = sk.len() == KSUID_LEN && sk.chars().all(|c| c.is_ascii_alphanumeric());
     let env_ok = !env.is_empty() && env.chars().all(|c| c.is_ascii_alphanumeric());
-    (ksuid && env_ok && !repo.is_empty()).then(|| BuildKey {
+    (builddao::is_build_sk(sk) && env_ok && !repo.is_empty()).then(|| BuildKey {
         repo: repo.to_owned(),
         env: env.to_owned(),
         sk: sk.to_owned(),
@@ -152,9 +148,13 @@ mod tests {
     use serde_json::json;
 
     fn build(repo: &str) -> builddao::Build {
+        build_with_sk(repo, "2KqFQ6jRk1aaaaaaaaaaaaaaaaa")
+    }
+
+    fn build_with_sk(repo: &str, sk: &str) -> builddao::Build {
         // From the stored form, so fields added with defaults need no edit here.
         serde_json::from_value(json!({
-            "pk": format!("{repo}/dev"), "sk": "2KqFQ6jRk1aaaaaaaaaaaaaaaaa",
+            "pk": format!("{repo}/dev"), "sk": sk,
             "repo": repo, "env": "dev", "branch": "main", "version": "3.abcd",
             "build_number": 3, "commit_hash": "abcd", "status": "IN_PROGRESS",
             "stack_name": format!("dev-{repo}"), "artifact_bucket": "artifacts",
@@ -171,6 +171,14 @@ mod tests {
             let name = orchestrator::execution_name(&build);
             assert_eq!(key_from_execution_name(&name), Some(build.key()), "{name}");
         }
+    }
+
+    #[test]
+    fn upload_time_keys_read_back_from_the_execution_name_too() {
+        let sk = builddao::build_sk(1_795_000_000_123, 42, b"shop/main/42.abcd/");
+        let build = build_with_sk("shop", &sk);
+        let name = orchestrator::execution_name(&build);
+        assert_eq!(key_from_execution_name(&name), Some(build.key()), "{name}");
     }
 
     #[test]

@@ -51,7 +51,7 @@ enum Command {
         #[arg(long, env = "SEED")]
         seed: Option<u64>,
         /// How many of each kind of work.
-        #[arg(long, default_value_t = 8)]
+        #[arg(long, default_value_t = 10)]
         count: usize,
         /// Cargo profile the function binaries were built with.
         #[arg(long, default_value = "debug")]
