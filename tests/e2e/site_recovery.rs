@@ -385,7 +385,7 @@ async fn a_publish_killed_on_every_attempt_ends_failed_and_the_live_site_never_c
     faults.clear().await.unwrap();
     assert_eq!(r.live_deploy().await, first);
     assert_eq!(r.pointer().await["deploy_id"], first.as_str());
-    assert_eq!(r.complete_deploys().await, [first.clone()]);
+    assert_eq!(r.complete_deploys().await, std::slice::from_ref(&first));
 
     let statuses = r.github_statuses(&sha);
     let (state, description) = statuses.last().unwrap();
@@ -501,7 +501,7 @@ async fn a_build_that_runs_out_of_time_fails_before_the_lambda_timeout() {
     assert_eq!(done["attempt"], 1);
 
     assert_eq!(r.live_deploy().await, first);
-    assert_eq!(r.complete_deploys().await, [first.clone()]);
+    assert_eq!(r.complete_deploys().await, std::slice::from_ref(&first));
     let (state, description) = r.github_statuses(&sha).last().unwrap().clone();
     assert_eq!(state, "failure");
     assert!(description.starts_with("ran out of time during npm run build"));

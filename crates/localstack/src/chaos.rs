@@ -176,7 +176,12 @@ pub async fn run(root: &std::path::Path, plan: &ChaosPlan) -> anyhow::Result<Cha
     // The site's first deploy, before the weather turns.
     let first = repo.head()?;
     push_site(&pipeline, &first, "chaos-base").await?;
-    wait_site_settled(&pipeline, std::slice::from_ref(&first), Duration::from_secs(120)).await?;
+    wait_site_settled(
+        &pipeline,
+        std::slice::from_ref(&first),
+        Duration::from_secs(120),
+    )
+    .await?;
 
     arm_faults(&pipeline, &mut rng, plan).await?;
 

@@ -757,7 +757,10 @@ mod tests {
         let script =
             ScriptFunction::start_with_timeout("spawner", 1, Duration::from_millis(600)).await;
         let outcome = script.function.invoke(&json!({"spawn": true})).await;
-        assert!(matches!(outcome, Err(InvokeError::TimedOut { .. })), "{outcome:?}");
+        assert!(
+            matches!(outcome, Err(InvokeError::TimedOut { .. })),
+            "{outcome:?}"
+        );
         let child: u32 = std::fs::read_to_string(script.dir.join("child.pid"))
             .expect("the function started a child")
             .trim()
