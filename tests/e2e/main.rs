@@ -6,6 +6,7 @@ mod bad_input;
 mod build_store;
 mod concurrency;
 mod delivery;
+mod demo;
 mod deploy;
 mod dispatch;
 mod dispatch_faults;
