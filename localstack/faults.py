@@ -13,7 +13,8 @@ method and path). Named rules decide which calls fail, and how:
 - delay_response: the call takes effect, its answer is held for `delay_ms`
   (a client timing out meanwhile never learns that it worked).
 
-A rule matches on caller, service and operation ("*" for any), skips its first
+A rule matches on caller, service and operation ("*" for any) and, when it names
+one, on text its request body contains (`body_contains`), skips its first
 `after` matches, fires at most `times` times (null: always), each with
 `probability` drawn from one seeded RNG. Control API (JSON), outside AWS's paths:
 
@@ -73,6 +74,7 @@ class Engine:
                 "caller": rule.get("caller", "*"),
                 "service": rule.get("service", "*"),
                 "operation": rule.get("operation", "*"),
+                "body_contains": rule.get("body_contains") or "",
                 "kind": rule["kind"],
                 "delay_ms": int(rule.get("delay_ms", 0)),
                 "after": int(rule.get("after", 0)),
@@ -87,7 +89,7 @@ class Engine:
             self.next_id += 1
             return rule["id"]
 
-    def decide(self, caller, service, operation):
+    def decide(self, caller, service, operation, body=b""):
         with self.lock:
             key = f"{caller} {service} {operation}"
             self.calls[key] = self.calls.get(key, 0) + 1
@@ -96,6 +98,7 @@ class Engine:
                     rule["caller"] in ("*", caller)
                     and rule["service"] in ("*", service)
                     and rule["operation"] in ("*", operation)
+                    and rule["body_contains"].encode() in body
                 ):
                     continue
                 rule["seen"] += 1
@@ -233,7 +236,7 @@ class FaultMiddleware:
         if not match:
             return self.app(environ, start_response)
         caller, service = match.group(1), match.group(2)
-        rule = self.engine.decide(caller, service, _operation(environ, service, body))
+        rule = self.engine.decide(caller, service, _operation(environ, service, body), body)
         if rule is None:
             return self.app(environ, start_response)
         if rule["kind"] in ("throttle", "server_error"):

@@ -9,7 +9,7 @@ use builddao::BuildStatus;
 use deployer_e2e::{
     ecs_fixture, eventbridge, ledger_build, slack_messages, update_service_calls, TestStack,
 };
-use localstack::{InvokeError, SinkMode};
+use localstack::{Caller, FaultKind, FaultRule, InvokeError, SinkMode};
 use serde_json::{json, Value};
 
 const ENV_FILES: &str = r#"{"api": [{"bucket": "shop-env", "key": "shared.env"}], "worker": [{"bucket": "shop-env", "key": "shared.env"}, {"bucket": "shop-env", "key": "worker.env"}]}"#;
@@ -214,14 +214,32 @@ async fn a_replayed_event_or_a_second_tag_of_one_image_deploys_once() {
 async fn throttling_and_5xx_are_retried_but_an_unknown_service_is_reported_once() {
     let stack = shop(&[]).await;
     let p = &stack.pipeline;
-    p.ecs_proxy
-        .inject("UpdateService", 2, 400, "ThrottlingException");
-    p.ecs_proxy.inject(
-        "DescribeTaskDefinition",
-        1,
-        503,
-        "ServiceUnavailableException",
-    );
+    let faults = stack.emulator.faults();
+    let ci_dispatch = Caller::function(p.ci_dispatch.name());
+    faults
+        .add(
+            FaultRule::new(
+                ci_dispatch.clone(),
+                "ecs",
+                "UpdateService",
+                FaultKind::Throttle,
+            )
+            .times(2),
+        )
+        .await
+        .unwrap();
+    faults
+        .add(
+            FaultRule::new(
+                ci_dispatch,
+                "ecs",
+                "DescribeTaskDefinition",
+                FaultKind::ServerError,
+            )
+            .times(1),
+        )
+        .await
+        .unwrap();
     let result = p
         .ci_dispatch
         .invoke(&eventbridge(
@@ -294,13 +312,21 @@ async fn a_retried_env_file_event_redeploys_only_the_services_not_yet_deployed()
     let stack = shop(&[]).await;
     let p = &stack.pipeline;
     // The worker's ECS calls keep failing past the client's retries.
-    p.ecs_proxy.inject_matching(
-        "UpdateService",
-        "shop_service_worker_dev",
-        5,
-        503,
-        "ServerException",
-    );
+    stack
+        .emulator
+        .faults()
+        .add(
+            FaultRule::new(
+                Caller::function(p.ci_dispatch.name()),
+                "ecs",
+                "UpdateService",
+                FaultKind::ServerError,
+            )
+            .matching("shop_service_worker_dev")
+            .times(5),
+        )
+        .await
+        .unwrap();
     let event = eventbridge(
         "r-1",
         "aws.s3",

@@ -68,7 +68,7 @@ impl FaultKind {
 }
 
 /// A named rule: which calls (caller, service signing name, operation; `*`
-/// for any), which of them (skip `after`, at most `times`, each with
+/// for any; optionally text in the request body), which of them (skip `after`, at most `times`, each with
 /// `probability`), and what they get.
 #[derive(Debug, Clone)]
 pub struct FaultRule {
@@ -76,6 +76,8 @@ pub struct FaultRule {
     pub caller: Caller,
     pub service: String,
     pub operation: String,
+    /// Only calls whose request body contains this text (empty: any).
+    pub body_contains: String,
     pub kind: FaultKind,
     pub after: u32,
     pub times: Option<u32>,
@@ -89,6 +91,7 @@ impl FaultRule {
             caller,
             service: service.to_owned(),
             operation: operation.to_owned(),
+            body_contains: String::new(),
             kind,
             after: 0,
             times: None,
@@ -98,6 +101,12 @@ impl FaultRule {
 
     pub fn named(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();
+        self
+    }
+
+    /// Only calls whose request body contains `text` (one service of many).
+    pub fn matching(mut self, text: &str) -> Self {
+        self.body_contains = text.to_owned();
         self
     }
 
@@ -129,6 +138,7 @@ impl FaultRule {
             "caller": self.caller.key(),
             "service": self.service,
             "operation": self.operation,
+            "body_contains": self.body_contains,
             "kind": self.kind.name(),
             "delay_ms": delay_ms,
             "after": self.after,

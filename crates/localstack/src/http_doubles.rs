@@ -2,9 +2,9 @@
 //!
 //! - [`WebhookSink`] receives what the suite posts to Slack or a webhook and
 //!   keeps it, and can answer 500 or hang, as real webhooks sometimes do;
-//! - [`FaultProxy`] stands in front of one AWS API on the emulator: it
-//!   forwards every request, records it, and can answer the first N matching
-//!   calls with a throttling or 5xx error instead.
+//! - [`RecordingProxy`] stands in front of one AWS API on the emulator: it
+//!   forwards every request and records it with the status it got (faults
+//!   come from the emulator's fault engine, `crate::faults`).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -83,45 +83,33 @@ async fn sink(State(state): State<Arc<SinkState>>, uri: Uri, body: Bytes) -> Res
     }
 }
 
-/// A fault to answer instead of forwarding.
-#[derive(Debug, Clone)]
-pub struct Fault {
-    /// Matches the `X-Amz-Target` header's operation, e.g. `UpdateService`.
-    pub operation: String,
-    /// Only calls whose body contains this text (empty: every call).
-    pub body_contains: String,
-    pub remaining: usize,
-    pub status: u16,
-    pub code: String,
-}
-
-/// One forwarded (or faulted) call.
+/// One call that went through the proxy.
 #[derive(Debug, Clone)]
 pub struct Call {
+    /// The `X-Amz-Target` header's operation, e.g. `UpdateService`.
     pub operation: String,
     pub body: Value,
-    pub faulted: bool,
+    /// The status the emulator (or its fault engine) answered.
+    pub status: u16,
 }
 
 struct ProxyState {
     upstream: String,
     client: reqwest::Client,
-    faults: Mutex<Vec<Fault>>,
     calls: Mutex<Vec<Call>>,
 }
 
 #[derive(Clone)]
-pub struct FaultProxy {
+pub struct RecordingProxy {
     pub endpoint: String,
     state: Arc<ProxyState>,
 }
 
-impl FaultProxy {
+impl RecordingProxy {
     pub async fn start(upstream: &str) -> anyhow::Result<Self> {
         let state = Arc::new(ProxyState {
             upstream: upstream.trim_end_matches('/').to_owned(),
             client: reqwest::Client::new(),
-            faults: Mutex::new(Vec::new()),
             calls: Mutex::new(Vec::new()),
         });
         let app = Router::new().fallback(forward).with_state(state.clone());
@@ -133,39 +121,16 @@ impl FaultProxy {
         Ok(Self { endpoint, state })
     }
 
-    /// Answers the next `times` calls of `operation` with `status` and an
-    /// AWS JSON error of type `code`.
-    pub fn inject(&self, operation: &str, times: usize, status: u16, code: &str) {
-        self.inject_matching(operation, "", times, status, code);
-    }
-
-    /// Like `inject`, for calls whose body contains `body_contains`.
-    pub fn inject_matching(
-        &self,
-        operation: &str,
-        body_contains: &str,
-        times: usize,
-        status: u16,
-        code: &str,
-    ) {
-        self.state.faults.lock().expect("proxy lock").push(Fault {
-            operation: operation.to_owned(),
-            body_contains: body_contains.to_owned(),
-            remaining: times,
-            status,
-            code: code.to_owned(),
-        });
-    }
-
+    /// Every call, in the order they were answered.
     pub fn calls(&self) -> Vec<Call> {
         self.state.calls.lock().expect("proxy lock").clone()
     }
 
-    /// Calls of one operation that reached the emulator.
+    /// Calls of one operation that succeeded (took effect).
     pub fn forwarded(&self, operation: &str) -> Vec<Value> {
         self.calls()
             .into_iter()
-            .filter(|c| c.operation == operation && !c.faulted)
+            .filter(|c| c.operation == operation && (200..300).contains(&c.status))
             .map(|c| c.body)
             .collect()
     }
@@ -184,38 +149,7 @@ async fn forward(
         .and_then(|t| t.rsplit('.').next())
         .unwrap_or_default()
         .to_owned();
-    let body_text = String::from_utf8_lossy(&body).into_owned();
-    let fault = {
-        let mut faults = state.faults.lock().expect("proxy lock");
-        faults
-            .iter_mut()
-            .find(|f| {
-                f.operation == operation
-                    && f.remaining > 0
-                    && (f.body_contains.is_empty() || body_text.contains(&f.body_contains))
-            })
-            .map(|f| {
-                f.remaining -= 1;
-                f.clone()
-            })
-    };
     let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    state.calls.lock().expect("proxy lock").push(Call {
-        operation: operation.clone(),
-        body: parsed,
-        faulted: fault.is_some(),
-    });
-    if let Some(fault) = fault {
-        let body = serde_json::json!({"__type": fault.code, "message": format!("injected {} by the local stack", fault.code)});
-        let status =
-            StatusCode::from_u16(fault.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        return (
-            status,
-            [("content-type", "application/x-amz-json-1.1")],
-            body.to_string(),
-        )
-            .into_response();
-    }
     let url = format!(
         "{}{}",
         state.upstream,
@@ -227,7 +161,7 @@ async fn forward(
             request = request.header(name, value);
         }
     }
-    match request.send().await {
+    let (status, response) = match request.send().await {
         Ok(upstream) => {
             let status = upstream.status();
             let mut out = HeaderMap::new();
@@ -237,8 +171,17 @@ async fn forward(
                 }
             }
             let bytes = upstream.bytes().await.unwrap_or_default();
-            (status, out, bytes).into_response()
+            (status, (status, out, bytes).into_response())
         }
-        Err(err) => (StatusCode::BAD_GATEWAY, err.to_string()).into_response(),
-    }
+        Err(err) => (
+            StatusCode::BAD_GATEWAY,
+            (StatusCode::BAD_GATEWAY, err.to_string()).into_response(),
+        ),
+    };
+    state.calls.lock().expect("proxy lock").push(Call {
+        operation,
+        body: parsed,
+        status: status.as_u16(),
+    });
+    response
 }

@@ -21,7 +21,7 @@ pub use emulator::Emulator;
 pub use faults::{Caller, FaultKind, FaultRule, Faults, InjectedFault};
 pub use function_url::FunctionUrlServer;
 pub use github::{Deployment, DeploymentStatus, GitHubDouble, GitHubOptions};
-pub use http_doubles::{FaultProxy, SinkMode, WebhookSink};
+pub use http_doubles::{RecordingProxy, SinkMode, WebhookSink};
 pub use lambda_api::{AsyncInvocation, AsyncState, LambdaApi};
 pub use pipeline::{Pipeline, PipelineOptions, Resources, SiteResources};
 pub use runtime::{Function, FunctionSpec, InvokeError};

@@ -21,7 +21,7 @@ use crate::delivery::{self, DeadLetters, DeliveryLog};
 use crate::emulator::{Emulator, REGION};
 use crate::function_url::FunctionUrlServer;
 use crate::github::{GitHubDouble, GitHubOptions};
-use crate::http_doubles::{FaultProxy, WebhookSink};
+use crate::http_doubles::{RecordingProxy, WebhookSink};
 use crate::lambda_api::LambdaApi;
 use crate::runtime::{built_binary, Function, FunctionSpec};
 use crate::site_server::SiteServer;
@@ -149,8 +149,8 @@ pub struct Pipeline {
     pub s3_trigger: Arc<Function>,
     pub trigger_build: Arc<Function>,
     pub ci_dispatch: Arc<Function>,
-    /// Stands in front of ECS for ci-dispatch: records calls, injects faults.
-    pub ecs_proxy: FaultProxy,
+    /// Stands in front of ECS for ci-dispatch: records its calls.
+    pub ecs_proxy: RecordingProxy,
     /// Where ci-dispatch posts its Slack messages.
     pub slack: WebhookSink,
     pub stream_mapping: StreamMapping,
@@ -236,7 +236,7 @@ impl Pipeline {
                 log_file: log("trigger-build"),
             },
         ];
-        let ecs_proxy = FaultProxy::start(&emulator.endpoint).await?;
+        let ecs_proxy = RecordingProxy::start(&emulator.endpoint).await?;
         let slack = WebhookSink::start().await?;
         // ci-dispatch reaches ECS through the recording proxy and posts to
         // the local Slack sink, unless the template's webhook parameter is set.
