@@ -411,21 +411,13 @@ impl DeploymentStore {
         })
     }
 
-    /// A target's deployments, newest first.
-    pub async fn list(&self, target: &str, limit: i32) -> Result<Vec<Deployment>, StoreError> {
-        let out = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("pk = :pk")
-            .expression_attribute_values(":pk", AttributeValue::S(target.to_owned()))
-            .scan_index_forward(false)
-            .limit(limit)
-            .send()
-            .await
-            .map_err(|e| self.error("Query", e))?;
-        out.items
-            .unwrap_or_default()
+    /// Items a Query of `target`'s partition returned, read as deployments.
+    fn read_all(
+        &self,
+        target: &str,
+        items: Vec<HashMap<String, AttributeValue>>,
+    ) -> Result<Vec<Deployment>, StoreError> {
+        items
             .into_iter()
             .map(|item| {
                 let key = DeploymentKey {
@@ -439,6 +431,22 @@ impl DeploymentStore {
                 self.read(&key, item)
             })
             .collect()
+    }
+
+    /// A target's deployments, newest first.
+    pub async fn list(&self, target: &str, limit: i32) -> Result<Vec<Deployment>, StoreError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", AttributeValue::S(target.to_owned()))
+            .scan_index_forward(false)
+            .limit(limit)
+            .send()
+            .await
+            .map_err(|e| self.error("Query", e))?;
+        self.read_all(target, out.items.unwrap_or_default())
     }
 
     /// Moves a deployment from `from` to `to` with `changes`, only if it is
@@ -688,21 +696,7 @@ impl DeploymentStore {
             .send()
             .await
             .map_err(|e| self.error("Query", e))?;
-        out.items
-            .unwrap_or_default()
-            .into_iter()
-            .map(|item| {
-                let key = DeploymentKey {
-                    target: target.to_owned(),
-                    id: item
-                        .get("sk")
-                        .and_then(|v| v.as_s().ok())
-                        .cloned()
-                        .unwrap_or_default(),
-                };
-                self.read(&key, item)
-            })
-            .collect()
+        self.read_all(target, out.items.unwrap_or_default())
     }
 }
 
