@@ -83,6 +83,18 @@ impl fmt::Display for DeploymentKey {
     }
 }
 
+impl DeploymentKey {
+    /// Reads a key written by its `Display` (`{target}/{id}`; a target may
+    /// hold slashes, an id does not).
+    fn parse(written: &str) -> Option<Self> {
+        let (target, id) = written.rsplit_once('/')?;
+        Some(Self {
+            target: target.to_owned(),
+            id: id.to_owned(),
+        })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Deployment {
     /// The target's name: `production`, `staging`, `preview/{slug}`.
@@ -345,12 +357,8 @@ impl DeploymentStore {
         let key = item
             .get("deployment")
             .and_then(|v| v.as_s().ok())
-            .and_then(|key| key.rsplit_once('/'))
-            .filter(|(target, _)| *target != "-")
-            .map(|(target, id)| DeploymentKey {
-                target: target.to_owned(),
-                id: id.to_owned(),
-            });
+            .and_then(|key| DeploymentKey::parse(key))
+            .filter(|key| key.target != "-");
         Ok(key)
     }
 
@@ -529,8 +537,7 @@ impl DeploymentStore {
                 .delete(
                     Delete::builder()
                         .table_name(&self.table)
-                        .key("pk", AttributeValue::S(BUILDING_INDEX_PK.into()))
-                        .key("sk", AttributeValue::S(key.to_string()))
+                        .set_key(Some(index_key(key)))
                         .build()
                         .expect("table and key are set"),
                 )
@@ -653,13 +660,11 @@ impl DeploymentStore {
             .send();
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| self.error("Query", e))?;
-            keys.extend(page.items().iter().filter_map(|item| {
-                let (target, id) = item.get("sk")?.as_s().ok()?.rsplit_once('/')?;
-                Some(DeploymentKey {
-                    target: target.to_owned(),
-                    id: id.to_owned(),
-                })
-            }));
+            keys.extend(
+                page.items()
+                    .iter()
+                    .filter_map(|item| DeploymentKey::parse(item.get("sk")?.as_s().ok()?)),
+            );
         }
         Ok(keys)
     }
@@ -669,8 +674,7 @@ impl DeploymentStore {
         self.client
             .delete_item()
             .table_name(&self.table)
-            .key("pk", AttributeValue::S(BUILDING_INDEX_PK.into()))
-            .key("sk", AttributeValue::S(key.to_string()))
+            .set_key(Some(index_key(key)))
             .send()
             .await
             .map_err(|e| self.error("DeleteItem", e))?;
@@ -710,15 +714,21 @@ enum IndexWrite {
     Delete,
 }
 
-fn index_item(key: &DeploymentKey) -> HashMap<String, AttributeValue> {
+/// The key of `key`'s entry in the list of BUILDING deployments.
+fn index_key(key: &DeploymentKey) -> HashMap<String, AttributeValue> {
     HashMap::from([
         (
             "pk".to_owned(),
             AttributeValue::S(BUILDING_INDEX_PK.to_owned()),
         ),
         ("sk".to_owned(), AttributeValue::S(key.to_string())),
-        ("listed_at".to_owned(), AttributeValue::S(now_rfc3339())),
     ])
+}
+
+fn index_item(key: &DeploymentKey) -> HashMap<String, AttributeValue> {
+    let mut item = index_key(key);
+    item.insert("listed_at".to_owned(), AttributeValue::S(now_rfc3339()));
+    item
 }
 
 fn lease_changes(changes: Changes, lease: &Lease) -> Changes {
@@ -914,9 +924,6 @@ mod tests {
         let item = index_item(&key);
         assert_eq!(item["pk"], AttributeValue::S(BUILDING_INDEX_PK.into()));
         let sk = item["sk"].as_s().unwrap();
-        assert_eq!(
-            sk.rsplit_once('/'),
-            Some(("preview/feature-x", key.id.as_str()))
-        );
+        assert_eq!(DeploymentKey::parse(sk), Some(key));
     }
 }
