@@ -13,6 +13,7 @@ mod dispatch_faults;
 mod package;
 mod site_build_runner;
 mod site_flow;
+mod site_guard;
 mod site_publish;
 mod site_recovery;
 mod stack_deploy;

@@ -23,14 +23,17 @@ const BUILD_STARTS: &str = "npm run build starts";
 const UPLOAD_STARTS: &str = "uploading the deploy";
 const POINTER_SWITCHED: &str = "live pointer switched";
 
-struct Recovery {
-    stack: TestStack,
-    repo: SampleRepo,
-    http: reqwest::Client,
+pub(crate) struct Recovery {
+    pub(crate) stack: TestStack,
+    pub(crate) repo: SampleRepo,
+    pub(crate) http: reqwest::Client,
 }
 
 impl Recovery {
-    async fn start(env: &str, configure: impl FnOnce(&mut localstack::PipelineOptions)) -> Self {
+    pub(crate) async fn start(
+        env: &str,
+        configure: impl FnOnce(&mut localstack::PipelineOptions),
+    ) -> Self {
         let repo =
             SampleRepo::create(&deployer_e2e::root(), &std::env::temp_dir()).expect("sample repo");
         let dir = repo.dir.clone();
@@ -46,21 +49,21 @@ impl Recovery {
         }
     }
 
-    fn pipeline(&self) -> &localstack::Pipeline {
+    pub(crate) fn pipeline(&self) -> &localstack::Pipeline {
         &self.stack.pipeline
     }
 
-    fn function(&self) -> &localstack::runtime::Function {
+    pub(crate) fn function(&self) -> &localstack::runtime::Function {
         &self.pipeline().site_build
     }
 
-    fn function_name(&self) -> &str {
+    pub(crate) fn function_name(&self) -> &str {
         &self.pipeline().site_resources.function_name
     }
 
     /// A signed push of `main` at `sha` through the function URL: the
     /// deployment it queued (target, id).
-    async fn push(&self, delivery: &str, sha: &str) -> (String, String) {
+    pub(crate) async fn push(&self, delivery: &str, sha: &str) -> (String, String) {
         let body =
             deployer_e2e::github_push(&self.pipeline().site_resources.repository, "main", sha)
                 .to_string()
@@ -86,11 +89,11 @@ impl Recovery {
         )
     }
 
-    fn dynamodb(&self) -> aws_sdk_dynamodb::Client {
+    pub(crate) fn dynamodb(&self) -> aws_sdk_dynamodb::Client {
         aws_sdk_dynamodb::Client::new(&self.pipeline().sdk)
     }
 
-    async fn record(&self, target: &str, id: &str) -> Value {
+    pub(crate) async fn record(&self, target: &str, id: &str) -> Value {
         let out = self
             .dynamodb()
             .get_item()
@@ -106,7 +109,12 @@ impl Recovery {
 
     /// Polls the record until it is neither QUEUED nor BUILDING; returns it
     /// and how long that took.
-    async fn wait_end(&self, target: &str, id: &str, within: Duration) -> (Value, Duration) {
+    pub(crate) async fn wait_end(
+        &self,
+        target: &str,
+        id: &str,
+        within: Duration,
+    ) -> (Value, Duration) {
         let started = Instant::now();
         while started.elapsed() < within {
             let record = self.record(target, id).await;
@@ -122,7 +130,7 @@ impl Recovery {
     }
 
     /// The deployments listed as BUILDING for the sweep.
-    async fn listed_building(&self) -> Vec<String> {
+    pub(crate) async fn listed_building(&self) -> Vec<String> {
         let out = self
             .dynamodb()
             .query()
@@ -141,7 +149,7 @@ impl Recovery {
     }
 
     /// The production deploy the site server serves now.
-    async fn live_deploy(&self) -> String {
+    pub(crate) async fn live_deploy(&self) -> String {
         let page = self
             .pipeline()
             .site
@@ -152,7 +160,7 @@ impl Recovery {
         page.deploy_id.expect("the site server names the deploy")
     }
 
-    async fn pointer(&self) -> Value {
+    pub(crate) async fn pointer(&self) -> Value {
         let out = self
             .pipeline()
             .s3()
@@ -166,7 +174,7 @@ impl Recovery {
     }
 
     /// Deploy ids of production that have a manifest (complete deploys).
-    async fn complete_deploys(&self) -> Vec<String> {
+    pub(crate) async fn complete_deploys(&self) -> Vec<String> {
         let out = self
             .pipeline()
             .s3()
@@ -189,7 +197,7 @@ impl Recovery {
     }
 
     /// Publishes the sample site as it is: the deploy now live.
-    async fn publish_first(&self) -> String {
+    pub(crate) async fn publish_first(&self) -> String {
         let sha = self.repo.head().unwrap();
         let (target, id) = self.push("d-first", &sha).await;
         let (done, _) = self.wait_end(&target, &id, Duration::from_secs(120)).await;
@@ -198,7 +206,7 @@ impl Recovery {
     }
 
     /// Commits a changed about page: its commit id.
-    fn change(&self, text: &str) -> String {
+    pub(crate) fn change(&self, text: &str) -> String {
         self.repo
             .write("src/about.html", &format!("<p>{text}</p>\n"))
             .unwrap();
@@ -206,7 +214,7 @@ impl Recovery {
     }
 
     /// GitHub deployment statuses for `sha`, oldest first: (state, description).
-    fn github_statuses(&self, sha: &str) -> Vec<(String, String)> {
+    pub(crate) fn github_statuses(&self, sha: &str) -> Vec<(String, String)> {
         let deployments: Vec<_> = self
             .pipeline()
             .github
@@ -223,7 +231,7 @@ impl Recovery {
     }
 
     /// Slack messages about deployment `id`.
-    fn slack_about(&self, id: &str) -> Vec<String> {
+    pub(crate) fn slack_about(&self, id: &str) -> Vec<String> {
         self.pipeline()
             .slack
             .received()
@@ -234,7 +242,7 @@ impl Recovery {
     }
 
     /// The asynchronous `{"run": ...}` invocation of deployment `id`.
-    fn run_invocation(&self, id: &str) -> localstack::lambda_api::AsyncInvocation {
+    pub(crate) fn run_invocation(&self, id: &str) -> localstack::lambda_api::AsyncInvocation {
         let runs: Vec<_> = self
             .pipeline()
             .lambda_api
@@ -246,7 +254,7 @@ impl Recovery {
         runs.into_iter().next().unwrap()
     }
 
-    async fn invoke(&self, payload: Value) -> Result<Value, String> {
+    pub(crate) async fn invoke(&self, payload: Value) -> Result<Value, String> {
         let out = self
             .pipeline()
             .lambda()
@@ -265,7 +273,7 @@ impl Recovery {
     }
 
     /// After the end: nothing moves any more, nothing is listed as BUILDING.
-    async fn assert_settled(&self, target: &str, id: &str, status: &str) {
+    pub(crate) async fn assert_settled(&self, target: &str, id: &str, status: &str) {
         self.pipeline()
             .lambda_api
             .wait_idle(Duration::from_secs(60))

@@ -43,7 +43,8 @@ pub use layout::{
 
 use invalidation::{changed_paths, invalidation_paths, PATH_SAFE};
 use layout::{created_second, new_ksuid, now_rfc3339};
-use local::{base64, LocalFile, LocalSite};
+pub use local::Refusal;
+use local::{base64, list_refusals, LocalFile, LocalSite};
 
 /// Uploads and copies in flight at once: enough to hide S3's per-request
 /// latency, few enough for a Lambda's sockets and memory.
@@ -119,6 +120,11 @@ pub enum PublishError {
     },
     #[error("{path} is not a regular file or directory; a site holds only files")]
     NotAFile { path: PathBuf },
+    #[error(
+        "the build output is refused, the publisher follows no links: {}",
+        list_refusals(refused)
+    )]
+    UnsafeOutput { refused: Vec<Refusal> },
     #[error("{path} has a name that is not UTF-8; S3 keys and URLs must be")]
     NonUtf8Path { path: PathBuf },
     #[error("the built site at {dir} has no files (did the build write elsewhere?)")]
