@@ -170,7 +170,72 @@ fn is_zero(n: &u32) -> bool {
     *n == 0
 }
 
+/// What a deployment is created with; the rest it gains as it runs.
+#[derive(Debug, Clone)]
+pub struct NewDeployment {
+    pub key: DeploymentKey,
+    pub site: String,
+    pub environment: String,
+    pub action: DeploymentAction,
+    pub branch: String,
+    pub url: String,
+    pub triggered_by: String,
+    pub origin: String,
+    pub created_at: String,
+    pub expires_at: Option<i64>,
+}
+
 impl Deployment {
+    /// A deployment just asked for: QUEUED, with nothing run yet.
+    pub fn queued(new: NewDeployment) -> Self {
+        let NewDeployment {
+            key,
+            site,
+            environment,
+            action,
+            branch,
+            url,
+            triggered_by,
+            origin,
+            created_at,
+            expires_at,
+        } = new;
+        Self {
+            target: key.target,
+            id: key.id,
+            site,
+            environment,
+            action,
+            branch,
+            commit: None,
+            status: DeploymentStatus::Queued,
+            url,
+            triggered_by,
+            origin,
+            updated_at: created_at.clone(),
+            created_at,
+            finished_at: None,
+            expires_at,
+            deploy_id: None,
+            uploaded: None,
+            copied: None,
+            invalidation: None,
+            error: None,
+            log_tail: Vec::new(),
+            approval_token_hash: None,
+            approval_expires_at: None,
+            approved_by: None,
+            github_deployment_id: None,
+            reply_to: None,
+            lease_holder: None,
+            lease_expires_at: None,
+            attempt: 0,
+            phase: None,
+            interruptions: Vec::new(),
+            pending_deploy_id: None,
+        }
+    }
+
     pub fn key(&self) -> DeploymentKey {
         DeploymentKey {
             target: self.target.clone(),

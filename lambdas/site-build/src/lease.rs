@@ -346,42 +346,26 @@ impl Budget {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::deployments::DeploymentAction;
+    use crate::deployments::{DeploymentAction, DeploymentKey, NewDeployment};
 
     fn record(status: DeploymentStatus) -> Deployment {
         Deployment {
-            target: "production".into(),
-            id: "2qAbcdefghijklmnopqrstuvwxy".into(),
-            site: "acme/site".into(),
-            environment: "production".into(),
-            action: DeploymentAction::Build,
-            branch: "main".into(),
-            commit: None,
             status,
-            url: "https://example.com/".into(),
-            triggered_by: "ana".into(),
-            origin: "github:push".into(),
-            created_at: "2026-01-01T00:00:00Z".into(),
-            updated_at: "2026-01-01T00:00:00Z".into(),
-            finished_at: None,
-            expires_at: None,
-            deploy_id: None,
-            uploaded: None,
-            copied: None,
-            invalidation: None,
-            error: None,
-            log_tail: Vec::new(),
-            approval_token_hash: None,
-            approval_expires_at: None,
-            approved_by: None,
-            github_deployment_id: None,
-            reply_to: None,
-            lease_holder: None,
-            lease_expires_at: None,
-            attempt: 0,
-            phase: None,
-            interruptions: Vec::new(),
-            pending_deploy_id: None,
+            ..Deployment::queued(NewDeployment {
+                key: DeploymentKey {
+                    target: "production".into(),
+                    id: "2qAbcdefghijklmnopqrstuvwxy".into(),
+                },
+                site: "acme/site".into(),
+                environment: "production".into(),
+                action: DeploymentAction::Build,
+                branch: "main".into(),
+                url: "https://example.com/".into(),
+                triggered_by: "ana".into(),
+                origin: "github:push".into(),
+                created_at: "2026-01-01T00:00:00Z".into(),
+                expires_at: None,
+            })
         }
     }
 

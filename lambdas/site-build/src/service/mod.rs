@@ -26,7 +26,7 @@ use crate::build::{NpmBuilder, SourceFetcher};
 use crate::config::SiteConfig;
 use crate::deployments::{
     now_epoch, now_rfc3339, Changes, Deployment, DeploymentAction, DeploymentKey, DeploymentStatus,
-    DeploymentStore, StoreError,
+    DeploymentStore, NewDeployment, StoreError,
 };
 use crate::github_api::GitHubApi;
 use crate::lease::Invocation;
@@ -353,43 +353,23 @@ impl SiteService {
         origin: &Origin,
         triggered_by: &str,
     ) -> Deployment {
-        let now = now_rfc3339();
         let expires_at = matches!(target, PublishTarget::Preview { .. })
             .then(|| now_epoch() + self.config.preview_ttl.as_secs() as i64);
-        Deployment {
-            target: target.name(),
-            id: svix_ksuid::Ksuid::new(None::<time::OffsetDateTime>, None).to_string(),
+        Deployment::queued(NewDeployment {
+            key: DeploymentKey {
+                target: target.name(),
+                id: svix_ksuid::Ksuid::new(None::<time::OffsetDateTime>, None).to_string(),
+            },
             site: self.config.repository.to_string(),
             environment: environment.as_str().to_owned(),
             action,
             branch: branch.to_owned(),
-            commit: None,
-            status: DeploymentStatus::Queued,
             url: self.config.url_of(target),
             triggered_by: triggered_by.to_owned(),
             origin: origin_name(origin),
-            created_at: now.clone(),
-            updated_at: now,
-            finished_at: None,
+            created_at: now_rfc3339(),
             expires_at,
-            deploy_id: None,
-            uploaded: None,
-            copied: None,
-            invalidation: None,
-            error: None,
-            log_tail: Vec::new(),
-            approval_token_hash: None,
-            approval_expires_at: None,
-            approved_by: None,
-            github_deployment_id: None,
-            reply_to: None,
-            lease_holder: None,
-            lease_expires_at: None,
-            attempt: 0,
-            phase: None,
-            interruptions: Vec::new(),
-            pending_deploy_id: None,
-        }
+        })
     }
 
     /// Where approval links point: the configured base, or this function's
