@@ -552,17 +552,10 @@ async fn a_direct_build_that_died_with_no_retry_is_found_by_the_sweep_and_publis
     assert_eq!(stranded["phase"], "npm run build");
 
     // The scheduled sweep leaves a lease that still holds alone...
-    let scheduled = json!({
-        "version": "0",
-        "id": "53dc4d37-cffa-4f76-80c9-8b7d4a4d2eaa",
-        "detail-type": "Scheduled Event",
-        "source": "aws.events",
-        "account": "123456789012",
-        "time": "2026-12-01T00:00:00Z",
-        "region": "us-east-1",
-        "resources": ["arn:aws:events:us-east-1:123456789012:rule/sweep"],
-        "detail": {}
-    });
+    let scheduled: Value = serde_json::from_str(include_str!(
+        "../../lambdas/site-build/src/service/fixtures/scheduled_event.json"
+    ))
+    .unwrap();
     let swept = r.invoke(scheduled.clone()).await.unwrap();
     assert_eq!(swept["swept"]["running"], 1, "{swept}");
     assert_eq!(swept["swept"]["restarted"], json!([]), "{swept}");

@@ -112,19 +112,12 @@ impl SiteService {
 mod tests {
     use super::*;
 
+    /// EventBridge's sample of a schedule's event (also sent by the e2e tests).
+    const SCHEDULED: &str = include_str!("fixtures/scheduled_event.json");
+
     #[test]
     fn a_scheduled_event_or_a_sweep_request_asks_for_a_sweep() {
-        let scheduled = json!({
-            "version": "0",
-            "id": "53dc4d37-cffa-4f76-80c9-8b7d4a4d2eaa",
-            "detail-type": "Scheduled Event",
-            "source": "aws.events",
-            "account": "123456789012",
-            "time": "2015-10-08T16:53:06Z",
-            "region": "us-east-1",
-            "resources": ["arn:aws:events:us-east-1:123456789012:rule/my-scheduled-rule"],
-            "detail": {}
-        });
+        let scheduled: Value = serde_json::from_str(SCHEDULED).unwrap();
         assert!(is_sweep(&scheduled));
         assert!(is_sweep(&json!({"sweep": {}})));
         assert!(!is_sweep(
