@@ -398,3 +398,193 @@ fn the_only_public_invocation_is_through_the_function_url() {
         }
     }
 }
+
+/// ci-dispatch's statements allowing `action`, conditions resolved.
+fn ci_dispatch_statements(doc: &Value, action: &str) -> Vec<Value> {
+    as_list(&doc["Resources"]["CiDispatchRole"]["Properties"]["Policies"])
+        .iter()
+        .flat_map(|policy| as_list(&policy["PolicyDocument"]["Statement"]))
+        .filter(|statement| as_list(&statement["Action"]).iter().any(|a| a == action))
+        .collect()
+}
+
+/// The `Fn::Sub` strings (or `Ref`s, as `${Name}`) a Resource can be.
+fn resource_patterns(statement: &Value) -> Vec<String> {
+    as_list(&statement["Resource"])
+        .iter()
+        .map(
+            |r| match (r["Fn::Sub"].as_str(), r["Ref"].as_str(), r.as_str()) {
+                (Some(sub), _, _) => sub.to_owned(),
+                (_, Some(name), _) => format!("${{{name}}}"),
+                (_, _, Some(literal)) => literal.to_owned(),
+                _ => panic!("unexpected resource {r}"),
+            },
+        )
+        .collect()
+}
+
+#[test]
+fn ci_dispatch_updates_only_the_projects_cluster_and_passes_only_the_projects_task_roles() {
+    let doc = template();
+    for action in ["ecs:UpdateService", "ecs:DescribeServices"] {
+        let statements = ci_dispatch_statements(&doc, action);
+        assert!(!statements.is_empty(), "{action} not granted");
+        for statement in statements {
+            let patterns = resource_patterns(&statement);
+            assert_eq!(
+                patterns,
+                [
+                    "arn:${AWS::Partition}:ecs:${AWS::Region}:${AWS::AccountId}:service/${ClusterName}/*",
+                    "arn:${AWS::Partition}:ecs:${AWS::Region}:${AWS::AccountId}:service/${ProjectName}_cluster_${Environment}/*",
+                ],
+                "{action}: the ClusterName parameter, else the default ClusterPattern's cluster"
+            );
+        }
+    }
+    // A custom ClusterPattern cannot leave the policy on the default cluster.
+    let rule = &doc["Rules"]["CustomClusterPatternNeedsClusterName"];
+    assert_eq!(
+        rule["RuleCondition"]["Fn::Not"][0]["Fn::Equals"],
+        json!([{"Ref": "ClusterPattern"}, doc["Parameters"]["ClusterPattern"]["Default"]])
+    );
+    assert_eq!(
+        rule["Assertions"][0]["Assert"]["Fn::Not"][0]["Fn::Equals"][0],
+        json!({"Ref": "ClusterName"})
+    );
+
+    let pass_role = ci_dispatch_statements(&doc, "iam:PassRole");
+    assert_eq!(pass_role.len(), 1);
+    assert_eq!(
+        resource_patterns(&pass_role[0]),
+        [
+            "${TaskRoleArnPattern}",
+            "arn:${AWS::Partition}:iam::${AWS::AccountId}:role/${ProjectName}_*",
+        ]
+    );
+    assert_eq!(
+        pass_role[0]["Condition"]["StringEquals"]["iam:PassedToService"],
+        "ecs-tasks.amazonaws.com"
+    );
+    assert_eq!(doc["Parameters"]["TaskRoleArnPattern"]["Default"], "");
+}
+
+#[test]
+fn ci_dispatch_reads_only_its_slack_webhook_parameter() {
+    let doc = template();
+    let statements = ci_dispatch_statements(&doc, "ssm:GetParameter");
+    assert_eq!(statements.len(), 1);
+    for pattern in resource_patterns(&statements[0]) {
+        assert!(
+            pattern.ends_with(":parameter/${SlackWebhookParameter}")
+                || pattern.ends_with(":parameter${SlackWebhookParameter}"),
+            "{pattern}"
+        );
+    }
+    // Without Slack there is no statement at all (an empty Resource is invalid).
+    let raw = doc["Resources"]["CiDispatchRole"]["Properties"]["Policies"][0]["PolicyDocument"]
+        ["Statement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s.to_string().contains("ssm:GetParameter"))
+        .unwrap();
+    assert_eq!(raw["Fn::If"][0], "HasSlack");
+}
+
+#[test]
+fn the_manual_deploy_rule_matches_only_events_naming_this_environment() {
+    let doc = template();
+    let pattern = &doc["Resources"]["ManualDeployRule"]["Properties"]["EventPattern"];
+    let branches = pattern["$or"]
+        .as_array()
+        .expect("one branch per way of naming it");
+    assert_eq!(pattern.as_object().unwrap().len(), 1, "{pattern}");
+    for branch in branches {
+        let sources = branch["source"].as_array().unwrap();
+        assert_eq!(sources.len(), 1, "{branch}");
+        if sources[0] == "action.deploy" {
+            assert_eq!(
+                branch["detail"]["environment"],
+                json!([{"Ref": "Environment"}]),
+                "action.deploy must name this environment: {branch}"
+            );
+        } else {
+            assert_eq!(
+                sources[0],
+                json!({"Fn::Sub": "action.${Environment}"}),
+                "{branch}"
+            );
+        }
+    }
+    assert_eq!(branches.len(), 2);
+}
+
+#[test]
+fn every_eventbridge_dead_letter_queue_accepts_its_rules_dead_letters() {
+    let doc = template();
+    let mut by_queue: std::collections::BTreeMap<String, Vec<Value>> = Default::default();
+    for (rule, props) in resources(&doc, "AWS::Events::Rule") {
+        for target in as_list(&props["Properties"]["Targets"]) {
+            if let Some(queue) = target["DeadLetterConfig"]["Arn"]["Fn::GetAtt"][0].as_str() {
+                by_queue
+                    .entry(queue.to_owned())
+                    .or_default()
+                    .push(json!({"Fn::GetAtt": [rule, "Arn"]}));
+            }
+        }
+    }
+    assert!(!by_queue.is_empty());
+    let policies = resources(&doc, "AWS::SQS::QueuePolicy");
+    for (queue, mut rules) in by_queue {
+        let queue_props = &doc["Resources"][&queue]["Properties"];
+        assert!(
+            queue_props["KmsMasterKeyId"] != "alias/aws/sqs",
+            "{queue}: EventBridge cannot use the AWS managed key alias/aws/sqs"
+        );
+        let statement = policies
+            .iter()
+            .filter(|(_, p)| as_list(&p["Properties"]["Queues"]).contains(&json!({"Ref": queue})))
+            .flat_map(|(_, p)| as_list(&p["Properties"]["PolicyDocument"]["Statement"]))
+            .find(|s| s["Principal"]["Service"] == "events.amazonaws.com")
+            .unwrap_or_else(|| panic!("{queue} has no policy letting EventBridge send to it"));
+        assert_eq!(statement["Effect"], "Allow");
+        assert_eq!(statement["Action"], "sqs:SendMessage");
+        assert_eq!(statement["Resource"], json!({"Fn::GetAtt": [queue, "Arn"]}));
+        let mut allowed = as_list(&statement["Condition"]["ArnEquals"]["aws:SourceArn"]);
+        let key = |v: &Value| v.to_string();
+        allowed.sort_by_key(key);
+        rules.sort_by_key(key);
+        assert_eq!(allowed, rules, "{queue}: exactly the rules that use it");
+    }
+}
+
+#[test]
+fn a_traced_state_machine_may_write_to_x_ray() {
+    let doc = template();
+    let machines = resources(&doc, "AWS::StepFunctions::StateMachine");
+    assert!(!machines.is_empty());
+    for (id, machine) in machines {
+        let props = &machine["Properties"];
+        if props["TracingConfiguration"]["Enabled"] != true {
+            continue;
+        }
+        let role = props["RoleArn"]["Fn::GetAtt"][0].as_str().unwrap();
+        let granted: Vec<Value> = as_list(&doc["Resources"][role]["Properties"]["Policies"])
+            .iter()
+            .flat_map(|p| as_list(&p["PolicyDocument"]["Statement"]))
+            .filter(|s| s["Effect"] == "Allow")
+            .flat_map(|s| as_list(&s["Action"]))
+            .collect();
+        for action in [
+            "xray:PutTraceSegments",
+            "xray:PutTelemetryRecords",
+            "xray:GetSamplingRules",
+            "xray:GetSamplingTargets",
+        ] {
+            assert!(
+                granted.contains(&json!(action)),
+                "{id} traces but {role} lacks {action}"
+            );
+        }
+    }
+}

@@ -29,6 +29,9 @@ pub enum Trigger {
         operation: String,
     },
     Manual {
+        /// The environment the event is for: `action.{env}`'s, else
+        /// `detail.environment` (required with `action.deploy`).
+        environment: String,
         service: String,
         task_definition: Option<String>,
         reason: Option<String>,
@@ -74,6 +77,15 @@ pub enum EventError {
     },
     #[error("ignored: {0}")]
     Ignored(String),
+    /// A manual deploy that could be meant for any environment.
+    #[error("manual deploy names no environment: send source action.{{env}} or detail.environment with action.deploy")]
+    NoEnvironment,
+    #[error("manual deploy source {event_source} is for {from_source} but detail.environment is {from_detail}")]
+    ConflictingEnvironment {
+        event_source: String,
+        from_source: String,
+        from_detail: String,
+    },
 }
 
 struct Fields<'a> {
@@ -221,11 +233,31 @@ pub fn parse(event: &Value) -> Result<(Envelope, Trigger), EventError> {
                 cause: f.optional("detail.cause")?,
             })
         }
-        (source, _) if source == "action.deploy" || source.starts_with("action.") => {
+        (source, _) if source.starts_with("action.") => {
+            let service = f.string("detail.service")?;
+            let task_definition = f.optional("detail.task_definition")?;
+            let reason = f.optional("detail.reason")?;
+            let named = f.optional("detail.environment")?;
+            let from_source = source
+                .strip_prefix("action.")
+                .filter(|env| !env.is_empty() && *env != "deploy");
+            let environment = match (from_source, named) {
+                (None, None) => return Err(EventError::NoEnvironment),
+                (None, Some(named)) => named,
+                (Some(env), Some(named)) if named != env => {
+                    return Err(EventError::ConflictingEnvironment {
+                        event_source: source.to_owned(),
+                        from_source: env.to_owned(),
+                        from_detail: named,
+                    })
+                }
+                (Some(env), _) => env.to_owned(),
+            };
             Trigger::Manual {
-                service: f.string("detail.service")?,
-                task_definition: f.optional("detail.task_definition")?,
-                reason: f.optional("detail.reason")?,
+                environment,
+                service,
+                task_definition,
+                reason,
             }
         }
         (source, detail_type) => {
@@ -299,6 +331,45 @@ mod tests {
             panic!("not an execution status change");
         };
         assert_eq!(parsed.name, "shop-dev-2KqFQ6jRk1aaaaaaaaaaaaaaaaa");
+    }
+
+    #[test]
+    fn a_manual_deploy_names_its_environment_by_source_or_detail() {
+        let environment =
+            |source: &str, detail: Value| match parse(&event(source, "DEPLOY", detail)) {
+                Ok((_, Trigger::Manual { environment, .. })) => Ok(environment),
+                Ok((_, other)) => panic!("not a manual deploy: {other:?}"),
+                Err(err) => Err(err.to_string()),
+            };
+        assert_eq!(
+            environment("action.prd", json!({"service": "api"})),
+            Ok("prd".into())
+        );
+        assert_eq!(
+            environment(
+                "action.deploy",
+                json!({"service": "api", "environment": "dev"})
+            ),
+            Ok("dev".into())
+        );
+        assert_eq!(
+            environment(
+                "action.dev",
+                json!({"service": "api", "environment": "dev"})
+            ),
+            Ok("dev".into())
+        );
+        assert_eq!(
+            environment("action.deploy", json!({"service": "api"})),
+            Err("manual deploy names no environment: send source action.{env} or detail.environment with action.deploy".into())
+        );
+        assert_eq!(
+            environment(
+                "action.dev",
+                json!({"service": "api", "environment": "prd"})
+            ),
+            Err("manual deploy source action.dev is for dev but detail.environment is prd".into())
+        );
     }
 
     #[test]

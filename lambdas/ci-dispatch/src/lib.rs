@@ -173,6 +173,16 @@ impl Dispatcher {
                 );
                 return Ok(json!({"status": "disabled", "source": disabled}));
             }
+            if let Trigger::Manual { environment, .. } = &trigger {
+                if environment != &self.config.env {
+                    let why = format!(
+                        "manual deploy is for environment {environment}; this install deploys {}",
+                        self.config.env
+                    );
+                    info!(%why, "event ignored");
+                    return Ok(json!({"status": "ignored", "reason": why}));
+                }
+            }
             let claim = format!("event#{}", envelope.id);
             match self.memory.claim(&claim, lease).await? {
                 Claim::Done => {
@@ -332,8 +342,18 @@ impl Dispatcher {
                 service,
                 task_definition,
                 reason,
+                ..
             } => {
                 let reason = reason.unwrap_or_else(|| "manual deploy".into());
+                if let Some(task_definition) = &task_definition {
+                    let target = self.resolver().resolve(&service);
+                    if let Some(refused) = self
+                        .refuse_foreign_family(&target, task_definition, &reason)
+                        .await
+                    {
+                        return Ok(refused);
+                    }
+                }
                 self.deploy(
                     event_id,
                     &[service],
@@ -579,6 +599,37 @@ impl Dispatcher {
             task_definition,
             recovered: false,
         })
+    }
+
+    /// Refuses a manual deploy whose explicit task definition is not a
+    /// revision of the service's own family: nothing is deployed and Slack
+    /// is told once (a replay of the event is a duplicate).
+    async fn refuse_foreign_family(
+        &self,
+        target: &ServiceTarget,
+        task_definition: &str,
+        reason: &str,
+    ) -> Option<Value> {
+        let family = naming::task_definition_family(task_definition);
+        if family == target.family {
+            return None;
+        }
+        let refusal = format!(
+            "task definition {task_definition} is of family {family}, not {}, the family of service {}; nothing deployed",
+            target.family, target.service
+        );
+        warn!(service = %target.service, %refusal, "manual deploy refused; not retried");
+        let env = &self.config.env;
+        let notice = Notice::new(
+            Outcome::Failed,
+            format!("Deploy of {} to {env} refused", target.name),
+            env.clone(),
+        )
+        .with_service(target.service.clone())
+        .with_cluster(target.cluster.clone())
+        .with_reason(format!("{reason}: {refusal}"));
+        self.notifier.send(&notice).await;
+        Some(json!({"status": "rejected", "service": target.service, "error": refusal}))
     }
 
     fn console_service_url(&self, target: &ServiceTarget) -> String {

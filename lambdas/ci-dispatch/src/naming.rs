@@ -64,6 +64,16 @@ pub struct ServiceTarget {
     pub family: String,
 }
 
+/// The family of a task definition named by ARN
+/// (`arn:…:task-definition/family:revision`), `family:revision` or `family`.
+pub fn task_definition_family(task_definition: &str) -> &str {
+    let tail = task_definition
+        .rsplit('/')
+        .next()
+        .unwrap_or(task_definition);
+    tail.split(':').next().unwrap_or(tail)
+}
+
 pub struct Resolver<'a> {
     pub project: &'a str,
     pub env: &'a str,
@@ -146,6 +156,26 @@ mod tests {
             backend: &backend,
             map: &map,
         })
+    }
+
+    #[test]
+    fn a_task_definition_family_is_read_from_an_arn_a_revision_or_a_bare_family() {
+        for named in [
+            "arn:aws:ecs:us-east-1:123456789012:task-definition/shop_service_api_dev:3",
+            "shop_service_api_dev:3",
+            "shop_service_api_dev",
+        ] {
+            assert_eq!(
+                task_definition_family(named),
+                "shop_service_api_dev",
+                "{named}"
+            );
+        }
+        // An ARN that is not a task definition's names no family of ours.
+        assert_eq!(
+            task_definition_family("arn:aws:ecs:us-east-1:123456789012:cluster"),
+            "arn"
+        );
     }
 
     #[test]
