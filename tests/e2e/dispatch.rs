@@ -7,7 +7,8 @@ use std::time::Duration;
 use aws_sdk_dynamodb::types::AttributeValue;
 use builddao::BuildStatus;
 use deployer_e2e::{
-    ecs_fixture, eventbridge, ledger_build, slack_messages, update_service_calls, TestStack,
+    api_primary_deployment, ecs_fixture, eventbridge, ledger_build, slack_messages,
+    update_service_calls, TestStack,
 };
 use localstack::{Caller, FaultKind, FaultRule, InvokeError, SinkMode};
 use serde_json::{json, Value};
@@ -146,18 +147,7 @@ async fn each_source_redeploys_exactly_the_mapped_service_with_the_newest_revisi
     assert_eq!(p.ecs_proxy.forwarded("UpdateService").len(), 8);
 
     // ECS reports the rollout COMPLETED: the loop closes with the context.
-    let deployment = aws_sdk_ecs::Client::new(&p.sdk)
-        .describe_services()
-        .cluster("shop_cluster_dev")
-        .services("shop_service_api_dev")
-        .send()
-        .await
-        .unwrap()
-        .services()[0]
-        .deployments()[0]
-        .id()
-        .unwrap()
-        .to_owned();
+    let deployment = api_primary_deployment(&stack).await;
     let before = p.slack.received().len();
     p.put_events(&[json!({"source": "aws.ecs", "detail-type": "ECS Deployment State Change",
         "resources": ["arn:aws:ecs:us-east-1:123456789012:service/shop_cluster_dev/shop_service_api_dev"],

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use deployer_e2e::{ecs_fixture, eventbridge, slack_messages, TestStack};
+use deployer_e2e::{api_primary_deployment, ecs_fixture, eventbridge, slack_messages, TestStack};
 use localstack::faults::{Caller, FaultKind, FaultRule};
 use localstack::InvokeError;
 use serde_json::{json, Value};
@@ -61,24 +61,6 @@ async fn deliveries(stack: &TestStack, n: usize) -> Vec<Value> {
     .expect("deliveries")
 }
 
-/// The api service's PRIMARY deployment id, as ECS reports it now.
-async fn primary_deployment(stack: &TestStack) -> String {
-    aws_sdk_ecs::Client::new(&stack.pipeline.sdk)
-        .describe_services()
-        .cluster("shop_cluster_dev")
-        .services("shop_service_api_dev")
-        .send()
-        .await
-        .unwrap()
-        .services()[0]
-        .deployments()
-        .iter()
-        .find(|d| d.status() == Some("PRIMARY"))
-        .and_then(|d| d.id())
-        .unwrap()
-        .to_owned()
-}
-
 /// Exactly one redeploy of the api service reached ECS, and Slack heard of
 /// it exactly once, naming the deployment ECS has.
 async fn assert_one_redeploy_one_message(stack: &TestStack) {
@@ -98,7 +80,7 @@ async fn assert_one_redeploy_one_message(stack: &TestStack) {
         "one UpdateService call reached ECS"
     );
     assert_eq!(p.ecs_proxy.forwarded("UpdateService").len(), 1);
-    let deployment = primary_deployment(stack).await;
+    let deployment = api_primary_deployment(stack).await;
     let message = messages[0].to_string();
     assert!(message.contains("Deploying"), "{message}");
     assert!(
@@ -244,7 +226,7 @@ async fn a_duplicate_arriving_while_a_timed_out_attempt_holds_its_lease_is_retri
     assert_eq!(retried["services"][0]["recovered"], true, "{retried}");
     assert_eq!(
         retried["services"][0]["deployment_id"].as_str(),
-        Some(primary_deployment(&stack).await.as_str())
+        Some(api_primary_deployment(&stack).await.as_str())
     );
 
     // The duplicate's own retry now finds the event done.

@@ -332,6 +332,25 @@ pub async fn ecs_fixture(stack: &TestStack) {
         .expect("ECS fixture");
 }
 
+/// The [`ecs_fixture`]'s api service's PRIMARY deployment id, as ECS
+/// reports it now.
+pub async fn api_primary_deployment(stack: &TestStack) -> String {
+    aws_sdk_ecs::Client::new(&stack.pipeline.sdk)
+        .describe_services()
+        .cluster("shop_cluster_dev")
+        .services("shop_service_api_dev")
+        .send()
+        .await
+        .unwrap()
+        .services()[0]
+        .deployments()
+        .iter()
+        .find(|d| d.status() == Some("PRIMARY"))
+        .and_then(|d| d.id())
+        .unwrap()
+        .to_owned()
+}
+
 /// An EventBridge event as AWS delivers it to a target.
 pub fn eventbridge(id: &str, source: &str, detail_type: &str, detail: Value) -> Value {
     json!({
