@@ -61,6 +61,25 @@ async fn deliveries(stack: &TestStack, n: usize) -> Vec<Value> {
     .expect("deliveries")
 }
 
+/// The emulator holds the answer to ci-dispatch's first UpdateService
+/// for [`HELD`], past its timeout.
+async fn hold_first_update_service(stack: &TestStack) {
+    stack
+        .emulator
+        .faults()
+        .add(
+            FaultRule::new(
+                dispatch(),
+                "ecs",
+                "UpdateService",
+                FaultKind::DelayResponse(HELD),
+            )
+            .times(1),
+        )
+        .await
+        .unwrap();
+}
+
 /// Exactly one redeploy of the api service reached ECS, and Slack heard of
 /// it exactly once, naming the deployment ECS has.
 async fn assert_one_redeploy_one_message(stack: &TestStack) {
@@ -98,19 +117,8 @@ async fn assert_one_redeploy_one_message(stack: &TestStack) {
 async fn a_push_whose_first_invocation_times_out_in_update_service_redeploys_once() {
     let stack = shop().await;
     let p = &stack.pipeline;
+    hold_first_update_service(&stack).await;
     let faults = stack.emulator.faults();
-    faults
-        .add(
-            FaultRule::new(
-                dispatch(),
-                "ecs",
-                "UpdateService",
-                FaultKind::DelayResponse(HELD),
-            )
-            .times(1),
-        )
-        .await
-        .unwrap();
     p.put_events(&[ecr_push("sha256:timeout")]).await.unwrap();
 
     // The first attempt and Lambda's retry of it, under one request id.
@@ -178,19 +186,8 @@ async fn a_duplicate_arriving_while_a_timed_out_attempt_holds_its_lease_is_retri
 ) {
     let stack = shop().await;
     let p = &stack.pipeline;
+    hold_first_update_service(&stack).await;
     let faults = stack.emulator.faults();
-    faults
-        .add(
-            FaultRule::new(
-                dispatch(),
-                "ecs",
-                "UpdateService",
-                FaultKind::DelayResponse(HELD),
-            )
-            .times(1),
-        )
-        .await
-        .unwrap();
     let event = eventbridge(
         "lease-1",
         "action.deploy",
