@@ -4,6 +4,9 @@
 
 use std::time::Duration;
 
+use serde_json::Value;
+use site_build::WebhookSecret;
+
 use super::site_recovery::Recovery;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -41,4 +44,93 @@ async fn a_build_that_writes_symlinks_fails_naming_them_and_production_stays() {
     assert_eq!(state, "failure");
     assert!(description.contains("x is a symlink"), "{description}");
     r.assert_settled(&target, &id, "FAILED").await;
+}
+
+/// Sends a signed push of `main` at `sha` under `delivery`: the status and
+/// the answer.
+async fn send_push(r: &Recovery, delivery: &str, sha: &str) -> (u16, Value) {
+    let pipeline = r.pipeline();
+    let body = deployer_e2e::github_push(&pipeline.site_resources.repository, "main", sha)
+        .to_string()
+        .into_bytes();
+    let secret = WebhookSecret::new(pipeline.github_secret.as_bytes().to_vec()).unwrap();
+    let response = r
+        .http
+        .post(&pipeline.function_url)
+        .header("content-type", "application/json")
+        .header("x-github-event", "push")
+        .header("x-github-delivery", delivery)
+        .header("x-hub-signature-256", secret.sign(&body))
+        .body(body)
+        .send()
+        .await
+        .expect("function URL answers");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_push_replayed_under_a_new_delivery_id_builds_nothing() {
+    let r = Recovery::start("guard-replay", |_| {}).await;
+    let old = r.repo.head().unwrap();
+    let first = r.publish_first().await;
+    let newer = r.change("newer content");
+    let (target, id) = r.push("d-newer", &newer).await;
+    let (done, _) = r.wait_end(&target, &id, Duration::from_secs(120)).await;
+    assert_eq!(done["status"], "PUBLISHED", "{done}");
+    let live = r.live_deploy().await;
+    assert_ne!(live, first);
+
+    // The first push's signed body, captured and sent again under fresh
+    // delivery ids: answered like a redelivery, nothing queued.
+    for delivery in ["d-replay-1", "7f3a9c2e-0000-4000-8000-000000000001"] {
+        let (status, answer) = send_push(&r, delivery, &old).await;
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(answer["duplicates"], 1, "{answer}");
+        assert_eq!(answer["deployments"], serde_json::json!([]), "{answer}");
+    }
+    r.pipeline()
+        .lambda_api
+        .wait_idle(Duration::from_secs(30))
+        .await
+        .unwrap();
+    let runs = r
+        .pipeline()
+        .lambda_api
+        .invocations_of(r.function_name())
+        .into_iter()
+        .filter(|i| i.payload.get("run").is_some())
+        .count();
+    assert_eq!(runs, 2, "one run per real push");
+    assert_eq!(r.live_deploy().await, live);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_push_whose_commit_is_no_longer_the_head_fails_and_production_stays() {
+    let r = Recovery::start("guard-head", |_| {}).await;
+    let first = r.publish_first().await;
+    let pushed = r.change("pushed");
+    let head = r.change("pushed again before the first build ran");
+
+    let (target, id) = r.push("d-stale", &pushed).await;
+    let (done, _) = r.wait_end(&target, &id, Duration::from_secs(120)).await;
+    assert_eq!(done["status"], "FAILED", "{done}");
+    let error = done["error"].as_str().unwrap();
+    assert!(
+        error.starts_with(&format!(
+            "commit {pushed} is no longer the head of main (now {head})"
+        )),
+        "{error}"
+    );
+    assert_eq!(r.live_deploy().await, first);
+    assert_eq!(r.complete_deploys().await, std::slice::from_ref(&first));
+    let (state, description) = r.github_statuses(&pushed).last().unwrap().clone();
+    assert_eq!(state, "failure");
+    assert!(description.contains("no longer the head"), "{description}");
+    r.assert_settled(&target, &id, "FAILED").await;
+
+    // The head itself deploys.
+    let (target, id) = r.push("d-head", &head).await;
+    let (done, _) = r.wait_end(&target, &id, Duration::from_secs(120)).await;
+    assert_eq!(done["status"], "PUBLISHED", "{done}");
 }

@@ -337,6 +337,30 @@ impl SiteService {
         Ok(written == Transition::Done)
     }
 
+    /// Why a push may not deploy `commit`, if it may not. A push deploys
+    /// production without approval only while its commit is still the
+    /// branch's head: a signed push replayed long after (its claim expired)
+    /// or one overtaken by a newer push would otherwise publish old content
+    /// over newer. Fails closed when GitHub cannot say.
+    async fn push_superseded(
+        &self,
+        deployment: &Deployment,
+        repository: &Repository,
+        branch: &Branch,
+        commit: &str,
+    ) -> Option<String> {
+        if deployment.origin != PUSH_ORIGIN || deployment.environment != "production" {
+            return None;
+        }
+        match self.github.branch_head(repository, branch).await {
+            Ok(head) if head.eq_ignore_ascii_case(commit) => None,
+            Ok(head) => Some(no_longer_head(commit, branch, &head)),
+            Err(e) => Some(format!(
+                "cannot confirm that commit {commit} is still the head of {branch}, so it is not deployed: {e}"
+            )),
+        }
+    }
+
     /// The build of one attempt; `None` when the attempt lost its lease.
     async fn build(
         &self,
@@ -404,6 +428,12 @@ impl SiteService {
             return Ok(None);
         }
         let changes = Changes::default;
+        if let Some(error) = self
+            .push_superseded(deployment, &repository, &branch, &commit)
+            .await
+        {
+            return Ok(failed(error, Vec::new(), changes()));
+        }
         let out_of_time = |phase: Phase, log_tail: Vec<String>| {
             let error = budget.out_of_time(phase);
             warn!(deployment = %key, error = %error, "stopping before the function's deadline; the live deploy is unchanged");
@@ -489,6 +519,13 @@ impl SiteService {
         }
         if budget.step(Duration::MAX).is_none() {
             return Ok(out_of_time(Phase::Publish, built.log_tail));
+        }
+        // Again at the last moment: main can move on during the build.
+        if let Some(error) = self
+            .push_superseded(deployment, &repository, &branch, &commit)
+            .await
+        {
+            return Ok(failed(error, built.log_tail, changes()));
         }
         let target = target_of(environment, &branch);
         let outcome = match self
@@ -728,6 +765,14 @@ impl SiteService {
             .await;
         }
     }
+}
+
+/// The origin a push to the production branch records (see
+/// `service::origin_name`).
+const PUSH_ORIGIN: &str = "github:push";
+
+fn no_longer_head(commit: &str, branch: &Branch, head: &str) -> String {
+    format!("commit {commit} is no longer the head of {branch} (now {head}); a push deploys only its branch's head")
 }
 
 fn parts(deployment: &Deployment) -> Result<(Repository, Branch, Environment), String> {

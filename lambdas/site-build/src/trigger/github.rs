@@ -23,6 +23,7 @@ use std::borrow::Cow;
 
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
+use sha2::{Digest, Sha256};
 
 use super::{
     Branch, BuildRequest, Command, CommitSha, Environment, GitHubEvent, NameError, Origin,
@@ -136,13 +137,17 @@ pub fn parse_webhook(
             .is_some_and(|start| start.eq_ignore_ascii_case(FORM_CONTENT_TYPE))
     });
 
+    let delivery = DeliveryId {
+        body_sha256: hex::encode(Sha256::digest(raw_body)),
+        delivery_id,
+    };
     let command = match event.as_str() {
         "ping" => Command::Pong,
         "pull_request" => {
             let payload = decode("pull_request", raw_body, form_encoded)?;
-            return pull_request(payload, delivery_id, policy);
+            return pull_request(payload, delivery, policy);
         }
-        "push" => push(decode("push", raw_body, form_encoded)?, delivery_id, policy)?,
+        "push" => push(decode("push", raw_body, form_encoded)?, delivery, policy)?,
         other => Command::Ignored {
             reason: format!(
                 "GitHub event {:?} does not trigger anything",
@@ -151,6 +156,13 @@ pub fn parse_webhook(
         },
     };
     Ok(vec![command])
+}
+
+/// What identifies one delivery: its header, and the digest of the signed
+/// body it is deduplicated on.
+struct DeliveryId {
+    delivery_id: String,
+    body_sha256: String,
 }
 
 fn required_header(
@@ -264,7 +276,7 @@ fn triggered_by(sender: Option<Account>) -> String {
 
 fn pull_request(
     payload: PullRequestEvent,
-    delivery_id: String,
+    delivery: DeliveryId,
     policy: &GitHubPolicy,
 ) -> Result<Vec<Command>, WebhookError> {
     const EVENT: &str = "pull_request";
@@ -318,7 +330,8 @@ fn pull_request(
             source,
         })?;
     let origin = Origin::GitHub {
-        delivery_id,
+        delivery_id: delivery.delivery_id,
+        body_sha256: delivery.body_sha256,
         event: GitHubEvent::PullRequest { number, action },
     };
     if action == PullRequestAction::Closed {
@@ -358,7 +371,7 @@ fn pull_request(
 
 fn push(
     payload: PushEvent,
-    delivery_id: String,
+    delivery: DeliveryId,
     policy: &GitHubPolicy,
 ) -> Result<Command, WebhookError> {
     const EVENT: &str = "push";
@@ -395,7 +408,8 @@ fn push(
         Environment::Production,
         triggered_by(payload.sender),
         Origin::GitHub {
-            delivery_id,
+            delivery_id: delivery.delivery_id,
+            body_sha256: delivery.body_sha256,
             event: GitHubEvent::Push {
                 git_ref: payload.git_ref,
             },
@@ -592,6 +606,7 @@ mod tests {
             request.origin(),
             &Origin::GitHub {
                 delivery_id: DELIVERY.to_owned(),
+                body_sha256: digest(PULL_REQUEST),
                 event: GitHubEvent::PullRequest {
                     number: 42,
                     action: PullRequestAction::Opened
@@ -660,15 +675,36 @@ mod tests {
         assert_eq!(first, redelivered);
         assert_eq!(
             first[0].as_ref().unwrap().as_str(),
-            format!("github/{DELIVERY}/build-preview")
+            format!("github/{}/build-preview", digest(PULL_REQUEST))
         );
+    }
 
-        // A new delivery of the same content is a new event.
-        let another = keys(
-            &Delivery::signed("pull_request", PULL_REQUEST)
+    #[test]
+    fn a_signed_body_replayed_under_a_new_delivery_id_is_the_same_request() {
+        let keys = |delivery: &Delivery| -> Vec<_> {
+            delivery
+                .parse(&policy())
+                .unwrap()
+                .iter()
+                .map(Command::dedupe_key)
+                .collect()
+        };
+        let first = keys(&Delivery::signed("push", PUSH));
+        let replayed = keys(
+            &Delivery::signed("push", PUSH)
                 .with_header("X-GitHub-Delivery", "9b1e0d32-cc79-11e3-8f0a-0a1b2c3d4e5f"),
         );
+        assert_eq!(first, replayed);
+        // Any other signed body is another request.
+        let another = keys(&Delivery::signed(
+            "push",
+            &edited(PUSH, "\"before\": \"9a1f", "\"before\": \"8a1f"),
+        ));
         assert_ne!(first, another);
+    }
+
+    fn digest(body: &[u8]) -> String {
+        hex::encode(Sha256::digest(body))
     }
 
     #[test]
@@ -688,6 +724,7 @@ mod tests {
                 branch: "feature/pricing".parse().unwrap(),
                 origin: Origin::GitHub {
                     delivery_id: DELIVERY.to_owned(),
+                    body_sha256: digest(&body),
                     event: GitHubEvent::PullRequest {
                         number: 42,
                         action: PullRequestAction::Closed
@@ -697,7 +734,7 @@ mod tests {
         );
         assert_eq!(
             commands[0].dedupe_key().unwrap().as_str(),
-            format!("github/{DELIVERY}/remove-preview")
+            format!("github/{}/remove-preview", digest(&body))
         );
     }
 
@@ -743,7 +780,7 @@ mod tests {
         assert!(!request.needs_approval(&policy().production_branch));
         assert_eq!(
             request.dedupe_key().unwrap().as_str(),
-            format!("github/{DELIVERY}/build-production")
+            format!("github/{}/build-production", digest(PUSH))
         );
     }
 

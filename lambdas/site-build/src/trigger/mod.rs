@@ -98,10 +98,14 @@ pub enum PullRequestAction {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Origin {
-    /// A signed webhook delivery. A redelivery keeps its `delivery_id`.
+    /// A signed webhook delivery. A redelivery keeps its `delivery_id`,
+    /// but that header is outside the signature; `body_sha256` (hex) is
+    /// the digest of the signed raw body, which nobody can re-send under
+    /// another identity.
     #[serde(rename = "github")]
     GitHub {
         delivery_id: String,
+        body_sha256: String,
         event: GitHubEvent,
     },
     /// An SES inbound message; `sender` is its From address, in lowercase.
@@ -112,11 +116,17 @@ pub enum Origin {
 
 impl Origin {
     /// The id this origin's door gives one request, namespaced by door:
-    /// `github/{delivery}`, `ses/{message id}`, `direct/{session id}`.
+    /// `github/{body sha256}`, `ses/{message id}`, `direct/{session id}`.
     /// A direct invocation without a session has none.
+    ///
+    /// A webhook is known by the digest of its signed body, not by its
+    /// `X-GitHub-Delivery` header: a redelivery carries the same body (and
+    /// id), and a captured delivery replayed under a new id carries the same
+    /// body too, so both are the same request. Two real events never share
+    /// a body (a push names `pushed_at`, a pull request `updated_at`).
     fn id(&self) -> Option<String> {
         match self {
-            Origin::GitHub { delivery_id, .. } => Some(format!("github/{delivery_id}")),
+            Origin::GitHub { body_sha256, .. } => Some(format!("github/{body_sha256}")),
             Origin::Email { message_id, .. } => Some(format!("ses/{message_id}")),
             Origin::Direct { session_id } => session_id.as_ref().map(|id| format!("direct/{id}")),
         }
@@ -307,6 +317,7 @@ mod tests {
     fn push(git_ref: &str) -> Origin {
         Origin::GitHub {
             delivery_id: "d-1".to_owned(),
+            body_sha256: "b-1".to_owned(),
             event: GitHubEvent::Push {
                 git_ref: git_ref.to_owned(),
             },
@@ -346,6 +357,7 @@ mod tests {
         let origins = [
             Origin::GitHub {
                 delivery_id: "d-2".to_owned(),
+                body_sha256: "b-2".to_owned(),
                 event: GitHubEvent::PullRequest {
                     number: 7,
                     action: PullRequestAction::Opened,
@@ -382,7 +394,7 @@ mod tests {
         let staging = request(Environment::Staging, "f", push("refs/heads/f"));
         assert_eq!(
             preview.dedupe_key().unwrap().as_str(),
-            "github/d-1/build-preview"
+            "github/b-1/build-preview"
         );
         assert_ne!(preview.dedupe_key(), staging.dedupe_key());
 
