@@ -252,7 +252,13 @@ impl SiteStack {
                     "messageId": message_id,
                     "destination": ["deploy@site.example.com"],
                     "headersTruncated": false,
-                    "headers": [{"name": "From", "value": from}],
+                    "headers": [
+                        {"name": "From", "value": from},
+                        {"name": "DKIM-Signature", "value": format!(
+                            "v=1; a=rsa-sha256; d={}; s=s1; h=from; bh=x; b=y",
+                            from.rsplit('@').next().unwrap_or_default()
+                        )},
+                    ],
                     "commonHeaders": {
                         "returnPath": from,
                         "from": [from],
@@ -759,6 +765,11 @@ async fn direct_invocations_answer_with_the_result_and_mail_from_strangers_is_ig
         .mail("m-3", SENDER, "deploy staging\n", &[("dkim", "FAIL")])
         .await;
     assert_eq!(spoofed["accepted"], 0);
+    // A From domain without a DMARC policy proves nothing.
+    let unproven = site
+        .mail("m-4", SENDER, "deploy staging\n", &[("dmarc", "GRAY")])
+        .await;
+    assert_eq!(unproven["accepted"], 0);
     assert_eq!(
         site.deployments().await.len(),
         1,
@@ -770,6 +781,7 @@ async fn direct_invocations_answer_with_the_result_and_mail_from_strangers_is_ig
         "{log}"
     );
     assert!(log.contains("DKIM verdict is FAIL"), "{log}");
+    assert!(log.contains("DMARC verdict is GRAY, not PASS"), "{log}");
     assert!(
         site.sent_mail().await.is_empty(),
         "ignored mail is never answered"

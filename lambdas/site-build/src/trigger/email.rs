@@ -4,9 +4,11 @@
 //! with the record below; the handler reads the message, extracts its
 //! plain-text body and passes both here.
 //!
-//! A message is accepted only when SES's SPF, DKIM, spam and virus verdicts
-//! are all `PASS` (and DMARC, when SES reports it, is not `FAIL`), and both
-//! the envelope sender and the From address are configured senders. Every
+//! A message is accepted only when SES's SPF, DKIM, spam, virus and DMARC
+//! verdicts are all `PASS`, a DKIM signature is aligned with the From
+//! domain (checked on the message's headers when SES passes them whole),
+//! and both the envelope sender and the From address are configured
+//! senders. Every
 //! `Err` is therefore mail this function must not answer: replying to a
 //! forged or unlisted sender would be backscatter. Every `Ok`, including
 //! [`Command::Ignored`], comes from an accepted sender and may be answered.
@@ -98,6 +100,11 @@ pub enum EmailRejection {
     EnvelopeSenderNotAllowed { address: String },
     #[error("From address {address:?} is not an allowed sender")]
     FromNotAllowed { address: String },
+    #[error("no DKIM signature is aligned with the From domain {from_domain:?} (signed by {})", if signers.is_empty() { "nobody".to_owned() } else { signers.join(", ") })]
+    DkimNotAligned {
+        from_domain: String,
+        signers: Vec<String>,
+    },
 }
 
 /// The records of an SES Lambda event (SES sends one per invocation).
@@ -152,6 +159,7 @@ pub fn parse_email(
             address: shown_address(&from),
         });
     }
+    mail.check_dkim_alignment(&from)?;
 
     let origin = Origin::Email {
         message_id: mail.message_id,
@@ -222,6 +230,62 @@ struct Mail {
     /// SES's id, also the S3 object key of the stored message.
     message_id: String,
     common_headers: CommonHeaders,
+    /// The message's headers as received; absent or cut short when
+    /// `headers_truncated`.
+    #[serde(default)]
+    headers: Vec<Header>,
+    #[serde(default)]
+    headers_truncated: bool,
+}
+
+#[derive(Deserialize)]
+struct Header {
+    name: String,
+    value: String,
+}
+
+impl Mail {
+    /// DMARC passes on an aligned SPF *or* DKIM result; a command needs its
+    /// DKIM signature aligned too: one `DKIM-Signature` whose `d=` is the
+    /// From domain, or a parent or child of it (relaxed alignment). SES's
+    /// DKIM `PASS` says a signature verified; this says whose. Without the
+    /// whole header list (SES truncates very large ones) DMARC's `PASS` is
+    /// what proves alignment.
+    fn check_dkim_alignment(&self, from: &str) -> Result<(), EmailRejection> {
+        if self.headers_truncated || self.headers.is_empty() {
+            return Ok(());
+        }
+        let from_domain = from.rsplit_once('@').map_or("", |(_, domain)| domain);
+        let signers: Vec<String> = self
+            .headers
+            .iter()
+            .filter(|header| header.name.eq_ignore_ascii_case("DKIM-Signature"))
+            .filter_map(|header| dkim_domain(&header.value))
+            .collect();
+        let aligned = |signer: &String| {
+            !from_domain.is_empty()
+                && (signer == from_domain
+                    || from_domain.ends_with(&format!(".{signer}"))
+                    || signer.ends_with(&format!(".{from_domain}")))
+        };
+        if signers.iter().any(aligned) {
+            return Ok(());
+        }
+        Err(EmailRejection::DkimNotAligned {
+            from_domain: shown_address(from_domain),
+            signers: signers.iter().take(5).map(|s| shown_address(s)).collect(),
+        })
+    }
+}
+
+/// The `d=` tag of a `DKIM-Signature` header, in lowercase.
+fn dkim_domain(value: &str) -> Option<String> {
+    value.split(';').find_map(|tag| {
+        let (name, domain) = tag.split_once('=')?;
+        let domain: String = domain.split_whitespace().collect();
+        (name.trim() == "d" && !domain.is_empty())
+            .then(|| domain.trim_end_matches('.').to_lowercase())
+    })
 }
 
 #[derive(Deserialize)]
@@ -253,6 +317,9 @@ impl Receipt {
             (Verdict::Dkim, &self.dkim_verdict),
             (Verdict::Spam, &self.spam_verdict),
             (Verdict::Virus, &self.virus_verdict),
+            // Not only "not FAIL": GRAY (the From domain publishes no DMARC
+            // policy) proves nothing about who sent the message.
+            (Verdict::Dmarc, &self.dmarc_verdict),
         ];
         for (verdict, reported) in required {
             let status = &reported
@@ -263,14 +330,7 @@ impl Receipt {
                 return Err(failed(verdict, status));
             }
         }
-        // DMARC is GRAY for every domain without a DMARC record, so only an
-        // explicit failure (a From domain that disowns this message) counts.
-        match &self.dmarc_verdict {
-            Some(VerdictStatus { status }) if status == "FAIL" => {
-                Err(failed(Verdict::Dmarc, status))
-            }
-            _ => Ok(()),
-        }
+        Ok(())
     }
 }
 
@@ -674,6 +734,7 @@ mod tests {
             ("dkimVerdict", Verdict::Dkim),
             ("spamVerdict", Verdict::Spam),
             ("virusVerdict", Verdict::Virus),
+            ("dmarcVerdict", Verdict::Dmarc),
         ] {
             for status in ["FAIL", "GRAY", "PROCESSING_FAILED"] {
                 let failing = with(
@@ -702,25 +763,62 @@ mod tests {
     }
 
     #[test]
-    fn dmarc_rejects_only_on_an_explicit_fail() {
-        let gray = with(
-            record(),
-            "/ses/receipt/dmarcVerdict",
-            serde_json::json!({"status": "GRAY"}),
-        );
-        build(parse(&gray, "deploy staging").unwrap());
-        let fail = with(
-            record(),
-            "/ses/receipt/dmarcVerdict",
-            serde_json::json!({"status": "FAIL"}),
-        );
-        assert!(matches!(
-            parse(&fail, "deploy staging"),
-            Err(EmailRejection::VerdictFailed {
-                verdict: Verdict::Dmarc,
-                ..
+    fn dmarc_must_pass_not_merely_not_fail() {
+        for status in ["GRAY", "FAIL", "TEMPFAIL", "PERMFAIL"] {
+            let weak = with(
+                record(),
+                "/ses/receipt/dmarcVerdict",
+                serde_json::json!({ "status": status }),
+            );
+            let rejection = parse(&weak, "deploy staging").unwrap_err();
+            assert_eq!(
+                rejection.to_string(),
+                format!("SES DMARC verdict is {status}, not PASS")
+            );
+        }
+    }
+
+    fn signed_by(record: Value, dkim: &[&str]) -> Value {
+        let mut headers =
+            vec![serde_json::json!({"name": "From", "value": "Ana <ana@example.com>"})];
+        headers.extend(dkim.iter().map(|d| {
+            serde_json::json!({
+                "name": "DKIM-Signature",
+                "value": format!("v=1; a=rsa-sha256; c=relaxed/relaxed;\r\n d={d}; s=s1; h=from:to; bh=x; b=y")
             })
-        ));
+        }));
+        with(record, "/ses/mail/headers", Value::Array(headers))
+    }
+
+    #[test]
+    fn a_dkim_signature_must_be_aligned_with_the_from_domain() {
+        let foreign = signed_by(record(), &["mailer.example.net"]);
+        let rejection = parse(&foreign, "deploy staging").unwrap_err();
+        assert_eq!(
+            rejection.to_string(),
+            "no DKIM signature is aligned with the From domain \"example.com\" \
+             (signed by mailer.example.net)"
+        );
+        let unsigned = signed_by(record(), &[]);
+        assert!(parse(&unsigned, "deploy staging")
+            .unwrap_err()
+            .to_string()
+            .ends_with("(signed by nobody)"));
+        // A look-alike suffix is not a parent domain.
+        let lookalike = signed_by(record(), &["badexample.com"]);
+        assert!(parse(&lookalike, "deploy staging").is_err());
+
+        // One aligned signature among others is enough; relaxed alignment
+        // takes a parent or child of the From domain.
+        for aligned in [
+            &["mailer.example.net", "Example.COM"][..],
+            &["mail.example.com"],
+        ] {
+            build(parse(&signed_by(record(), aligned), "deploy staging").unwrap());
+        }
+        // Headers SES cut short say nothing; DMARC's PASS stands.
+        let truncated = with(foreign, "/ses/mail/headersTruncated", Value::Bool(true));
+        build(parse(&truncated, "deploy staging").unwrap());
     }
 
     #[test]
