@@ -242,7 +242,14 @@ impl Recovery {
     }
 
     /// The asynchronous `{"run": ...}` invocation of deployment `id`.
-    pub(crate) fn run_invocation(&self, id: &str) -> localstack::lambda_api::AsyncInvocation {
+    /// The asynchronous invocation that ran deployment `id`, once it ended:
+    /// the record ends before the invocation returns (GitHub, Slack).
+    pub(crate) async fn run_invocation(&self, id: &str) -> localstack::lambda_api::AsyncInvocation {
+        self.pipeline()
+            .lambda_api
+            .wait_idle(Duration::from_secs(60))
+            .await
+            .expect("the invocations end");
         let runs: Vec<_> = self
             .pipeline()
             .lambda_api
@@ -325,7 +332,7 @@ async fn a_build_killed_during_npm_run_build_is_retried_from_a_clean_state_and_p
     );
     assert_eq!(r.function().crashes(), 1, "the fault fired once");
     // Lambda retried the same event once; the retry published.
-    let run = r.run_invocation(&id);
+    let run = r.run_invocation(&id).await;
     assert_eq!(run.attempts, 2, "{run:?}");
     assert_eq!(run.state, localstack::lambda_api::AsyncState::Succeeded);
 
@@ -385,7 +392,7 @@ async fn a_publish_killed_on_every_attempt_ends_failed_and_the_live_site_never_c
     );
     assert_eq!(r.function().crashes(), 2);
     // The third delivery of the event found no attempt left and said so.
-    let run = r.run_invocation(&id);
+    let run = r.run_invocation(&id).await;
     assert_eq!(run.attempts, 3, "{run:?}");
     assert_eq!(run.state, localstack::lambda_api::AsyncState::Succeeded);
 
@@ -503,7 +510,7 @@ async fn a_build_that_runs_out_of_time_fails_before_the_lambda_timeout() {
         .wait_idle(Duration::from_secs(30))
         .await
         .unwrap();
-    let run = r.run_invocation(&id);
+    let run = r.run_invocation(&id).await;
     assert_eq!(run.attempts, 1, "{run:?}");
     assert_eq!(run.state, localstack::lambda_api::AsyncState::Succeeded);
     assert_eq!(done["attempt"], 1);
