@@ -38,7 +38,7 @@ fn ssm_change(name: &str) -> Value {
 }
 
 fn manual(service: &str, extra: Value) -> Value {
-    let mut detail = json!({"service": service});
+    let mut detail = json!({"service": service, "environment": "dev"});
     detail
         .as_object_mut()
         .unwrap()
@@ -234,7 +234,7 @@ async fn throttling_and_5xx_are_retried_but_an_unknown_service_is_reported_once(
         .ci_dispatch
         .invoke(&eventbridge(
             "t-1",
-            "action.deploy",
+            "action.dev",
             "DEPLOY",
             json!({"service": "api"}),
         ))
@@ -255,9 +255,9 @@ async fn throttling_and_5xx_are_retried_but_an_unknown_service_is_reported_once(
         .ci_dispatch
         .invoke(&eventbridge(
             "t-2",
-            "action.deploy",
+            "action.dev",
             "DEPLOY",
-            json!({"service": "ghost", "task_definition": "shop_service_api_dev:1"}),
+            json!({"service": "ghost", "task_definition": "shop_service_ghost_dev:1"}),
         ))
         .await
         .unwrap();
@@ -288,13 +288,153 @@ async fn throttling_and_5xx_are_retried_but_an_unknown_service_is_reported_once(
         .ci_dispatch
         .invoke(&eventbridge(
             "t-2",
-            "action.deploy",
+            "action.dev",
             "DEPLOY",
             json!({"service": "ghost"}),
         ))
         .await
         .unwrap();
     assert_eq!(again["status"], "duplicate");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manual_deploy_reaches_only_the_environment_it_names() {
+    let stack = shop(&[]).await;
+    let p = &stack.pipeline;
+    let deploy = |source: &str, detail: Value| json!({"source": source, "detail-type": "DEPLOY", "detail": detail});
+    // The dev install's rule matches none of these.
+    p.put_events(&[
+        deploy("action.deploy", json!({"service": "api"})),
+        deploy(
+            "action.deploy",
+            json!({"service": "api", "environment": "prd"}),
+        ),
+        deploy("action.prd", json!({"service": "api"})),
+    ])
+    .await
+    .unwrap();
+    p.put_events(&[deploy(
+        "action.deploy",
+        json!({"service": "worker", "environment": "dev"}),
+    )])
+    .await
+    .unwrap();
+    let calls = update_service_calls(&stack, 1).await;
+    assert_eq!(target(&calls[0]).1, "shop_service_worker_dev");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(p.ecs_proxy.forwarded("UpdateService").len(), 1);
+
+    // Delivered anyway (another rule, a direct invoke): the function refuses too.
+    let other = p
+        .ci_dispatch
+        .invoke(&eventbridge(
+            "env-1",
+            "action.prd",
+            "DEPLOY",
+            json!({"service": "api"}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(other["status"], "ignored", "{other}");
+    assert_eq!(
+        other["reason"],
+        "manual deploy is for environment prd; this install deploys dev"
+    );
+    let unnamed = p
+        .ci_dispatch
+        .invoke(&eventbridge(
+            "env-2",
+            "action.deploy",
+            "DEPLOY",
+            json!({"service": "api"}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(unnamed["status"], "rejected", "{unnamed}");
+    assert_eq!(
+        unnamed["error"],
+        "manual deploy names no environment: send source action.{env} or detail.environment with action.deploy"
+    );
+    let conflicting = p
+        .ci_dispatch
+        .invoke(&eventbridge(
+            "env-3",
+            "action.dev",
+            "DEPLOY",
+            json!({"service": "api", "environment": "prd"}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(conflicting["status"], "rejected", "{conflicting}");
+    assert_eq!(
+        conflicting["error"],
+        "manual deploy source action.dev is for dev but detail.environment is prd"
+    );
+    assert_eq!(p.ecs_proxy.forwarded("UpdateService").len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_definition_of_another_family_is_refused_naming_both_and_reported_once() {
+    let stack = shop(&[]).await;
+    let p = &stack.pipeline;
+    let foreign = [
+        (
+            "f-1",
+            "shop_service_worker_dev:2",
+            "shop_service_worker_dev",
+        ),
+        (
+            "f-2",
+            "arn:aws:ecs:us-east-1:123456789012:task-definition/other_service_api_dev:1",
+            "other_service_api_dev",
+        ),
+    ];
+    for (id, task_definition, family) in foreign {
+        let result = p
+            .ci_dispatch
+            .invoke(&eventbridge(
+                id,
+                "action.dev",
+                "DEPLOY",
+                json!({"service": "api", "task_definition": task_definition}),
+            ))
+            .await
+            .unwrap();
+        assert_eq!(result["status"], "rejected", "{result}");
+        assert_eq!(
+            result["error"],
+            format!("task definition {task_definition} is of family {family}, not shop_service_api_dev, the family of service shop_service_api_dev; nothing deployed")
+        );
+    }
+    let messages = slack_messages(&stack, 2).await;
+    for (message, (_, _, family)) in messages.iter().zip(foreign) {
+        let text = message.to_string();
+        assert!(text.contains("Deploy of api to dev refused"), "{text}");
+        assert!(
+            text.contains(family) && text.contains("shop_service_api_dev"),
+            "{text}"
+        );
+    }
+    // Replayed: a duplicate, not a second report.
+    let again = p
+        .ci_dispatch
+        .invoke(&eventbridge(
+            "f-1",
+            "action.dev",
+            "DEPLOY",
+            json!({"service": "api", "task_definition": "shop_service_worker_dev:2"}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(again["status"], "duplicate", "{again}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(p.slack.received().len(), 2);
+    assert!(p.ecs_proxy.forwarded("UpdateService").is_empty());
+    assert!(p
+        .ecs_proxy
+        .calls()
+        .iter()
+        .all(|c| c.operation != "UpdateService"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -382,7 +522,7 @@ async fn dry_run_calls_no_update_service_and_says_dry_run() {
         .ci_dispatch
         .invoke(&eventbridge(
             "d-1",
-            "action.deploy",
+            "action.dev",
             "DEPLOY",
             json!({"service": "api"}),
         ))
@@ -413,7 +553,7 @@ async fn slack_gets_the_reason_intact_and_a_broken_webhook_never_stops_a_deploy(
     p.ci_dispatch
         .invoke(&eventbridge(
             "s-1",
-            "action.deploy",
+            "action.dev",
             "DEPLOY",
             json!({"service": "api", "reason": reason}),
         ))
@@ -435,7 +575,7 @@ async fn slack_gets_the_reason_intact_and_a_broken_webhook_never_stops_a_deploy(
         .ci_dispatch
         .invoke(&eventbridge(
             "s-2",
-            "action.deploy",
+            "action.dev",
             "DEPLOY",
             json!({"service": "worker"}),
         ))
@@ -447,7 +587,7 @@ async fn slack_gets_the_reason_intact_and_a_broken_webhook_never_stops_a_deploy(
         .ci_dispatch
         .invoke(&eventbridge(
             "s-3",
-            "action.deploy",
+            "action.dev",
             "DEPLOY",
             json!({"service": "backend"}),
         ))

@@ -190,7 +190,7 @@ async fn a_duplicate_arriving_while_a_timed_out_attempt_holds_its_lease_is_retri
     let faults = stack.emulator.faults();
     let event = eventbridge(
         "lease-1",
-        "action.deploy",
+        "action.dev",
         "DEPLOY",
         json!({"service": "api", "reason": "lease test"}),
     );
