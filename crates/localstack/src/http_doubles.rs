@@ -161,27 +161,36 @@ async fn forward(
             request = request.header(name, value);
         }
     }
-    let (status, response) = match request.send().await {
-        Ok(upstream) => {
-            let status = upstream.status();
-            let mut out = HeaderMap::new();
-            for (name, value) in upstream.headers() {
-                if name != "content-length" && name != "transfer-encoding" {
-                    out.insert(name.clone(), value.clone());
+    // The call goes on, and is recorded, even when its caller is gone (a
+    // function killed while the answer is held): it reached the emulator.
+    let exchange = tokio::spawn(async move {
+        let answer = match request.send().await {
+            Ok(upstream) => {
+                let status = upstream.status();
+                let mut out = HeaderMap::new();
+                for (name, value) in upstream.headers() {
+                    if name != "content-length" && name != "transfer-encoding" {
+                        out.insert(name.clone(), value.clone());
+                    }
                 }
+                let bytes = upstream.bytes().await.unwrap_or_default();
+                (status, out, bytes)
             }
-            let bytes = upstream.bytes().await.unwrap_or_default();
-            (status, (status, out, bytes).into_response())
-        }
-        Err(err) => (
-            StatusCode::BAD_GATEWAY,
-            (StatusCode::BAD_GATEWAY, err.to_string()).into_response(),
-        ),
-    };
-    state.calls.lock().expect("proxy lock").push(Call {
-        operation,
-        body: parsed,
-        status: status.as_u16(),
+            Err(err) => (
+                StatusCode::BAD_GATEWAY,
+                HeaderMap::new(),
+                Bytes::from(err.to_string()),
+            ),
+        };
+        state.calls.lock().expect("proxy lock").push(Call {
+            operation,
+            body: parsed,
+            status: answer.0.as_u16(),
+        });
+        answer
     });
-    response
+    match exchange.await {
+        Ok(answer) => answer.into_response(),
+        Err(err) => (StatusCode::BAD_GATEWAY, err.to_string()).into_response(),
+    }
 }
