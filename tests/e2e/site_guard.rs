@@ -4,7 +4,8 @@
 
 use std::time::Duration;
 
-use serde_json::Value;
+use localstack::faults::{Caller, FaultKind, FaultRule};
+use serde_json::{json, Value};
 use site_build::WebhookSecret;
 
 use super::site_recovery::Recovery;
@@ -133,4 +134,53 @@ async fn a_push_whose_commit_is_no_longer_the_head_fails_and_production_stays() 
     let (target, id) = r.push("d-head", &head).await;
     let (done, _) = r.wait_end(&target, &id, Duration::from_secs(120)).await;
     assert_eq!(done["status"], "PUBLISHED", "{done}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_function_url_failure_answers_generically_and_logs_the_reason_under_the_request_id() {
+    let logs = std::env::temp_dir().join(format!("site-guard-logs-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&logs);
+    std::fs::create_dir_all(&logs).unwrap();
+    let dir = logs.clone();
+    let r = Recovery::start("guard-errors", move |options| {
+        options.log_dir = Some(dir);
+    })
+    .await;
+    r.stack
+        .emulator
+        .faults()
+        .add(FaultRule::new(
+            Caller::function(r.function_name()),
+            "dynamodb",
+            "TransactWriteItems",
+            FaultKind::ServerError,
+        ))
+        .await
+        .unwrap();
+
+    let sha = r.repo.head().unwrap();
+    let (status, answer) = send_push(&r, "d-unlucky", &sha).await;
+    assert_eq!(status, 503, "{answer}");
+    let request_id = answer["request_id"].as_str().unwrap().to_owned();
+    assert!(!request_id.is_empty() && request_id != "-", "{answer}");
+    assert_eq!(
+        answer,
+        json!({"error": "Service Unavailable", "request_id": request_id})
+    );
+
+    let log: String = std::fs::read_dir(&logs)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.to_string_lossy().contains("site-build"))
+        .map(|path| std::fs::read_to_string(path).unwrap_or_default())
+        .collect();
+    let line = log
+        .lines()
+        .find(|line| line.contains("request failed") && line.contains(&request_id))
+        .unwrap_or_else(|| panic!("no log line names {request_id}:\n{log}"));
+    assert!(
+        line.contains("DynamoDB TransactWriteItems on table"),
+        "{line}"
+    );
+    std::fs::remove_dir_all(&logs).unwrap();
 }

@@ -9,7 +9,8 @@ use tracing::{info, warn};
 use super::{Enqueued, ServiceError, SiteService};
 use crate::approval::hash_token;
 use crate::deployments::{
-    now_epoch, now_rfc3339, Changes, Deployment, DeploymentKey, DeploymentStatus, Transition,
+    now_epoch, now_rfc3339, Changes, Deployment, DeploymentKey, DeploymentStatus, StoreError,
+    Transition,
 };
 use crate::trigger::github::{self, GitHubPolicy};
 use crate::trigger::Command;
@@ -46,6 +47,25 @@ impl Request<'_> {
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.into_owned())
     }
+}
+
+/// The answer to a request that failed on this side. The body is generic,
+/// with the request id to find the reason in the log: the reason names
+/// tables, functions and AWS's error text, which are nobody's business on a
+/// public URL. A 503 is worth retrying (an AWS call failed); a 500 is not.
+fn failure(error: &ServiceError, request_id: &str) -> Value {
+    let (status, text) = match error {
+        ServiceError::Store(StoreError::Dynamo { .. })
+        | ServiceError::Start { .. }
+        | ServiceError::Publish(_)
+        | ServiceError::LiveStore(_)
+        | ServiceError::Email { .. } => (503, "Service Unavailable"),
+        ServiceError::Store(StoreError::Corrupt { .. })
+        | ServiceError::NotFound(_)
+        | ServiceError::BadRequest(_)
+        | ServiceError::FunctionUrl(_) => (500, "Internal Server Error"),
+    };
+    respond(status, json!({"error": text, "request_id": request_id}))
 }
 
 fn respond(status: u16, body: Value) -> Value {
@@ -130,8 +150,12 @@ impl SiteService {
             )),
         };
         result.unwrap_or_else(|e| {
-            warn!(error = %e, method, path, "request failed");
-            respond(503, json!({"error": e.to_string()}))
+            let request_id = event
+                .pointer("/requestContext/requestId")
+                .and_then(Value::as_str)
+                .unwrap_or("-");
+            warn!(error = %e, request_id, method, path, "request failed");
+            failure(&e, request_id)
         })
     }
 
@@ -322,6 +346,30 @@ impl SiteService {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failures_answer_generically_with_the_request_id_and_never_the_reason() {
+        let throttled = ServiceError::Store(StoreError::Dynamo {
+            operation: "TransactWriteItems",
+            table: "prd-deployer-site-deployments".into(),
+            message: "ThrottlingException: arn:aws:dynamodb:eu-west-1:123456789012:table/x".into(),
+        });
+        let answer = failure(&throttled, "req-1");
+        assert_eq!(answer["statusCode"], 503);
+        let body: Value = serde_json::from_str(answer["body"].as_str().unwrap()).unwrap();
+        assert_eq!(
+            body,
+            json!({"error": "Service Unavailable", "request_id": "req-1"})
+        );
+
+        let broken = ServiceError::FunctionUrl("AccessDenied for role x".into());
+        let answer = failure(&broken, "req-2");
+        assert_eq!(answer["statusCode"], 500);
+        assert_eq!(
+            answer["body"],
+            r#"{"error":"Internal Server Error","request_id":"req-2"}"#
+        );
+    }
 
     #[test]
     fn shown_text_is_escaped() {
