@@ -89,8 +89,9 @@ pub struct Call {
     /// The `X-Amz-Target` header's operation, e.g. `UpdateService`.
     pub operation: String,
     pub body: Value,
-    /// The status the emulator (or its fault engine) answered.
-    pub status: u16,
+    /// The status the emulator (or its fault engine) answered; `None`
+    /// while the answer is still on its way (held by a fault).
+    pub status: Option<u16>,
 }
 
 struct ProxyState {
@@ -126,11 +127,14 @@ impl RecordingProxy {
         self.state.calls.lock().expect("proxy lock").clone()
     }
 
-    /// Calls of one operation that succeeded (took effect).
+    /// Calls of one operation that reached the emulator and were not
+    /// refused: answered 2xx, or still waiting for their (held) answer.
     pub fn forwarded(&self, operation: &str) -> Vec<Value> {
         self.calls()
             .into_iter()
-            .filter(|c| c.operation == operation && (200..300).contains(&c.status))
+            .filter(|c| {
+                c.operation == operation && c.status.is_none_or(|s| (200..300).contains(&s))
+            })
             .map(|c| c.body)
             .collect()
     }
@@ -150,6 +154,15 @@ async fn forward(
         .unwrap_or_default()
         .to_owned();
     let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let index = {
+        let mut calls = state.calls.lock().expect("proxy lock");
+        calls.push(Call {
+            operation,
+            body: parsed,
+            status: None,
+        });
+        calls.len() - 1
+    };
     let url = format!(
         "{}{}",
         state.upstream,
@@ -161,8 +174,8 @@ async fn forward(
             request = request.header(name, value);
         }
     }
-    // The call goes on, and is recorded, even when its caller is gone (a
-    // function killed while the answer is held): it reached the emulator.
+    // The call goes on, and its answer is recorded, even when its caller is
+    // gone (a function killed while the answer is held).
     let exchange = tokio::spawn(async move {
         let answer = match request.send().await {
             Ok(upstream) => {
@@ -182,11 +195,7 @@ async fn forward(
                 Bytes::from(err.to_string()),
             ),
         };
-        state.calls.lock().expect("proxy lock").push(Call {
-            operation,
-            body: parsed,
-            status: answer.0.as_u16(),
-        });
+        state.calls.lock().expect("proxy lock")[index].status = Some(answer.0.as_u16());
         answer
     });
     match exchange.await {
