@@ -509,12 +509,15 @@ pub fn summary(deployment: &Deployment) -> Value {
     answer
 }
 
+/// The origin a push records (the head check in `run` looks for it).
+const PUSH_ORIGIN: &str = "github:push";
+
 fn origin_name(origin: &Origin) -> String {
     match origin {
         Origin::GitHub {
             event: GitHubEvent::Push { .. },
             ..
-        } => "github:push".into(),
+        } => PUSH_ORIGIN.into(),
         Origin::GitHub {
             event: GitHubEvent::PullRequest { number, .. },
             ..

@@ -349,7 +349,7 @@ impl SiteService {
         branch: &Branch,
         commit: &str,
     ) -> Option<String> {
-        if deployment.origin != PUSH_ORIGIN || deployment.environment != "production" {
+        if deployment.origin != super::PUSH_ORIGIN || deployment.environment != "production" {
             return None;
         }
         match self.github.branch_head(repository, branch).await {
@@ -766,10 +766,6 @@ impl SiteService {
         }
     }
 }
-
-/// The origin a push to the production branch records (see
-/// `service::origin_name`).
-const PUSH_ORIGIN: &str = "github:push";
 
 fn no_longer_head(commit: &str, branch: &Branch, head: &str) -> String {
     format!("commit {commit} is no longer the head of {branch} (now {head}); a push deploys only its branch's head")
