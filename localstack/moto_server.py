@@ -28,6 +28,8 @@ Strictness patches (docs/local-stack.md, "Faults"):
   of a change set that is not CREATE_COMPLETE is refused (InvalidChangeSetStatus), and
   so is any change to a stack whose operation is in progress (ValidationError "... is in
   UPDATE_IN_PROGRESS state and can not be updated."), as on AWS;
+- an update that names a parameter still at its default does not "modify" the resources
+  that reference it (moto compared against the previous input only);
 - aws-sdk task errors are named as AWS names them ("CloudFormation.CloudFormationException",
   not moto's lowercase "cloudformation.cloudformationException");
 - every request passes through the fault engine (localstack/faults.py).
@@ -335,6 +337,37 @@ class _Settle:
         return self.app(environ, start_response)
 
 
+def _patch_update_diff_parameter_defaults():
+    """A parameter left at its default is not "changed" by an update that names it.
+
+    moto marks every resource that references a parameter whose value differs from
+    the previous deploy's *input* as modified; a parameter the first deploy left to
+    its default is missing from that input, so naming it later (UsePreviousValue
+    resolves to the default) "modified" every resource that references it, though
+    its value never changed. CloudFormation compares resolved values. Here the
+    previous input is completed with the previous template's defaults.
+    """
+    from moto.cloudformation import parsing as cfn_parsing
+
+    original = cfn_parsing.ResourceMap.build_resource_diff
+
+    def build_resource_diff(self, other_template, parameters=None):
+        if not parameters:
+            return original(self, other_template, parameters)
+        declared = (self._template or {}).get("Parameters") or {}
+        defaults = {
+            name: str(spec["Default"]) for name, spec in declared.items() if "Default" in spec
+        }
+        given = self.input_parameters
+        self.input_parameters = {**defaults, **(given or {})}
+        try:
+            return original(self, other_template, parameters)
+        finally:
+            self.input_parameters = given
+
+    cfn_parsing.ResourceMap.build_resource_diff = build_resource_diff
+
+
 def main(argv=None):
     args = _parse_args(argv if argv is not None else sys.argv[1:])
     # Must be set before the interpreter makes its first call (read at call time).
@@ -352,6 +385,7 @@ def main(argv=None):
     _patch_cloudformation_rollback()
     _patch_send_task_failure_cause()
     _patch_cloudformation_pace()
+    _patch_update_diff_parameter_defaults()
     _patch_aws_sdk_error_names()
     default_user_config["stepfunctions"] = {"execute_state_machine": True}
 

@@ -189,6 +189,7 @@ pub async fn run(root: &std::path::Path, plan: &ChaosPlan) -> anyhow::Result<Cha
         run_builds(
             &pipeline,
             root,
+            plan.log_dir.as_deref(),
             fastrand::Rng::with_seed(rng.u64(..)),
             plan.count
         ),
@@ -394,6 +395,7 @@ async fn arm_faults(
 async fn run_builds(
     pipeline: &Pipeline,
     root: &std::path::Path,
+    log_dir: Option<&std::path::Path>,
     mut rng: fastrand::Rng,
     count: usize,
 ) -> anyhow::Result<Tally> {
@@ -497,10 +499,34 @@ async fn run_builds(
         let deployed = stack_parameter(&cfn, &format!("dev-{repo}"), "Greeting").await;
         if deployed.as_deref() != Some(newest_ok.version.as_str()) {
             tally.out_of_order += 1;
+            let mut builds: Vec<_> = mine.iter().collect();
+            builds.sort_by_key(|b| b.sk.clone());
+            let history: Vec<String> = builds
+                .iter()
+                .map(|b| {
+                    format!(
+                        "{} {}{} at {}",
+                        b.version,
+                        b.status,
+                        if b.no_changes == Some(true) {
+                            " (no changes)"
+                        } else {
+                            ""
+                        },
+                        b.finished_at.as_deref().unwrap_or("-")
+                    )
+                })
+                .collect();
             tally.problems.push(format!(
-                "stack dev-{repo} runs {deployed:?}, the newest successful build is {}",
-                newest_ok.version
+                "stack dev-{repo} runs {deployed:?}, the newest successful build is {}; its builds by key: {}",
+                newest_ok.version,
+                history.join(", ")
             ));
+            if let Err(err) = diagnose(pipeline, log_dir, repo, &builds).await {
+                tally.problems.push(format!(
+                    "could not write the diagnosis of dev-{repo}: {err:#}"
+                ));
+            }
         }
         let newest = mine.iter().max_by_key(|b| b.build_number);
         if let Some(newest) = newest.filter(|b| b.status == BuildStatus::Superseded) {
@@ -512,6 +538,66 @@ async fn run_builds(
         }
     }
     Ok(tally)
+}
+
+/// Writes what the pipeline knows about a stack that ended out of order
+/// (its builds with their histories, its lock item, each execution's
+/// states in order) to `chaos-diagnosis-{repo}.json` in the log folder.
+async fn diagnose(
+    pipeline: &Pipeline,
+    dir: Option<&std::path::Path>,
+    repo: &str,
+    builds: &[&&builddao::Build],
+) -> anyhow::Result<()> {
+    let Some(dir) = dir else {
+        return Ok(());
+    };
+    let store = pipeline.builds();
+    let sfn = aws_sdk_sfn::Client::new(&pipeline.sdk);
+    let mut out = Vec::new();
+    for build in builds {
+        let tracked = store.get_tracked(&build.key()).await?;
+        let mut states = Vec::new();
+        if let Some(arn) = &build.execution_arn {
+            let history = sfn
+                .get_execution_history()
+                .execution_arn(arn)
+                .max_results(1000)
+                .send()
+                .await?;
+            for event in history.events() {
+                let name = event
+                    .state_entered_event_details()
+                    .map(|d| d.name().to_owned())
+                    .unwrap_or_default();
+                states.push(format!("{} {:?} {name}", event.timestamp(), event.r#type()));
+            }
+        }
+        out.push(json!({"build": format!("{tracked:?}"), "states": states}));
+    }
+    let lock = aws_sdk_dynamodb::Client::new(&pipeline.sdk)
+        .get_item()
+        .table_name(&pipeline.resources.stacks_table)
+        .key(
+            "stack_name",
+            aws_sdk_dynamodb::types::AttributeValue::S(format!("dev-{repo}")),
+        )
+        .send()
+        .await?;
+    let stacks = aws_sdk_cloudformation::Client::new(&pipeline.sdk)
+        .describe_stacks()
+        .send()
+        .await?;
+    let report = json!({
+        "builds": out,
+        "lock": format!("{:?}", lock.item()),
+        "stacks": format!("{:?}", stacks.stacks()),
+    });
+    std::fs::write(
+        dir.join(format!("chaos-diagnosis-{repo}.json")),
+        serde_json::to_string_pretty(&report)?,
+    )?;
+    Ok(())
 }
 
 /// A deployed stack's parameter value (None: no such stack or parameter).
