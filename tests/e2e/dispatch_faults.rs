@@ -231,3 +231,32 @@ async fn a_duplicate_arriving_while_a_timed_out_attempt_holds_its_lease_is_retri
     assert_eq!(again["status"], "duplicate", "{again}");
     assert_one_redeploy_one_message(&stack).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_whose_first_invocation_fails_after_announcing_the_deploy_announces_it_once() {
+    let stack = shop().await;
+    let p = &stack.pipeline;
+    // The first claim marked done is the service's, right after the
+    // "Deploying" message: held past the timeout (before it reaches the
+    // emulator), so the invocation dies after the message went out.
+    stack
+        .emulator
+        .faults()
+        .add(
+            FaultRule::new(dispatch(), "dynamodb", "PutItem", FaultKind::Delay(HELD))
+                .matching(r#"{"S":"done"}"#)
+                .times(1),
+        )
+        .await
+        .unwrap();
+    p.put_events(&[ecr_push("sha256:announced")]).await.unwrap();
+
+    let delivered = deliveries(&stack, 2).await;
+    assert_eq!(delivered[0], delivered[1], "Lambda retried the same event");
+    assert_eq!(
+        stack.emulator.faults().injected().await.unwrap().len(),
+        1,
+        "the first invocation's completion was held past its timeout"
+    );
+    assert_one_redeploy_one_message(&stack).await;
+}

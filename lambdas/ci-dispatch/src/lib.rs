@@ -517,7 +517,7 @@ impl Dispatcher {
                 )
                 .with_deployment_id(deployment_id.clone())
                 .with_task_definition(task_definition.clone());
-                self.notifier.send(&notice).await;
+                self.announce_once(claim, lease, attempt, &notice).await?;
                 Ok(ServiceResult {
                     deployment_id: Some(deployment_id),
                     task_definition: Some(task_definition),
@@ -583,6 +583,7 @@ impl Dispatcher {
         let next = Attempt {
             started_ms: memory::now_ms(),
             task_definition: task_definition.clone(),
+            announced: false,
         };
         if !self.memory.start_attempt(claim, lease, &next).await? {
             return Err(StartFailure::Dispatch(DispatchError::LeaseLost {
@@ -630,6 +631,40 @@ impl Dispatcher {
         .with_reason(format!("{reason}: {refusal}"));
         self.notifier.send(&notice).await;
         Some(json!({"status": "rejected", "service": target.service, "error": refusal}))
+    }
+
+    /// Sends a deploy's "Deploying" message unless an earlier attempt of
+    /// this event already did: the claim's attempt is marked announced first
+    /// (at most once: a crash during the send loses the message, a retry
+    /// after any later failure does not repeat it).
+    async fn announce_once(
+        &self,
+        claim: &str,
+        lease: &Lease,
+        attempt: &mut Option<Attempt>,
+        notice: &Notice,
+    ) -> Result<(), DispatchError> {
+        match attempt.as_mut() {
+            Some(current) if current.announced => {
+                info!(%claim, "the deploy's start was announced by an earlier attempt");
+                return Ok(());
+            }
+            Some(current) => {
+                let announced = Attempt {
+                    announced: true,
+                    ..current.clone()
+                };
+                if !self.memory.start_attempt(claim, lease, &announced).await? {
+                    return Err(DispatchError::LeaseLost {
+                        claim: claim.to_owned(),
+                    });
+                }
+                *current = announced;
+            }
+            None => {}
+        }
+        self.notifier.send(notice).await;
+        Ok(())
     }
 
     fn console_service_url(&self, target: &ServiceTarget) -> String {

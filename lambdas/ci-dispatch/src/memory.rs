@@ -68,6 +68,10 @@ pub struct Attempt {
     pub started_ms: u64,
     /// The task definition UpdateService was asked to deploy.
     pub task_definition: String,
+    /// The deploy's start is being (or was) announced to Slack: a retry
+    /// does not announce it again. Written before the message is sent, so a
+    /// crash during the send loses that one message rather than doubling it.
+    pub announced: bool,
 }
 
 /// A claim as stored.
@@ -153,6 +157,11 @@ impl ClaimRecord {
             (Some(started_ms), Some(task_definition)) => Some(Attempt {
                 started_ms,
                 task_definition,
+                announced: item
+                    .get("attempt_announced")
+                    .and_then(|v| v.as_bool().ok())
+                    .copied()
+                    .unwrap_or(false),
             }),
             _ => None,
         };
@@ -223,6 +232,9 @@ impl Memory {
                 "attempt_task_definition".into(),
                 AttributeValue::S(attempt.task_definition.clone()),
             );
+            if attempt.announced {
+                item.insert("attempt_announced".into(), AttributeValue::Bool(true));
+            }
         }
         item
     }
@@ -527,7 +539,8 @@ mod tests {
             record.attempt,
             Some(Attempt {
                 started_ms: 1234,
-                task_definition: "arn:aws:ecs:us-east-1:1:task-definition/api:3".into()
+                task_definition: "arn:aws:ecs:us-east-1:1:task-definition/api:3".into(),
+                announced: false,
             })
         );
         assert_eq!(record.lease_until_ms, 0);
