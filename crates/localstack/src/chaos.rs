@@ -680,22 +680,9 @@ async fn run_events(
             }
         }
     }
-    // Redeploys that took effect: every UpdateService call the engine saw,
-    // less those it answered with an error (they never reached ECS).
-    let faults = pipeline.emulator.faults();
-    let caller = Caller::function("dev-deployer-ci-dispatch");
-    let calls = faults.calls(&caller, "ecs", "UpdateService").await? as usize;
-    let refused = faults
-        .injected()
-        .await?
-        .iter()
-        .filter(|f| {
-            f.caller == "dev-deployer-ci-dispatch"
-                && f.operation == "UpdateService"
-                && matches!(f.kind.as_str(), "throttle" | "server_error")
-        })
-        .count();
-    let effective = calls.saturating_sub(refused);
+    // Redeploys that took effect: the UpdateService calls that reached ECS
+    // and were not refused (answered 2xx, or answered late by a held fault).
+    let effective = pipeline.ecs_proxy.forwarded("UpdateService").len();
     if effective > count {
         tally.duplicated += effective - count;
         tally.problems.push(format!(
