@@ -28,6 +28,8 @@ Strictness patches (docs/local-stack.md, "Faults"):
   of a change set that is not CREATE_COMPLETE is refused (InvalidChangeSetStatus), and
   so is any change to a stack whose operation is in progress (ValidationError "... is in
   UPDATE_IN_PROGRESS state and can not be updated."), as on AWS;
+- DynamoDB's conditional writes are atomic (moto checked and wrote without a lock, so
+  two racing conditional writes on one item could both succeed);
 - an update that names a parameter still at its default does not "modify" the resources
   that reference it (moto compared against the previous input only);
 - aws-sdk task errors are named as AWS names them ("CloudFormation.CloudFormationException",
@@ -337,6 +339,33 @@ class _Settle:
         return self.app(environ, start_response)
 
 
+def _patch_dynamodb_atomic_writes():
+    """DynamoDB's conditional writes are atomic, as on AWS.
+
+    moto's server handles requests on many threads, and its DynamoDB backend
+    reads an item, checks the condition and writes it back without a lock, so
+    two conditional writes racing on one item could both succeed: two builds
+    both took one stack's lock (tests/e2e/concurrency.rs caught it). Every
+    write to the emulator's DynamoDB now runs under one lock (stricter than
+    AWS's per-item atomicity, which is all the suite relies on).
+    """
+    import threading
+
+    from moto.dynamodb.models import DynamoDBBackend
+
+    lock = threading.RLock()
+
+    def atomic(original):
+        def locked(self, *args, **kwargs):
+            with lock:
+                return original(self, *args, **kwargs)
+
+        return locked
+
+    for name in ("put_item", "update_item", "delete_item", "transact_write_items"):
+        setattr(DynamoDBBackend, name, atomic(getattr(DynamoDBBackend, name)))
+
+
 def _patch_update_diff_parameter_defaults():
     """A parameter left at its default is not "changed" by an update that names it.
 
@@ -386,6 +415,7 @@ def main(argv=None):
     _patch_send_task_failure_cause()
     _patch_cloudformation_pace()
     _patch_update_diff_parameter_defaults()
+    _patch_dynamodb_atomic_writes()
     _patch_aws_sdk_error_names()
     default_user_config["stepfunctions"] = {"execute_state_machine": True}
 

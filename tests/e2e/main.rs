@@ -10,6 +10,7 @@ mod demo;
 mod deploy;
 mod dispatch;
 mod dispatch_faults;
+mod emulator;
 mod package;
 mod site_build_runner;
 mod site_flow;
