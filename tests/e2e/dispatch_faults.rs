@@ -260,3 +260,38 @@ async fn a_push_whose_first_invocation_fails_after_announcing_the_deploy_announc
     );
     assert_one_redeploy_one_message(&stack).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_takeover_that_times_out_in_turn_leaves_the_attempt_to_the_next_one() {
+    let stack = shop().await;
+    let p = &stack.pipeline;
+    // The first invocation's UpdateService takes effect, its answer is held
+    // past the timeout; the retry takes the claims over and is held in turn
+    // while it asks ECS. Only the third finds the deployment.
+    hold_first_update_service(&stack).await;
+    stack
+        .emulator
+        .faults()
+        .add(
+            FaultRule::new(
+                dispatch(),
+                "ecs",
+                "DescribeServices",
+                FaultKind::Delay(HELD),
+            )
+            .times(1),
+        )
+        .await
+        .unwrap();
+    p.put_events(&[ecr_push("sha256:held-twice")])
+        .await
+        .unwrap();
+
+    let delivered = deliveries(&stack, 3).await;
+    assert!(
+        delivered.iter().all(|d| *d == delivered[0]),
+        "one event, three attempts"
+    );
+    assert_eq!(stack.emulator.faults().injected().await.unwrap().len(), 2);
+    assert_one_redeploy_one_message(&stack).await;
+}

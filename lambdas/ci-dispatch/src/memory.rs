@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
-use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 use serde_json::Value;
 
@@ -240,15 +240,28 @@ impl Memory {
     }
 
     /// Claims `id` for `lease` (see [`may_claim`]), in one conditional write.
+    ///
+    /// An update, not a put: taking over a running claim keeps the attempt it
+    /// recorded, so a takeover that dies in turn (a second timeout) still
+    /// leaves the next one the attempt to look for on ECS. Attempts are only
+    /// ever this claim's own (one event, one service).
     pub async fn claim(&self, id: &str, lease: &Lease) -> Result<Claim, MemoryError> {
         let now = now_ms();
         let result = self
             .client
-            .put_item()
+            .update_item()
             .table_name(&self.table)
-            .set_item(Some(self.running_item(id, lease, lease.until_ms, None)))
+            .key("id", AttributeValue::S(id.to_owned()))
+            .update_expression(
+                "SET #state = :running, holder = :holder, lease_until = :until, expires_at = :expires",
+            )
             .condition_expression(CLAIM_CONDITION)
             .expression_attribute_names("#state", "state")
+            .expression_attribute_values(":until", AttributeValue::N(lease.until_ms.to_string()))
+            .expression_attribute_values(
+                ":expires",
+                AttributeValue::N((now / 1000 + self.ttl_seconds).to_string()),
+            )
             .expression_attribute_values(":now", AttributeValue::N((now / 1000).to_string()))
             .expression_attribute_values(":now_ms", AttributeValue::N(now.to_string()))
             .expression_attribute_values(":running", AttributeValue::S("running".into()))
@@ -266,10 +279,10 @@ impl Memory {
                     .filter(|r| r.state == ClaimState::Running),
             }),
             Err(SdkError::ServiceError(e))
-                if matches!(e.err(), PutItemError::ConditionalCheckFailedException(_)) =>
+                if matches!(e.err(), UpdateItemError::ConditionalCheckFailedException(_)) =>
             {
                 let old = match e.err() {
-                    PutItemError::ConditionalCheckFailedException(c) => c.item().cloned(),
+                    UpdateItemError::ConditionalCheckFailedException(c) => c.item().cloned(),
                     _ => None,
                 };
                 let old = match old {
@@ -287,7 +300,7 @@ impl Memory {
                     },
                 })
             }
-            Err(err) => Err(self.error("PutItem", err)),
+            Err(err) => Err(self.error("UpdateItem", err)),
         }
     }
 
