@@ -52,7 +52,7 @@ _SERVER_CODES = {
     "lambda": "ServiceException",
 }
 # Services whose API is the query protocol (XML errors in an ErrorResponse).
-_QUERY = {"cloudformation", "sns", "sqs", "iam", "sts", "ec2", "monitoring", "events_query"}
+_QUERY = {"cloudformation", "sns", "iam", "sts", "ec2", "monitoring"}
 # REST-XML services answer <Error> documents.
 _REST_XML = {"s3", "cloudfront"}
 
