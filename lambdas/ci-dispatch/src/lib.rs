@@ -634,9 +634,9 @@ impl Dispatcher {
     }
 
     /// Sends a deploy's "Deploying" message unless an earlier attempt of
-    /// this event already did: the claim's attempt is marked announced first
-    /// (at most once: a crash during the send loses the message, a retry
-    /// after any later failure does not repeat it).
+    /// this event already did, then marks the claim's attempt announced: a
+    /// retry after any later failure (a timeout, a crash, a throttle) does
+    /// not repeat it; only a crash between the send and that one write can.
     async fn announce_once(
         &self,
         claim: &str,
@@ -644,26 +644,27 @@ impl Dispatcher {
         attempt: &mut Option<Attempt>,
         notice: &Notice,
     ) -> Result<(), DispatchError> {
-        match attempt.as_mut() {
-            Some(current) if current.announced => {
-                info!(%claim, "the deploy's start was announced by an earlier attempt");
-                return Ok(());
-            }
-            Some(current) => {
-                let announced = Attempt {
-                    announced: true,
-                    ..current.clone()
-                };
-                if !self.memory.start_attempt(claim, lease, &announced).await? {
-                    return Err(DispatchError::LeaseLost {
-                        claim: claim.to_owned(),
-                    });
-                }
-                *current = announced;
-            }
-            None => {}
+        if attempt.as_ref().is_some_and(|a| a.announced) {
+            info!(%claim, "the deploy's start was announced by an earlier attempt");
+            return Ok(());
         }
         self.notifier.send(notice).await;
+        if let Some(current) = attempt.as_mut() {
+            let announced = Attempt {
+                announced: true,
+                ..current.clone()
+            };
+            match self.memory.start_attempt(claim, lease, &announced).await {
+                Ok(true) => *current = announced,
+                Ok(false) => {
+                    return Err(DispatchError::LeaseLost {
+                        claim: claim.to_owned(),
+                    })
+                }
+                // The message went out; a retry would only repeat it.
+                Err(err) => warn!(error = %err, %claim, "could not mark the deploy announced"),
+            }
+        }
         Ok(())
     }
 

@@ -68,9 +68,8 @@ pub struct Attempt {
     pub started_ms: u64,
     /// The task definition UpdateService was asked to deploy.
     pub task_definition: String,
-    /// The deploy's start is being (or was) announced to Slack: a retry
-    /// does not announce it again. Written before the message is sent, so a
-    /// crash during the send loses that one message rather than doubling it.
+    /// The deploy's start was announced to Slack: a retry does not announce
+    /// it again. Written right after the message is sent.
     pub announced: bool,
 }
 
