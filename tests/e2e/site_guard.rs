@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use localstack::faults::{Caller, FaultKind, FaultRule};
 use serde_json::{json, Value};
-use site_build::WebhookSecret;
 
 use super::site_recovery::Recovery;
 
@@ -51,23 +50,12 @@ async fn a_build_that_writes_symlinks_fails_naming_them_and_production_stays() {
 /// the answer.
 async fn send_push(r: &Recovery, delivery: &str, sha: &str) -> (u16, Value) {
     let pipeline = r.pipeline();
-    let body = deployer_e2e::github_push(&pipeline.site_resources.repository, "main", sha)
-        .to_string()
-        .into_bytes();
-    let secret = WebhookSecret::new(pipeline.github_secret.as_bytes().to_vec()).unwrap();
-    let response = r
-        .http
-        .post(&pipeline.function_url)
-        .header("content-type", "application/json")
-        .header("x-github-event", "push")
-        .header("x-github-delivery", delivery)
-        .header("x-hub-signature-256", secret.sign(&body))
-        .body(body)
-        .send()
+    let push = deployer_e2e::github_push(&pipeline.site_resources.repository, "main", sha);
+    let (status, answer) = pipeline
+        .github_webhook("push", delivery, &push)
         .await
         .expect("function URL answers");
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap())
+    (status, serde_json::from_str(&answer).unwrap())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -14,7 +14,6 @@ use deployer_e2e::TestStack;
 use localstack::faults::{Caller, FaultKind, FaultRule};
 use localstack::{HostTarget, SampleRepo};
 use serde_json::{json, Value};
-use site_build::WebhookSecret;
 
 /// Where the sample site's builds are killed: the log line site-build writes
 /// as `npm run build` starts, as the publish starts uploading, and right
@@ -26,7 +25,6 @@ const POINTER_SWITCHED: &str = "live pointer switched";
 pub(crate) struct Recovery {
     pub(crate) stack: TestStack,
     pub(crate) repo: SampleRepo,
-    pub(crate) http: reqwest::Client,
 }
 
 impl Recovery {
@@ -42,11 +40,7 @@ impl Recovery {
             configure(options);
         })
         .await;
-        Self {
-            stack,
-            repo,
-            http: reqwest::Client::new(),
-        }
+        Self { stack, repo }
     }
 
     pub(crate) fn pipeline(&self) -> &localstack::Pipeline {
@@ -64,24 +58,15 @@ impl Recovery {
     /// A signed push of `main` at `sha` through the function URL: the
     /// deployment it queued (target, id).
     pub(crate) async fn push(&self, delivery: &str, sha: &str) -> (String, String) {
-        let body =
-            deployer_e2e::github_push(&self.pipeline().site_resources.repository, "main", sha)
-                .to_string()
-                .into_bytes();
-        let secret = WebhookSecret::new(self.pipeline().github_secret.as_bytes().to_vec()).unwrap();
-        let response = self
-            .http
-            .post(&self.pipeline().function_url)
-            .header("content-type", "application/json")
-            .header("x-github-event", "push")
-            .header("x-github-delivery", delivery)
-            .header("x-hub-signature-256", secret.sign(&body))
-            .body(body)
-            .send()
+        let push =
+            deployer_e2e::github_push(&self.pipeline().site_resources.repository, "main", sha);
+        let (status, answer) = self
+            .pipeline()
+            .github_webhook("push", delivery, &push)
             .await
             .expect("function URL answers");
-        assert_eq!(response.status().as_u16(), 202);
-        let answer: Value = response.json().await.unwrap();
+        assert_eq!(status, 202, "{answer}");
+        let answer: Value = serde_json::from_str(&answer).unwrap();
         let deployment = &answer["deployments"][0];
         (
             deployment["target"].as_str().unwrap().to_owned(),
