@@ -24,6 +24,6 @@ pub use github::{Deployment, DeploymentStatus, GitHubDouble, GitHubOptions};
 pub use http_doubles::{RecordingProxy, SinkMode, WebhookSink};
 pub use lambda_api::{AsyncInvocation, AsyncState, LambdaApi};
 pub use pipeline::{Pipeline, PipelineOptions, Resources, SiteResources};
-pub use runtime::{Function, FunctionSpec, InvokeError};
+pub use runtime::{Function, FunctionSpec, InvokeError, Sandbox};
 pub use sample_repo::SampleRepo;
 pub use site_server::{HostTarget, SitePage, SiteServer};
