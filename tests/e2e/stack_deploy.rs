@@ -103,7 +103,11 @@ async fn stack(cfn: &aws_sdk_cloudformation::Client) -> (String, Vec<(String, St
 /// Resource types moto 5.2.5's CloudFormation does not implement among those
 /// created with the default parameters: it logs a warning, skips them, and
 /// the stack still completes.
-const NOT_IN_MOTO: &[&str] = &["AWS::CloudWatch::Alarm", "AWS::SQS::QueuePolicy"];
+const NOT_IN_MOTO: &[&str] = &[
+    "AWS::CloudWatch::Alarm",
+    "AWS::SQS::QueuePolicy",
+    "AWS::S3::BucketPolicy",
+];
 
 /// The resources the stack should hold with the default parameters: those
 /// without a `Condition` (every condition is off by default), less the types
