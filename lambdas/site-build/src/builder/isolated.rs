@@ -259,6 +259,23 @@ impl IsolatedBuilder {
     }
 }
 
+/// Makes this process unreadable to the builds it starts: they run as the
+/// same user, and without this could read its environment (the function's
+/// credentials) and memory (the job's presigned URLs) through
+/// `/proc/{pid}/environ` and `/proc/{pid}/mem`, or ptrace it. A process
+/// that is not dumpable is readable only by root. npm and its children
+/// are dumpable again after `execve`, which is fine: they hold nothing.
+pub fn seal_process() -> std::io::Result<()> {
+    // SAFETY: prctl(PR_SET_DUMPABLE, 0) takes plain integers and only
+    // changes this process's dumpable flag.
+    let done = unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    if done == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 /// Processes whose real user is `uid`, except `me`, from /proc.
 fn processes_of(uid: u32, me: u32) -> Vec<u32> {
     let mut found = Vec::new();
