@@ -65,7 +65,13 @@ async fn published(r: &Recovery, target: &str, deploy: &str) -> BTreeMap<String,
     let mut files = BTreeMap::new();
     for object in listed.contents.unwrap_or_default() {
         let key = object.key.unwrap();
-        let body = s3.get_object().bucket(bucket).key(&key).send().await.unwrap();
+        let body = s3
+            .get_object()
+            .bucket(bucket)
+            .key(&key)
+            .send()
+            .await
+            .unwrap();
         files.insert(key, body.body.collect().await.unwrap().to_vec());
     }
     assert!(files.len() > 2, "{:?}", files.keys());
@@ -146,6 +152,9 @@ async fn a_hostile_build_reaches_no_secret_no_credential_and_nothing_live() {
         "secret_parameter": pipeline.site_resources.secret_parameter,
         "approval": {"pk": approval.0, "sk": approval.1},
         "endpoint": pipeline.emulator.endpoint,
+        "lambda_endpoint": pipeline.lambda_api.endpoint,
+        "site_build": pipeline.site_resources.function_name,
+        "repository": pipeline.site_resources.repository,
         "heartbeat": heartbeat,
         // As if it had read them: the builder's own credentials.
         "stolen": {
@@ -166,9 +175,7 @@ async fn a_hostile_build_reaches_no_secret_no_credential_and_nothing_live() {
     r.repo
         .write("hostile.mjs", include_str!("fixtures/hostile.mjs"))
         .unwrap();
-    r.repo
-        .write("targets.json", &targets.to_string())
-        .unwrap();
+    r.repo.write("targets.json", &targets.to_string()).unwrap();
     let sha = r.repo.commit("an innocent change").unwrap();
 
     let (target, id) = pull_request(&r, "opened", "d-hostile", &sha).await;
@@ -213,13 +220,16 @@ async fn a_hostile_build_reaches_no_secret_no_credential_and_nothing_live() {
     let builder_pid = pipeline.site_builder.pid().await.expect("the builder ran");
     assert!(denied.contains(&(builder_pid as u64)), "{denied:?}");
 
-    // Every AWS call was denied by IAM, with the builder's credentials or none.
+    // Every AWS call was denied by IAM, with the builder's credentials or
+    // none: S3 put to production, approving in DynamoDB, reading the
+    // webhook secret from SSM, invoking site-build.
     let calls = loot["aws"].as_array().unwrap();
     let with_builder_keys: Vec<&Value> = calls
         .iter()
         .filter(|c| c["from"] == builder["AWS_ACCESS_KEY_ID"].as_str())
         .collect();
-    assert_eq!(with_builder_keys.len(), 3, "{calls:?}");
+    assert_eq!(with_builder_keys.len(), 4, "{calls:?}");
+    eprintln!("the build's AWS calls: {calls:#?}");
     for call in calls {
         let status = call["status"].as_u64().unwrap();
         assert!((400..500).contains(&status), "{call}");
@@ -314,13 +324,22 @@ async fn a_hostile_build_reaches_no_secret_no_credential_and_nothing_live() {
     assert_eq!(r.complete_deploys().await, std::slice::from_ref(&first));
     let still = r.record(&approval.0, &approval.1).await;
     assert_eq!(still["status"], "AWAITING_APPROVAL", "{still}");
+    let staging = pipeline
+        .site
+        .get(&localstack::HostTarget::Staging, "/")
+        .await
+        .unwrap();
+    assert_eq!(staging.status, 404, "the build deployed itself to staging");
 
     // No secret or privileged credential anywhere it could travel: the
     // published files, the functions' logs, GitHub statuses, Slack.
     let mut secrets = vec![
         ("webhook secret", pipeline.github_secret.clone()),
         ("GitHub token", TOKEN.to_owned()),
-        ("site-build's secret key", site_build["AWS_SECRET_ACCESS_KEY"].clone()),
+        (
+            "site-build's secret key",
+            site_build["AWS_SECRET_ACCESS_KEY"].clone(),
+        ),
     ];
     if let Some(token) = site_build.get("AWS_SESSION_TOKEN") {
         secrets.push(("site-build's session token", token.clone()));

@@ -385,9 +385,9 @@ impl Function {
                         index,
                     )
                     .await
-                        .map_err(|e| InvokeError::Init {
-                            message: format!("{e:#}"),
-                        })?;
+                    .map_err(|e| InvokeError::Init {
+                        message: format!("{e:#}"),
+                    })?;
                     env.busy.store(true, Ordering::SeqCst);
                     environments.push(env.clone());
                     Busy(env)

@@ -84,14 +84,13 @@ impl IsolatedBuilder {
     }
 
     async fn build(&self, job: &BuildJob, until: Instant) -> BuildReport {
-        let failed = |step: BuilderStep, error: String, log_tail: Vec<String>| {
-            BuildReport::Failed {
+        let failed =
+            |step: BuilderStep, error: String, log_tail: Vec<String>| BuildReport::Failed {
                 step,
                 error,
                 out_of_time: false,
                 log_tail,
-            }
-        };
+            };
         let left = until.saturating_duration_since(Instant::now());
         let archive = match tokio::time::timeout(left, self.download(&job.source_url)).await {
             Ok(Ok(archive)) => archive,
@@ -280,7 +279,11 @@ pub fn seal_process() -> std::io::Result<()> {
 fn processes_of(uid: u32, me: u32) -> Vec<u32> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
             continue;
         };
         if pid == me {
