@@ -235,7 +235,7 @@ impl Pipeline {
                 env: env_for("S3TriggerFunction", "s3-trigger")?,
                 timeout: options.timeout(&template, "S3TriggerFunction"),
                 log_file: log("s3-trigger"),
-sandbox: None,
+                sandbox: None,
             },
             FunctionSpec {
                 name: function_name("trigger-build"),
@@ -243,7 +243,7 @@ sandbox: None,
                 env: env_for("TriggerBuildFunction", "trigger-build")?,
                 timeout: options.timeout(&template, "TriggerBuildFunction"),
                 log_file: log("trigger-build"),
-sandbox: None,
+                sandbox: None,
             },
         ];
         let ecs_proxy = RecordingProxy::start(&emulator.endpoint).await?;
@@ -264,7 +264,7 @@ sandbox: None,
             env: dispatch_env,
             timeout: options.timeout(&template, "CiDispatchFunction"),
             log_file: log("ci-dispatch"),
-sandbox: None,
+            sandbox: None,
         });
         let s3_trigger = Function::serve(function_specs[0].clone(), REGION).await?;
         let ci_dispatch = Function::serve(function_specs[2].clone(), REGION).await?;
@@ -352,7 +352,7 @@ sandbox: None,
                 .find(|(id, _)| id == "SiteBuildFunction")
                 .map_or(site.timeout, |(_, timeout)| *timeout),
             log_file: log("site-build"),
-sandbox: None,
+            sandbox: None,
         });
         let site_build = Function::serve_scaled(
             function_specs[3].clone(),
@@ -360,7 +360,8 @@ sandbox: None,
             options.site_build_concurrency,
         )
         .await?;
-        let builder_spec = builder_spec(&template, &options, &emulator, &site, log("site-builder"))?;
+        let builder_spec =
+            builder_spec(&template, &options, &emulator, &site, log("site-builder"))?;
         function_specs.push(builder_spec.clone());
         let site_builder =
             Function::serve_scaled(builder_spec, REGION, options.site_build_concurrency).await?;
@@ -372,6 +373,27 @@ sandbox: None,
             &site_builder,
         ] {
             lambda_api.register((*function).clone());
+        }
+        // The Lambda API lets in whom IAM would: each function as its
+        // role allows, the operator (tests, the CLI) for everything.
+        let function_ids = [
+            "S3TriggerFunction",
+            "TriggerBuildFunction",
+            "CiDispatchFunction",
+            "SiteBuildFunction",
+            "SiteBuilderFunction",
+        ];
+        for (spec, id) in function_specs.iter().zip(function_ids) {
+            if let Some((_, key)) = spec.env.iter().find(|(k, _)| k == "AWS_ACCESS_KEY_ID") {
+                lambda_api.allow(key, template.role_actions(id)?);
+            }
+        }
+        if let Some((_, key)) = emulator
+            .client_env()
+            .into_iter()
+            .find(|(k, _)| k == "AWS_ACCESS_KEY_ID")
+        {
+            lambda_api.allow(&key, vec!["*".to_owned()]);
         }
         let function_url_server = FunctionUrlServer::start(site_build.clone()).await?;
         lambda_api.set_function_url(site_build.name(), &function_url_server.url)?;
@@ -639,7 +661,10 @@ fn builder_spec(
     }
     Ok(FunctionSpec {
         name,
-        binary: options.target_dir.join(&options.profile).join("site-builder"),
+        binary: options
+            .target_dir
+            .join(&options.profile)
+            .join("site-builder"),
         env,
         timeout: options.timeout(template, "SiteBuilderFunction"),
         log_file,

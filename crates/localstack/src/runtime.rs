@@ -312,6 +312,16 @@ impl Function {
         )
     }
 
+    /// The Runtime API endpoints (`127.0.0.1:port`) of its environments.
+    pub async fn runtime_endpoints(&self) -> Vec<String> {
+        self.environments
+            .lock()
+            .await
+            .iter()
+            .map(|env| env.endpoint.clone())
+            .collect()
+    }
+
     /// How many execution environments have been started so far.
     pub async fn environments(&self) -> usize {
         self.environments.lock().await.len()
@@ -375,9 +385,9 @@ impl Function {
                         index,
                     )
                     .await
-                        .map_err(|e| InvokeError::Init {
-                            message: format!("{e:#}"),
-                        })?;
+                    .map_err(|e| InvokeError::Init {
+                        message: format!("{e:#}"),
+                    })?;
                     env.busy.store(true, Ordering::SeqCst);
                     environments.push(env.clone());
                     Busy(env)

@@ -231,9 +231,8 @@ impl BuilderConfig {
         };
         Ok(Self {
             npm: value("NPM_PATH").unwrap_or_else(|| "npm".into()),
-            scratch: value("BUILD_SCRATCH_DIR").unwrap_or_else(|| {
-                std::env::temp_dir().join("build").display().to_string()
-            }),
+            scratch: value("BUILD_SCRATCH_DIR")
+                .unwrap_or_else(|| std::env::temp_dir().join("build").display().to_string()),
             owns_user,
         })
     }

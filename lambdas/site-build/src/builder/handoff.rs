@@ -119,7 +119,10 @@ fn unpack_into(archive: &[u8], into: &Path, max_bytes: u64) -> Result<usize, Han
     let mut reader = tar::Archive::new(flate2::read::GzDecoder::new(archive));
     let mut files = 0;
     let mut total: u64 = 0;
-    for entry in reader.entries().map_err(io_error("reading the built site"))? {
+    for entry in reader
+        .entries()
+        .map_err(io_error("reading the built site"))?
+    {
         let mut entry = entry.map_err(io_error("reading the built site"))?;
         let raw = entry
             .path_bytes()
@@ -141,8 +144,9 @@ fn unpack_into(archive: &[u8], into: &Path, max_bytes: u64) -> Result<usize, Han
         let kind = entry.header().entry_type();
         let target = into.join(&relative);
         match kind {
-            EntryType::Directory => std::fs::create_dir_all(&target)
-                .map_err(io_error(format!("creating {shown}")))?,
+            EntryType::Directory => {
+                std::fs::create_dir_all(&target).map_err(io_error(format!("creating {shown}")))?
+            }
             EntryType::Regular | EntryType::Continuous => {
                 let size = entry.header().size().unwrap_or(u64::MAX);
                 total = total.saturating_add(size);
@@ -309,7 +313,10 @@ mod tests {
         write(&site, "big.bin", &"x".repeat(1000));
         let packed = pack_site(&site).unwrap();
         let error = unpack_site(&packed.archive, &dir.join("out"), 999).unwrap_err();
-        assert!(matches!(error, HandoffError::TooLarge { limit: 999 }), "{error}");
+        assert!(
+            matches!(error, HandoffError::TooLarge { limit: 999 }),
+            "{error}"
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -84,14 +84,13 @@ impl IsolatedBuilder {
     }
 
     async fn build(&self, job: &BuildJob, until: Instant) -> BuildReport {
-        let failed = |step: BuilderStep, error: String, log_tail: Vec<String>| {
-            BuildReport::Failed {
+        let failed =
+            |step: BuilderStep, error: String, log_tail: Vec<String>| BuildReport::Failed {
                 step,
                 error,
                 out_of_time: false,
                 log_tail,
-            }
-        };
+            };
         let left = until.saturating_duration_since(Instant::now());
         let archive = match tokio::time::timeout(left, self.download(&job.source_url)).await {
             Ok(Ok(archive)) => archive,
@@ -259,11 +258,32 @@ impl IsolatedBuilder {
     }
 }
 
+/// Makes this process unreadable to the builds it starts: they run as the
+/// same user, and without this could read its environment (the function's
+/// credentials) and memory (the job's presigned URLs) through
+/// `/proc/{pid}/environ` and `/proc/{pid}/mem`, or ptrace it. A process
+/// that is not dumpable is readable only by root. npm and its children
+/// are dumpable again after `execve`, which is fine: they hold nothing.
+pub fn seal_process() -> std::io::Result<()> {
+    // SAFETY: prctl(PR_SET_DUMPABLE, 0) takes plain integers and only
+    // changes this process's dumpable flag.
+    let done = unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    if done == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 /// Processes whose real user is `uid`, except `me`, from /proc.
 fn processes_of(uid: u32, me: u32) -> Vec<u32> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
             continue;
         };
         if pid == me {

@@ -10,7 +10,8 @@
 //!    stores it under `builds/` in the site bucket, and invokes the builder
 //!    with a [`BuildJob`]: a presigned GET of that archive, a presigned PUT
 //!    for the output, and a deadline;
-//! 2. the builder ([`isolated::IsolatedBuilder`]) empties its scratch
+//! 2. the builder ([`isolated::IsolatedBuilder`]), a process its builds
+//!    cannot read ([`isolated::seal_process`]), empties its scratch
 //!    folder, stops whatever an earlier build left running, unpacks, runs
 //!    npm with a fresh cache and home, stops everything again, packs the
 //!    output (files and folders only, [`handoff::pack_site`]) and PUTs it;
@@ -27,6 +28,6 @@ pub mod job;
 pub mod remote;
 
 pub use handoff::{pack_site, unpack_site, HandoffError, PackedSite};
-pub use isolated::IsolatedBuilder;
+pub use isolated::{seal_process, IsolatedBuilder};
 pub use job::{BuildJob, BuildReport, BuilderStep};
 pub use remote::{RemoteBuildError, RemoteBuilder, RemoteBuilt};

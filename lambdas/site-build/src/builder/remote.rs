@@ -157,8 +157,9 @@ impl RemoteBuilder {
             .await
             .map_err(|e| handoff(&format!("storing s3://{}/{source_key}", self.bucket), &e))?;
         let left = until.saturating_duration_since(Instant::now());
-        let presigning = PresigningConfig::expires_in(left + ANSWER_GRACE + Duration::from_secs(60))
-            .map_err(|e| handoff("presigning", &e))?;
+        let presigning =
+            PresigningConfig::expires_in(left + ANSWER_GRACE + Duration::from_secs(60))
+                .map_err(|e| handoff("presigning", &e))?;
         let source_url = self
             .s3
             .get_object()
@@ -245,7 +246,8 @@ impl RemoteBuilder {
     }
 
     async fn read_site(&self, key: &str) -> Result<Vec<u8>, RemoteBuildError> {
-        let failed = |e: String| RemoteBuildError::Output(format!("s3://{}/{key}: {e}", self.bucket));
+        let failed =
+            |e: String| RemoteBuildError::Output(format!("s3://{}/{key}: {e}", self.bucket));
         let object = self
             .s3
             .get_object()
@@ -258,10 +260,7 @@ impl RemoteBuilder {
             .content_length()
             .is_some_and(|n| n as u64 > self.max_site_bytes)
         {
-            return Err(failed(format!(
-                "larger than {} bytes",
-                self.max_site_bytes
-            )));
+            return Err(failed(format!("larger than {} bytes", self.max_site_bytes)));
         }
         let body = object
             .body
