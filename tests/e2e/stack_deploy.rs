@@ -45,7 +45,13 @@ impl Dist {
             .arg("-c")
             .arg(WRITE_ZIPS)
             .arg(&dir)
-            .args(["s3-trigger", "trigger-build", "ci-dispatch", "site-build"])
+            .args([
+                "s3-trigger",
+                "trigger-build",
+                "ci-dispatch",
+                "site-build",
+                "site-builder",
+            ])
             .status()
             .unwrap();
         assert!(zipped.success(), "writing the zips");
@@ -199,6 +205,7 @@ async fn make_deploy_creates_the_stack_then_updates_it_to_the_new_version() {
             "deployer/0.1.0-aaaaaaa/deployment.asl.json",
             "deployer/0.1.0-aaaaaaa/s3-trigger.zip",
             "deployer/0.1.0-aaaaaaa/site-build.zip",
+            "deployer/0.1.0-aaaaaaa/site-builder.zip",
             "deployer/0.1.0-aaaaaaa/trigger-build.zip",
         ]
     );
