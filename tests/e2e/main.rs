@@ -16,6 +16,7 @@ mod package;
 mod site_build_runner;
 mod site_flow;
 mod site_guard;
+mod site_kvs;
 mod site_publish;
 mod site_recovery;
 mod stack_deploy;

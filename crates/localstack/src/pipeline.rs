@@ -22,6 +22,7 @@ use crate::emulator::{Emulator, REGION};
 use crate::function_url::FunctionUrlServer;
 use crate::github::{GitHubDouble, GitHubOptions};
 use crate::http_doubles::{RecordingProxy, WebhookSink};
+use crate::kvs::KvsDouble;
 use crate::lambda_api::LambdaApi;
 use crate::runtime::{built_binary, Function, FunctionSpec, Sandbox};
 use crate::site_server::SiteServer;
@@ -173,6 +174,8 @@ pub struct Pipeline {
     pub function_url_server: FunctionUrlServer,
     /// The site as viewers see it (CloudFront and the router in AWS).
     pub site: SiteServer,
+    /// The CloudFront KeyValueStore the router reads (`LIVE_STORE_ARN`).
+    pub kvs: KvsDouble,
     pub github: GitHubDouble,
     /// The webhook secret site-build reads from SSM.
     pub github_secret: String,
@@ -287,8 +290,13 @@ impl Pipeline {
             token: options.github_token.clone(),
         })
         .await?;
-        let site_server =
-            SiteServer::start(aws_sdk_s3::Client::new(&sdk), &site.resources.bucket).await?;
+        let kvs = KvsDouble::start(&format!("{}-deployer-site-live", options.env)).await?;
+        let site_server = SiteServer::start_with_store(
+            aws_sdk_s3::Client::new(&sdk),
+            &site.resources.bucket,
+            kvs.clone(),
+        )
+        .await?;
         let mut site_env = site.env.clone();
         site_env.extend(emulator.client_env_as(&site.resources.function_name));
         let slack_parameter_set = site_env
@@ -301,7 +309,11 @@ impl Pipeline {
             ("STAGING_URL", site_server.staging_url()),
             ("PREVIEW_URL_TEMPLATE", site_server.preview_url_template()),
             ("DISTRIBUTION_ID", site.resources.distribution_id.clone()),
-            ("LIVE_STORE_ARN", String::new()),
+            ("LIVE_STORE_ARN", kvs.arn.clone()),
+            (
+                "AWS_ENDPOINT_URL_CLOUDFRONT_KEYVALUESTORE",
+                kvs.endpoint_url(),
+            ),
             ("BUILDER_FUNCTION", site.resources.builder_name.clone()),
             ("SITE_REPOSITORY", site.resources.repository.clone()),
             (
@@ -395,6 +407,11 @@ impl Pipeline {
         {
             lambda_api.allow(&key, vec!["*".to_owned()]);
         }
+        // The KeyValueStore checks signatures with the callers' own keys.
+        for spec in &function_specs {
+            kvs.register_env(&spec.env);
+        }
+        kvs.register_env(&emulator.client_env());
         let function_url_server = FunctionUrlServer::start(site_build.clone()).await?;
         lambda_api.set_function_url(site_build.name(), &function_url_server.url)?;
         let tasks = vec![
@@ -444,6 +461,7 @@ impl Pipeline {
             function_url: function_url_server.url.clone(),
             function_url_server,
             site: site_server,
+            kvs,
             github,
             github_secret: options.github_secret.clone(),
             site_resources: site.resources,

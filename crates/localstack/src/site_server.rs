@@ -11,8 +11,14 @@
 //! `site-target` cookie). `/` and `/dir/` are `index.html`, a last segment
 //! without a dot is `{path}/index.html`.
 //!
-//! Where AWS reads the live deploy id from the KeyValueStore, this reads
-//! the S3 pointer through `site_build::Publisher::resolve`; a target with
+//! Started with [`SiteServer::start_with_store`] (as the pipeline does), it
+//! reads the live deploy id from the KeyValueStore double as the router
+//! reads it from the KeyValueStore (`kvs.get(target)`, a value that is not
+//! a deploy id is the router's 404) and fetches
+//! `deploys/{target}/{deploy_id}{rewritten uri}` from the bucket as the
+//! distribution's origin request does. Started with [`SiteServer::start`],
+//! it reads the S3 pointer through `site_build::Publisher::resolve`
+//! instead (for tests of the publisher alone). Either way a target with
 //! nothing live is the router's 404, a file the live deploy lacks is the
 //! 403 S3 answers CloudFront (it may not list the bucket). Files are served
 //! with the `Content-Type` and `Cache-Control` stored on the object (the
@@ -29,6 +35,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 use site_build::{PreviewSlug, PublishError, PublishTarget, Publisher, ResolvedObject};
 
+use crate::kvs::KvsDouble;
 use crate::lambda_api::AbortOnDrop;
 
 /// The target a Host header names.
@@ -136,6 +143,8 @@ struct SiteState {
     s3: aws_sdk_s3::Client,
     bucket: String,
     publisher: Publisher,
+    /// Where the live deploy ids come from; `None`: the S3 pointers.
+    store: Option<KvsDouble>,
 }
 
 /// The site's viewer-facing server on loopback.
@@ -150,10 +159,29 @@ impl SiteServer {
     /// Serves the live deploys in `bucket` on a free loopback port (IPv4,
     /// and IPv6 on the same port where the machine has it).
     pub async fn start(s3: aws_sdk_s3::Client, bucket: &str) -> anyhow::Result<Self> {
+        Self::serve(s3, bucket, None).await
+    }
+
+    /// Serves the deploys in `bucket` that `store` names live, as the
+    /// router function and the distribution do.
+    pub async fn start_with_store(
+        s3: aws_sdk_s3::Client,
+        bucket: &str,
+        store: KvsDouble,
+    ) -> anyhow::Result<Self> {
+        Self::serve(s3, bucket, Some(store)).await
+    }
+
+    async fn serve(
+        s3: aws_sdk_s3::Client,
+        bucket: &str,
+        store: Option<KvsDouble>,
+    ) -> anyhow::Result<Self> {
         let state = Arc::new(SiteState {
             publisher: Publisher::new(s3.clone(), bucket),
             s3,
             bucket: bucket.to_owned(),
+            store,
         });
         let app = Router::new().fallback(serve).with_state(state);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -417,10 +445,13 @@ async fn route(state: &SiteState, request: Request<Body>) -> Response {
         "content-type",
         header(object.content_type().unwrap_or(&resolved.content_type)),
     );
-    headers.insert(
-        "cache-control",
-        header(object.cache_control().unwrap_or(&resolved.cache_control)),
-    );
+    if let Some(cache_control) = object
+        .cache_control()
+        .or(Some(resolved.cache_control.as_str()))
+        .filter(|v| !v.is_empty())
+    {
+        headers.insert("cache-control", header(cache_control));
+    }
     if let Some(etag) = object.e_tag() {
         headers.insert("etag", header(etag));
     }
@@ -450,6 +481,9 @@ async fn resolve(
     target: &HostTarget,
     uri: &str,
 ) -> Result<Resolution, PublishError> {
+    if let Some(store) = &state.store {
+        return Ok(resolve_from_store(store, target, uri));
+    }
     let publish_target = match target {
         HostTarget::Production => PublishTarget::Production,
         HostTarget::Staging => PublishTarget::Staging,
@@ -469,6 +503,35 @@ async fn resolve(
         Ok(Some(found)) if Some(&found.path) == wanted.as_ref() => Ok(Resolution::Found(found)),
         Ok(_) => Ok(Resolution::NoSuchFile),
     }
+}
+
+/// The router's `DEPLOY_ID`: `^[A-Za-z0-9_-]{1,64}$`.
+fn is_deploy_id(value: &str) -> bool {
+    (1..=64).contains(&value.len())
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// As the router: the store names the live deploy, and the rewritten URI
+/// is the object key under it (S3 decodes the path CloudFront forwards).
+fn resolve_from_store(store: &KvsDouble, target: &HostTarget, uri: &str) -> Resolution {
+    let Some(deploy_id) = store.get(&target.name()).filter(|id| is_deploy_id(id)) else {
+        return Resolution::NotLive;
+    };
+    let Ok(path) = percent_encoding::percent_decode_str(uri).decode_utf8() else {
+        return Resolution::NoSuchFile;
+    };
+    let path = path.trim_start_matches('/').to_owned();
+    Resolution::Found(ResolvedObject {
+        key: format!("deploys/{}/{deploy_id}/{path}", target.name()),
+        deploy_id,
+        path,
+        content_type: "binary/octet-stream".to_owned(),
+        cache_control: String::new(),
+        sha256: String::new(),
+        size: 0,
+    })
 }
 
 #[cfg(test)]

@@ -1,0 +1,347 @@
+//! The CloudFront KeyValueStore the router reads: the local stack's double
+//! takes only SigV4A-signed requests with the caller's key, the real
+//! site-build binary moves it on publish, rollback and preview removal,
+//! and the site server serves what it names.
+
+use std::time::{Duration, SystemTime};
+
+use aws_sdk_cloudfrontkeyvaluestore as kvs_sdk;
+use deployer_e2e::TestStack;
+use localstack::kvs::{KvsDouble, SIGV4A};
+use localstack::{HostTarget, SampleRepo};
+
+/// The double's DescribeKeyValueStore URL for its own store.
+fn describe_url(kvs: &KvsDouble) -> String {
+    let arn: String = kvs
+        .arn
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            other => format!("%{other:02X}"),
+        })
+        .collect();
+    format!("{}/key-value-stores/{arn}", kvs.url())
+}
+
+/// A GET of `url` signed by aws-sigv4 itself (SigV4A or SigV4), as a client
+/// that is not the KVS SDK would sign it.
+fn signed_get(url: &str, v4a: bool, secret: &str) -> reqwest::RequestBuilder {
+    use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
+    let identity = kvs_sdk::config::Credentials::new("testing", secret, None, None, "test").into();
+    let settings = SigningSettings::default();
+    let params = if v4a {
+        aws_sigv4::sign::v4a::SigningParams::builder()
+            .identity(&identity)
+            .region_set("*")
+            .name("cloudfront-keyvaluestore")
+            .time(SystemTime::now())
+            .settings(settings)
+            .build()
+            .unwrap()
+            .into()
+    } else {
+        aws_sigv4::sign::v4::SigningParams::builder()
+            .identity(&identity)
+            .region("us-east-1")
+            .name("cloudfront-keyvaluestore")
+            .time(SystemTime::now())
+            .settings(settings)
+            .build()
+            .unwrap()
+            .into()
+    };
+    let host = url.trim_start_matches("http://").split('/').next().unwrap();
+    let headers = [("host", host)];
+    let request =
+        SignableRequest::new("GET", url, headers.into_iter(), SignableBody::Bytes(&[])).unwrap();
+    let (instructions, _) = sign(request, &params).unwrap().into_parts();
+    let mut builder = reqwest::Client::new().get(url);
+    for (name, value) in instructions.headers() {
+        builder = builder.header(name, value);
+    }
+    builder
+}
+
+/// Status, error code and message of a refused request.
+async fn refusal(request: reqwest::RequestBuilder) -> (u16, String, String) {
+    let response = request.send().await.expect("the double answers");
+    let status = response.status().as_u16();
+    let code = response
+        .headers()
+        .get("x-amzn-errortype")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    (status, code, response.text().await.unwrap())
+}
+
+/// A KVS SDK client as the operator (the harness's credentials).
+fn operator_client(stack: &TestStack) -> kvs_sdk::Client {
+    let config = kvs_sdk::config::Builder::from(&stack.pipeline.sdk)
+        .endpoint_url(stack.pipeline.kvs.endpoint_url())
+        .build();
+    kvs_sdk::Client::from_conf(config)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_key_value_store_takes_only_sigv4a_requests_signed_with_the_callers_key() {
+    let stack = TestStack::start("kvsauth", &[]).await;
+    let kvs = stack.pipeline.kvs.clone();
+    let url = describe_url(&kvs);
+
+    let (status, code, message) = refusal(reqwest::Client::new().get(&url)).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (403, "MissingAuthenticationToken"),
+        "{message}"
+    );
+
+    let (status, code, message) = refusal(signed_get(&url, false, "testing")).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (403, "InvalidSignatureException"),
+        "{message}"
+    );
+    assert!(
+        message.contains(SIGV4A) && message.contains("AWS4-HMAC-SHA256"),
+        "names the algorithm used and the one expected: {message}"
+    );
+
+    // SigV4A, but not with the key's secret.
+    let (status, code, message) = refusal(signed_get(&url, true, "not-the-secret")).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (403, "InvalidSignatureException"),
+        "{message}"
+    );
+    assert!(message.contains("does not match"), "{message}");
+    // The same request with the right secret passes: the check is the key.
+    let response = signed_get(&url, true, "testing").send().await.unwrap();
+    assert_eq!(
+        response.status().as_u16(),
+        200,
+        "{}",
+        response.text().await.unwrap()
+    );
+
+    // The SDK signs with SigV4A at the account's endpoint, and the store
+    // takes writes only against its current ETag.
+    let client = operator_client(&stack);
+    let described = client
+        .describe_key_value_store()
+        .kvs_arn(&kvs.arn)
+        .send()
+        .await
+        .expect("the SDK's request is accepted");
+    assert_eq!(described.kvs_arn(), kvs.arn);
+    let last = kvs.calls().pop().unwrap();
+    let authorization = last.authorization.unwrap_or_default();
+    assert!(
+        authorization.starts_with(&format!("{SIGV4A} Credential=testing/"))
+            && authorization.contains("/cloudfront-keyvaluestore/aws4_request")
+            && authorization.contains("x-amz-region-set"),
+        "{authorization}"
+    );
+    let stale = described.e_tag().to_owned();
+    let put = client
+        .put_key()
+        .kvs_arn(&kvs.arn)
+        .key("staging")
+        .value("deploy-a")
+        .if_match(&stale)
+        .send()
+        .await
+        .expect("a put with the current ETag");
+    assert_ne!(put.e_tag(), stale, "every write changes the ETag");
+    let conflict = client
+        .put_key()
+        .kvs_arn(&kvs.arn)
+        .key("staging")
+        .value("deploy-b")
+        .if_match(&stale)
+        .send()
+        .await
+        .expect_err("a stale If-Match is refused");
+    assert!(
+        conflict
+            .as_service_error()
+            .is_some_and(|e| e.is_conflict_exception()),
+        "{conflict:?}"
+    );
+    assert_eq!(kvs.get("staging").as_deref(), Some("deploy-a"));
+    let got = client
+        .get_key()
+        .kvs_arn(&kvs.arn)
+        .key("staging")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.value(), "deploy-a");
+    kvs.put_directly("production", "deploy-p");
+    let listed = client
+        .list_keys()
+        .kvs_arn(&kvs.arn)
+        .max_results(1)
+        .into_paginator()
+        .items()
+        .send()
+        .collect::<Result<Vec<_>, _>>()
+        .await
+        .unwrap();
+    let listed: Vec<(&str, &str)> = listed.iter().map(|i| (i.key(), i.value())).collect();
+    assert_eq!(
+        listed,
+        [("production", "deploy-p"), ("staging", "deploy-a")]
+    );
+    let etag = kvs.etag();
+    client
+        .delete_key()
+        .kvs_arn(&kvs.arn)
+        .key("staging")
+        .if_match(etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(kvs.get("staging"), None);
+}
+
+/// Waits until the store names a deploy for `key` other than `not`.
+async fn wait_for_key(kvs: &KvsDouble, key: &str, not: Option<&str>) -> String {
+    localstack::emulator::wait_until(
+        &format!("the store to point {key} at a new deploy"),
+        Duration::from_secs(180),
+        || {
+            let value = kvs.get(key).filter(|v| Some(v.as_str()) != not);
+            async move { Ok(value) }
+        },
+    )
+    .await
+    .expect("the store moves")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn publish_rollback_and_preview_removal_go_through_the_key_value_store() {
+    let repo = SampleRepo::create(&deployer_e2e::root(), &std::env::temp_dir()).unwrap();
+    let stack = TestStack::start_site("kvsflow", &repo).await;
+    let pipeline = &stack.pipeline;
+    let kvs = pipeline.kvs.clone();
+    let repository = pipeline.site_resources.repository.clone();
+    let site_build_key = pipeline
+        .function_specs
+        .iter()
+        .find(|spec| spec.name == pipeline.site_resources.function_name)
+        .and_then(|spec| spec.env.iter().find(|(k, _)| k == "AWS_ACCESS_KEY_ID"))
+        .map(|(_, v)| v.clone())
+        .unwrap();
+
+    // Publish: the store names the new deploy, and the site serves it.
+    repo.write("src/index.html", "<p>First edition.</p>\n")
+        .unwrap();
+    let first_sha = repo.commit("first").unwrap();
+    let push = deployer_e2e::github_push(&repository, "main", &first_sha);
+    let (status, body) = pipeline.github_webhook("push", "k-1", &push).await.unwrap();
+    assert_eq!(status, 202, "{body}");
+    let first = wait_for_key(&kvs, "production", None).await;
+    let page =
+        deployer_e2e::wait_for_page(&stack, &HostTarget::Production, "/", "First edition").await;
+    assert_eq!(page.deploy_id.as_deref(), Some(first.as_str()));
+    let writes: Vec<_> = kvs
+        .calls()
+        .into_iter()
+        .filter(|c| c.access_key_id.as_deref() == Some(site_build_key.as_str()))
+        .collect();
+    assert!(
+        writes.iter().any(|c| c.method == "PUT" && c.status == 200),
+        "site-build wrote the key: {writes:?}"
+    );
+    assert!(
+        writes
+            .iter()
+            .all(|c| c.algorithm.as_deref() == Some(SIGV4A) && c.status == 200),
+        "every call of site-build is SigV4A and accepted: {writes:?}"
+    );
+
+    repo.write("src/index.html", "<p>Second edition.</p>\n")
+        .unwrap();
+    let second_sha = repo.commit("second").unwrap();
+    let push = deployer_e2e::github_push(&repository, "main", &second_sha);
+    pipeline.github_webhook("push", "k-2", &push).await.unwrap();
+    let second = wait_for_key(&kvs, "production", Some(&first)).await;
+    let page =
+        deployer_e2e::wait_for_page(&stack, &HostTarget::Production, "/", "Second edition").await;
+    assert_eq!(page.deploy_id.as_deref(), Some(second.as_str()));
+
+    // Rollback: the store names the first deploy again.
+    let cli = stack.deployer(&["site", "rollback", "production"]).await;
+    assert!(
+        cli.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cli.stderr)
+    );
+    assert_eq!(kvs.get("production").as_deref(), Some(first.as_str()));
+    let page = pipeline
+        .site
+        .get(&HostTarget::Production, "/")
+        .await
+        .unwrap();
+    assert!(page.text().contains("First edition"), "{}", page.text());
+
+    // The site follows the store, not the S3 pointer: point the store at
+    // the second deploy behind the publisher's back.
+    kvs.put_directly("production", &second);
+    let page = pipeline
+        .site
+        .get(&HostTarget::Production, "/")
+        .await
+        .unwrap();
+    assert_eq!(page.deploy_id.as_deref(), Some(second.as_str()));
+    assert!(page.text().contains("Second edition"), "{}", page.text());
+    let pointer = site_build::Publisher::new(pipeline.s3(), &pipeline.site_resources.bucket)
+        .live(&site_build::PublishTarget::Production)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(pointer.deploy_id, first, "the S3 pointer was not moved");
+    // A value that is no deploy id: the router's 404.
+    kvs.put_directly("production", "../../etc");
+    let page = pipeline
+        .site
+        .get(&HostTarget::Production, "/")
+        .await
+        .unwrap();
+    assert_eq!(page.status, 404, "{}", page.text());
+
+    // A preview: its key comes with the pull request and goes with it.
+    let branch = "feature/kvs";
+    repo.branch(branch).unwrap();
+    repo.write("src/index.html", "<p>Preview edition.</p>\n")
+        .unwrap();
+    let preview_sha = repo.commit("preview").unwrap();
+    let slug = site_build::PreviewSlug::from_branch(branch).to_string();
+    let key = format!("preview/{slug}");
+    let opened = deployer_e2e::github_pull_request(&repository, "opened", 3, branch, &preview_sha);
+    pipeline
+        .github_webhook("pull_request", "k-3", &opened)
+        .await
+        .unwrap();
+    let preview_deploy = wait_for_key(&kvs, &key, None).await;
+    let preview = HostTarget::Preview(slug.clone());
+    let page = deployer_e2e::wait_for_page(&stack, &preview, "/", "Preview edition").await;
+    assert_eq!(page.deploy_id.as_deref(), Some(preview_deploy.as_str()));
+    let closed = deployer_e2e::github_pull_request(&repository, "closed", 3, branch, &preview_sha);
+    pipeline
+        .github_webhook("pull_request", "k-4", &closed)
+        .await
+        .unwrap();
+    localstack::emulator::wait_until("the preview's key to go", Duration::from_secs(120), || {
+        let gone = kvs.get(&key).is_none();
+        async move { Ok(gone.then_some(())) }
+    })
+    .await
+    .expect("removal deletes the key");
+    let page = pipeline.site.get(&preview, "/").await.unwrap();
+    assert_eq!(page.status, 404);
+    assert_eq!(page.text(), format!("Nothing is published for {key}\n"));
+}
