@@ -22,6 +22,7 @@ use crate::emulator::{Emulator, REGION};
 use crate::function_url::FunctionUrlServer;
 use crate::github::{GitHubDouble, GitHubOptions};
 use crate::http_doubles::{RecordingProxy, WebhookSink};
+use crate::iam::{FunctionRoles, RoleCredentials};
 use crate::lambda_api::LambdaApi;
 use crate::runtime::{built_binary, Function, FunctionSpec};
 use crate::site_server::SiteServer;
@@ -172,6 +173,8 @@ pub struct Pipeline {
     /// The webhook secret site-build reads from SSM.
     pub github_secret: String,
     pub site_resources: SiteResources,
+    /// The role session each function runs with.
+    pub roles: FunctionRoles,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -192,20 +195,23 @@ impl Pipeline {
         for (name, value) in &options.parameters {
             template.set(name, value.clone());
         }
+        template.name_roles();
         let sdk = emulator.sdk_config().await;
         emulator
             .faults()
             .set_cloudformation_pace(options.cloudformation_pace)
             .await?;
         let resources = provision(&emulator, &sdk, &mut template, &options).await?;
+        let site = provision_site(&sdk, &mut template, &options).await?;
+        // Each function signs with a session of its own template role, named
+        // after the function (how the fault engine tells callers apart).
+        let roles = FunctionRoles::install(&emulator, &template).await?;
 
         let binaries = |name: &str| built_binary(&options.target_dir, &options.profile, name);
-        // Each function signs with its own access key id (its name), which
-        // is how the emulator's fault engine tells callers apart.
         let function_name = |short: &str| format!("{}-deployer-{short}", options.env);
-        let env_for = |function_id: &str, short: &str| -> anyhow::Result<Vec<(String, String)>> {
+        let env_for = |function_id: &str| -> anyhow::Result<Vec<(String, String)>> {
             let mut env = template.function_env(function_id)?;
-            env.extend(emulator.client_env_as(&function_name(short)));
+            env.extend(roles.client_env(&emulator, function_id)?);
             for (id, name, value) in &options.env_overrides {
                 if id == function_id {
                     env.retain(|(k, _)| k != name);
@@ -224,14 +230,14 @@ impl Pipeline {
             FunctionSpec {
                 name: function_name("s3-trigger"),
                 binary: binaries("s3-trigger")?,
-                env: env_for("S3TriggerFunction", "s3-trigger")?,
+                env: env_for("S3TriggerFunction")?,
                 timeout: options.timeout(&template, "S3TriggerFunction"),
                 log_file: log("s3-trigger"),
             },
             FunctionSpec {
                 name: function_name("trigger-build"),
                 binary: binaries("trigger-build")?,
-                env: env_for("TriggerBuildFunction", "trigger-build")?,
+                env: env_for("TriggerBuildFunction")?,
                 timeout: options.timeout(&template, "TriggerBuildFunction"),
                 log_file: log("trigger-build"),
             },
@@ -240,7 +246,7 @@ impl Pipeline {
         let slack = WebhookSink::start().await?;
         // ci-dispatch reaches ECS through the recording proxy and posts to
         // the local Slack sink, unless the template's webhook parameter is set.
-        let mut dispatch_env = env_for("CiDispatchFunction", "ci-dispatch")?;
+        let mut dispatch_env = env_for("CiDispatchFunction")?;
         dispatch_env.push(("AWS_ENDPOINT_URL_ECS".into(), ecs_proxy.endpoint.clone()));
         let slack_parameter_set = dispatch_env
             .iter()
@@ -262,8 +268,7 @@ impl Pipeline {
         let dead_letters = DeadLetters::default();
         let delivered = DeliveryLog::default();
 
-        // site-build: its resources, the servers around it, then the function.
-        let site = provision_site(&sdk, &mut template, &options).await?;
+        // site-build: the servers around it, then the function.
         let lambda_api = LambdaApi::start_with_retry_delay(
             delivered.clone(),
             dead_letters.clone(),
@@ -279,7 +284,7 @@ impl Pipeline {
         let site_server =
             SiteServer::start(aws_sdk_s3::Client::new(&sdk), &site.resources.bucket).await?;
         let mut site_env = site.env.clone();
-        site_env.extend(emulator.client_env_as(&site.resources.function_name));
+        site_env.extend(roles.client_env(&emulator, "SiteBuildFunction")?);
         let slack_parameter_set = site_env
             .iter()
             .any(|(k, v)| k == "SLACK_WEBHOOK_PARAMETER" && !v.is_empty());
@@ -402,8 +407,25 @@ impl Pipeline {
             github,
             github_secret: options.github_secret.clone(),
             site_resources: site.resources,
+            roles,
             tasks,
         })
+    }
+
+    /// The credentials of `function_id`'s role session (a template logical id).
+    pub fn function_credentials(&self, function_id: &str) -> anyhow::Result<RoleCredentials> {
+        self.roles.credentials(function_id).cloned()
+    }
+
+    /// SDK configuration that signs as `function_id` does: with its role session.
+    pub async fn function_sdk_config(
+        &self,
+        function_id: &str,
+    ) -> anyhow::Result<aws_config::SdkConfig> {
+        Ok(self
+            .emulator
+            .sdk_config_as(self.roles.credentials(function_id)?)
+            .await)
     }
 
     pub fn builds(&self) -> builddao::BuildStore {
@@ -954,10 +976,7 @@ async fn provision(
         .create_state_machine()
         .name(&state_machine_name)
         .definition(definition)
-        .role_arn(format!(
-            "arn:aws:iam::{}:role/{env}-deployer-state-machine",
-            crate::emulator::ACCOUNT_ID
-        ))
+        .role_arn(template.resolve(props.get("RoleArn").context("RoleArn")?))
         .r#type(aws_sdk_sfn::types::StateMachineType::Standard)
         .send()
         .await
