@@ -23,7 +23,11 @@ Deviations from IAM, each because moto cannot evaluate it:
 - Conditions of identity policies are not evaluated (moto has no request context for
   them and would treat every conditional Allow as an explicit Deny);
 - signatures are checked for role sessions only: the harness's raw calls are signed
-  with a placeholder.
+  with a placeholder;
+- DynamoDB transactions need the actions of their items (PutItem, UpdateItem, ...),
+  as on AWS, not moto's dynamodb:TransactWriteItems.
+
+Every denial is logged on stderr as "deployer-iam: AccessDenied <principal> <action>".
 
 Control API (JSON), outside AWS's paths:
 
@@ -146,8 +150,52 @@ def enable(account_id):
 
     access_control.IAMRequest._raise_access_denied = _raise_access_denied
 
+    original_check = access_control.IAMRequestBase.check_action_permitted
+
+    def check_action_permitted(self, resource):
+        actions = _authorized_actions(self._action, self._body)
+        try:
+            for action in actions:
+                self._action = action
+                original_check(self, resource)
+        except Exception:
+            import sys
+
+            print(f"deployer-iam: AccessDenied {self._access_key.arn} {self._action}", file=sys.stderr, flush=True)
+            raise
+
+    access_control.IAMRequestBase.check_action_permitted = check_action_permitted
+
     ActionAuthenticatorMixin.request_count = 0
     settings.INITIAL_NO_AUTH_ACTION_COUNT = 0
+
+
+# DynamoDB authorizes a transaction by the actions of its items: there is no
+# dynamodb:TransactWriteItems or dynamodb:TransactGetItems IAM action.
+_TRANSACT_ITEM_ACTIONS = {
+    "Put": "dynamodb:PutItem",
+    "Update": "dynamodb:UpdateItem",
+    "Delete": "dynamodb:DeleteItem",
+    "ConditionCheck": "dynamodb:ConditionCheckItem",
+    "Get": "dynamodb:GetItem",
+}
+
+
+def _authorized_actions(action, body):
+    """The IAM actions a request needs (moto names the API operation)."""
+    if action not in ("dynamodb:TransactWriteItems", "dynamodb:TransactGetItems"):
+        return [action]
+    try:
+        items = json.loads(body or b"{}").get("TransactItems") or []
+    except ValueError:
+        return [action]
+    needed = []
+    for item in items:
+        for kind in item:
+            mapped = _TRANSACT_ITEM_ACTIONS.get(kind)
+            if mapped and mapped not in needed:
+                needed.append(mapped)
+    return needed or [action]
 
 
 def caller_of(account_id):
