@@ -25,7 +25,8 @@ Deviations from IAM, each because moto cannot evaluate it:
 - signatures are checked for role sessions only: the harness's raw calls are signed
   with a placeholder;
 - DynamoDB transactions need the actions of their items (PutItem, UpdateItem, ...),
-  as on AWS, not moto's dynamodb:TransactWriteItems.
+  as on AWS, not moto's dynamodb:TransactWriteItems; an S3 multi-object delete needs
+  s3:DeleteObject on each key, not on the bucket.
 
 Every denial is logged on stderr as "deployer-iam: AccessDenied <principal> <action>".
 
@@ -154,10 +155,12 @@ def enable(account_id):
 
     def check_action_permitted(self, resource):
         actions = _authorized_actions(self._action, self._body)
+        resources = _authorized_resources(self._service, self._action, self._path, self._body, resource)
         try:
             for action in actions:
                 self._action = action
-                original_check(self, resource)
+                for each in resources:
+                    original_check(self, each)
         except Exception:
             import sys
 
@@ -196,6 +199,19 @@ def _authorized_actions(action, body):
             if mapped and mapped not in needed:
                 needed.append(mapped)
     return needed or [action]
+
+
+def _authorized_resources(service, action, path, body, resource):
+    """The resources a request is authorized on (moto checks a multi-object
+    delete on the bucket; S3 checks s3:DeleteObject on each key)."""
+    if service != "s3" or action != "s3:DeleteObject" or "delete" not in path.partition("?")[2]:
+        return [resource]
+    import xmltodict
+
+    objects = (xmltodict.parse(body or b"<Delete/>").get("Delete") or {}).get("Object") or []
+    if not isinstance(objects, list):
+        objects = [objects]
+    return [f"{resource}/{obj['Key']}" for obj in objects if obj.get("Key")] or [resource]
 
 
 def caller_of(account_id):
