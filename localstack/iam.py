@@ -28,7 +28,9 @@ Deviations from IAM, each because moto cannot evaluate it:
   as on AWS, not moto's dynamodb:TransactWriteItems; an S3 multi-object delete needs
   s3:DeleteObject on each key, not on the bucket.
 
-Every denial is logged on stderr as "deployer-iam: AccessDenied <principal> <action>".
+Every denial is logged on stderr as "deployer-iam: AccessDenied <principal> <action>",
+and appended to the file DEPLOYER_IAM_DENIALS names, when set (to collect a whole
+test run's denials).
 
 Control API (JSON), outside AWS's paths:
 
@@ -162,9 +164,7 @@ def enable(account_id):
                 for each in resources:
                     original_check(self, each)
         except Exception:
-            import sys
-
-            print(f"deployer-iam: AccessDenied {self._access_key.arn} {self._action}", file=sys.stderr, flush=True)
+            _log_denial(f"deployer-iam: AccessDenied {self._access_key.arn} {self._action}")
             raise
 
     access_control.IAMRequestBase.check_action_permitted = check_action_permitted
@@ -199,6 +199,17 @@ def _authorized_actions(action, body):
             if mapped and mapped not in needed:
                 needed.append(mapped)
     return needed or [action]
+
+
+def _log_denial(line):
+    import os
+    import sys
+
+    print(line, file=sys.stderr, flush=True)
+    collect = os.environ.get("DEPLOYER_IAM_DENIALS")
+    if collect:
+        with open(collect, "a") as out:
+            out.write(line + "\n")
 
 
 def _authorized_resources(service, action, path, body, resource):
