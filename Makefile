@@ -12,7 +12,7 @@ TOOLS := .tools
 CARGO_DENY := $(TOOLS)/bin/cargo-deny
 ARCH ?= arm64
 DIST := dist
-FUNCTIONS := s3-trigger trigger-build ci-dispatch site-build
+FUNCTIONS := s3-trigger trigger-build ci-dispatch site-build site-builder
 ENV ?= dev
 KEEP ?=
 

@@ -11,6 +11,7 @@ mod deploy;
 mod dispatch;
 mod dispatch_faults;
 mod emulator;
+mod hostile_build;
 mod least_privilege;
 mod package;
 mod site_build_runner;

@@ -16,9 +16,9 @@ use localstack::{HostTarget, SampleRepo};
 use serde_json::{json, Value};
 
 /// Where the sample site's builds are killed: the log line site-build writes
-/// as `npm run build` starts, as the publish starts uploading, and right
-/// after the live pointer moved.
-const BUILD_STARTS: &str = "npm run build starts";
+/// as it hands the build to the builder function, as the publish starts
+/// uploading, and right after the live pointer moved.
+const BUILD_STARTS: &str = "handing the build to the builder";
 const UPLOAD_STARTS: &str = "uploading the deploy";
 const POINTER_SWITCHED: &str = "live pointer switched";
 
@@ -293,7 +293,7 @@ async fn wait_for_crashes(function: &localstack::runtime::Function, n: u64) -> D
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_build_killed_during_npm_run_build_is_retried_from_a_clean_state_and_published() {
+async fn a_build_killed_while_the_builder_works_is_retried_from_a_clean_state_and_published() {
     let r = Recovery::start("rec-build", |_| {}).await;
     let first = r.publish_first().await;
     let sha = r.change("Second version");
@@ -312,7 +312,7 @@ async fn a_build_killed_during_npm_run_build_is_retried_from_a_clean_state_and_p
     assert_eq!(done["commit"], sha.as_str());
     assert_eq!(
         done["interruptions"],
-        json!(["attempt 1 stopped during npm run build (Lambda retried the invocation)"]),
+        json!(["attempt 1 stopped during the build (Lambda retried the invocation)"]),
         "{done}"
     );
     assert_eq!(r.function().crashes(), 1, "the fault fired once");
@@ -474,8 +474,8 @@ async fn a_build_that_runs_out_of_time_fails_before_the_lambda_timeout() {
     assert_eq!(done["status"], "FAILED", "{done}");
     let error = done["error"].as_str().unwrap();
     assert!(
-        error.starts_with("ran out of time during npm run build (")
-            && error.ends_with(" s left of the function's 30 s)"),
+        error.starts_with("ran out of time during the build (")
+            && error.ends_with(" s left of the function's 30 s): npm run build was stopped"),
         "{error}"
     );
     assert!(
@@ -504,7 +504,7 @@ async fn a_build_that_runs_out_of_time_fails_before_the_lambda_timeout() {
     assert_eq!(r.complete_deploys().await, std::slice::from_ref(&first));
     let (state, description) = r.github_statuses(&sha).last().unwrap().clone();
     assert_eq!(state, "failure");
-    assert!(description.starts_with("ran out of time during npm run build"));
+    assert!(description.starts_with("ran out of time during the build"));
     let slack = r.slack_about(&id);
     assert!(
         slack.last().unwrap().contains("ran out of time"),
@@ -541,7 +541,7 @@ async fn a_direct_build_that_died_with_no_retry_is_found_by_the_sweep_and_publis
     assert_eq!(target, "staging");
     let stranded = r.record(&target, &id).await;
     assert_eq!(stranded["status"], "BUILDING");
-    assert_eq!(stranded["phase"], "npm run build");
+    assert_eq!(stranded["phase"], "the build");
 
     // The scheduled sweep leaves a lease that still holds alone...
     let scheduled: Value = serde_json::from_str(include_str!(
@@ -577,7 +577,7 @@ async fn a_direct_build_that_died_with_no_retry_is_found_by_the_sweep_and_publis
     assert_eq!(done["attempt"], 2);
     assert_eq!(
         done["interruptions"],
-        json!(["attempt 1 stopped during npm run build (its lease expired with no result)"]),
+        json!(["attempt 1 stopped during the build (its lease expired with no result)"]),
         "{done}"
     );
     let page = r

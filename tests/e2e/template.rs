@@ -277,12 +277,13 @@ fn every_function_runs_a_zip_that_make_package_builds_and_make_deploy_uploads() 
     assert_eq!(deploy, zips, "scripts/deploy.py FUNCTIONS");
 }
 
-/// The variables of the configuration table in docs/site-build.md.
-fn documented_site_build_variables() -> Vec<String> {
+/// The variables of the `n`th configuration table in docs/site-build.md
+/// (1: site-build's, 2: the builder's).
+fn documented_variables(n: usize) -> Vec<String> {
     let text = std::fs::read_to_string(deployer_e2e::root().join("docs/site-build.md")).unwrap();
     let section = text
         .split("\n## Configuration")
-        .nth(1)
+        .nth(n)
         .expect("docs/site-build.md has a Configuration section");
     let table = section.split("\n## ").next().unwrap_or_default();
     table
@@ -308,7 +309,7 @@ fn site_build_gets_every_documented_variable_and_exists_only_with_a_site() {
     let vars = function["Properties"]["Environment"]["Variables"]
         .as_object()
         .expect("SiteBuildFunction has environment variables");
-    let documented = documented_site_build_variables();
+    let documented = documented_variables(1);
     assert!(documented.len() >= 20, "{documented:?}");
     for name in &documented {
         assert!(vars.contains_key(name), "SiteBuildFunction lacks {name}");
@@ -332,6 +333,54 @@ fn site_build_gets_every_documented_variable_and_exists_only_with_a_site() {
             "{id}: Condition {condition:?}"
         );
     }
+}
+
+#[test]
+fn the_site_builder_gets_its_documented_variables_and_a_role_that_allows_nothing_else() {
+    let doc = template();
+    let builder = &doc["Resources"]["SiteBuilderFunction"]["Properties"];
+    let vars = builder["Environment"]["Variables"].as_object().unwrap();
+    let mut names: Vec<&String> = vars.keys().collect();
+    names.sort();
+    let mut documented = documented_variables(2);
+    documented.sort();
+    assert_eq!(names, documented.iter().collect::<Vec<_>>());
+    assert_eq!(vars["BUILD_SANDBOX_USER"], "dedicated");
+    assert_eq!(
+        builder["Role"],
+        json!({"Fn::GetAtt": ["SiteBuilderRole", "Arn"]})
+    );
+    // Its role: writing its own log group, nothing else, no managed policy.
+    let role = &doc["Resources"]["SiteBuilderRole"]["Properties"];
+    assert!(role.get("ManagedPolicyArns").is_none(), "{role}");
+    let policies = role["Policies"].as_array().unwrap();
+    assert_eq!(policies.len(), 1, "{role}");
+    assert_eq!(
+        policies[0]["PolicyDocument"]["Statement"],
+        json!([{
+            "Effect": "Allow",
+            "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+            "Resource": {"Fn::GetAtt": ["SiteBuilderLogGroup", "Arn"]}
+        }])
+    );
+    // site-build no longer runs npm: the layer and npm are the builder's.
+    let site_build = &doc["Resources"]["SiteBuildFunction"]["Properties"];
+    assert!(site_build.get("Layers").is_none());
+    assert!(builder.get("Layers").is_some());
+    assert_eq!(
+        site_build["Environment"]["Variables"]["BUILDER_FUNCTION"],
+        json!({"Ref": "SiteBuilderFunction"})
+    );
+    // Handoff objects expire even when site-build dies before deleting them.
+    let rules = doc["Resources"]["SiteBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]
+        .as_array()
+        .unwrap();
+    assert!(
+        rules
+            .iter()
+            .any(|r| r["Prefix"] == "builds/" && r["ExpirationInDays"] == 1),
+        "{rules:?}"
+    );
 }
 
 #[test]

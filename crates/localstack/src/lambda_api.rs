@@ -77,6 +77,9 @@ struct UrlConfig {
 
 struct ApiState {
     functions: Mutex<HashMap<String, Registered>>,
+    /// Access key id -> the actions its identity is allowed (IAM action
+    /// patterns, `lambda:*`, `*`). Empty: every caller is let in.
+    callers: Mutex<HashMap<String, Vec<String>>>,
     invocations: Mutex<Vec<AsyncInvocation>>,
     changed: Notify,
     log: DeliveryLog,
@@ -118,6 +121,7 @@ impl LambdaApi {
     ) -> anyhow::Result<Self> {
         let state = Arc::new(ApiState {
             functions: Mutex::new(HashMap::new()),
+            callers: Mutex::new(HashMap::new()),
             invocations: Mutex::new(Vec::new()),
             changed: Notify::new(),
             log,
@@ -161,6 +165,20 @@ impl LambdaApi {
                     url: None,
                 },
             );
+    }
+
+    /// Lets the identity signing with `access_key_id` perform `actions` (IAM
+    /// action patterns such as `lambda:InvokeFunction`, `lambda:*`, `*`).
+    /// Once any caller is registered, the API checks every request as IAM
+    /// would (actions, not resources): unsigned or unknown keys get
+    /// `UnrecognizedClientException`, a missing action
+    /// `AccessDeniedException`, both 403.
+    pub fn allow(&self, access_key_id: &str, actions: Vec<String>) {
+        self.state
+            .callers
+            .lock()
+            .expect("lambda api lock")
+            .insert(access_key_id.to_owned(), actions);
     }
 
     /// Records `url` as the function's URL (what GetFunctionUrlConfig answers).
@@ -374,6 +392,58 @@ async fn unknown_operation() -> Response {
     )
 }
 
+/// The access key id of a SigV4 `Authorization` header.
+fn access_key_id(headers: &HeaderMap) -> Option<String> {
+    let authorization = headers.get("authorization")?.to_str().ok()?;
+    let credential = authorization.split("Credential=").nth(1)?;
+    Some(credential.split('/').next()?.to_owned())
+}
+
+/// Whether an IAM action pattern (`service:Action`, `service:*`, `*`,
+/// case-insensitive) covers `action`.
+fn action_matches(pattern: &str, action: &str) -> bool {
+    let (pattern, action) = (pattern.to_ascii_lowercase(), action.to_ascii_lowercase());
+    match pattern.strip_suffix('*') {
+        Some(prefix) => action.starts_with(prefix),
+        None => pattern == action,
+    }
+}
+
+impl ApiState {
+    /// `None` when the caller may perform `action` on `function`.
+    fn refuse(&self, headers: &HeaderMap, action: &str, function: &str) -> Option<Response> {
+        let callers = self.callers.lock().expect("lambda api lock");
+        if callers.is_empty() {
+            return None;
+        }
+        let Some(key) = access_key_id(headers) else {
+            return Some(aws_error(
+                StatusCode::FORBIDDEN,
+                "MissingAuthenticationTokenException",
+                "Missing Authentication Token",
+            ));
+        };
+        let Some(allowed) = callers.get(&key) else {
+            return Some(aws_error(
+                StatusCode::FORBIDDEN,
+                "UnrecognizedClientException",
+                "The security token included in the request is invalid.",
+            ));
+        };
+        if allowed.iter().any(|p| action_matches(p, action)) {
+            return None;
+        }
+        Some(aws_error(
+            StatusCode::FORBIDDEN,
+            "AccessDeniedException",
+            &format!(
+                "User: {key} is not authorized to perform: {action} on resource: {} because no identity-based policy allows the {action} action",
+                function_arn(function)
+            ),
+        ))
+    }
+}
+
 async fn invoke(
     State(state): State<Arc<ApiState>>,
     Path(name): Path<String>,
@@ -385,6 +455,9 @@ async fn invoke(
         Ok(function) => function,
         Err(response) => return *response,
     };
+    if let Some(refused) = state.refuse(&headers, "lambda:InvokeFunction", function.name()) {
+        return refused;
+    }
     let payload: Value = if body.is_empty() {
         json!({})
     } else {
@@ -494,11 +567,15 @@ async fn get_url_config(
     State(state): State<Arc<ApiState>>,
     Path(name): Path<String>,
     uri: Uri,
+    headers: HeaderMap,
 ) -> Response {
     let function = match state.lookup(&name, qualifier(&uri).as_deref()) {
         Ok(function) => function,
         Err(response) => return *response,
     };
+    if let Some(refused) = state.refuse(&headers, "lambda:GetFunctionUrlConfig", function.name()) {
+        return refused;
+    }
     let config = state
         .functions
         .lock()
@@ -588,11 +665,15 @@ mod tests {
     use crate::test_function::ScriptFunction;
 
     fn client(api: &LambdaApi) -> aws_sdk_lambda::Client {
+        client_as(api, "testing")
+    }
+
+    fn client_as(api: &LambdaApi, key: &str) -> aws_sdk_lambda::Client {
         let config = aws_sdk_lambda::Config::builder()
             .behavior_version(aws_sdk_lambda::config::BehaviorVersion::latest())
             .region(aws_sdk_lambda::config::Region::new("us-east-1"))
             .credentials_provider(aws_sdk_lambda::config::Credentials::new(
-                "testing", "testing", None, None, "test",
+                key, "testing", None, None, "test",
             ))
             .endpoint_url(&api.endpoint)
             .build();
@@ -612,6 +693,59 @@ mod tests {
 
     fn payload_json(payload: Option<&Blob>) -> Value {
         serde_json::from_slice(payload.expect("a payload").as_ref()).unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn once_callers_are_registered_only_those_allowed_the_action_get_in() {
+        let function = ScriptFunction::start("dev-guarded", 1).await;
+        let (api, _, _) = api_with(&function).await;
+        api.allow(
+            "invoker",
+            vec!["logs:PutLogEvents".into(), "lambda:Invoke*".into()],
+        );
+        api.allow("logger", vec!["logs:*".into()]);
+        let invoke = |key: &'static str| {
+            let lambda = client_as(&api, key);
+            async move {
+                lambda
+                    .invoke()
+                    .function_name("dev-guarded")
+                    .payload(Blob::new("{}"))
+                    .send()
+                    .await
+            }
+        };
+        assert_eq!(invoke("invoker").await.unwrap().status_code(), 200);
+        for (key, code, message) in [
+            (
+                "logger",
+                "AccessDeniedException",
+                "User: logger is not authorized to perform: lambda:InvokeFunction on resource: arn:aws:lambda:us-east-1:123456789012:function:dev-guarded",
+            ),
+            (
+                "stranger",
+                "UnrecognizedClientException",
+                "The security token included in the request is invalid.",
+            ),
+        ] {
+            let error = invoke(key).await.unwrap_err();
+            let error = error.into_service_error();
+            assert_eq!(error.meta().code(), Some(code), "{key}");
+            assert!(
+                error.meta().message().unwrap_or_default().starts_with(message),
+                "{key}: {error:?}"
+            );
+        }
+        let url = client_as(&api, "invoker")
+            .get_function_url_config()
+            .function_name("dev-guarded")
+            .send()
+            .await
+            .unwrap_err();
+        assert_eq!(
+            url.into_service_error().meta().code(),
+            Some("AccessDeniedException")
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

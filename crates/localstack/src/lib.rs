@@ -26,6 +26,6 @@ pub use http_doubles::{RecordingProxy, SinkMode, WebhookSink};
 pub use iam::{FunctionRoles, RoleCredentials};
 pub use lambda_api::{AsyncInvocation, AsyncState, LambdaApi};
 pub use pipeline::{Pipeline, PipelineOptions, Resources, SiteResources};
-pub use runtime::{Function, FunctionSpec, InvokeError};
+pub use runtime::{Function, FunctionSpec, InvokeError, Sandbox};
 pub use sample_repo::SampleRepo;
 pub use site_server::{HostTarget, SitePage, SiteServer};

@@ -24,7 +24,7 @@ use crate::github::{GitHubDouble, GitHubOptions};
 use crate::http_doubles::{RecordingProxy, WebhookSink};
 use crate::iam::{FunctionRoles, RoleCredentials};
 use crate::lambda_api::LambdaApi;
-use crate::runtime::{built_binary, Function, FunctionSpec};
+use crate::runtime::{built_binary, Function, FunctionSpec, Sandbox};
 use crate::site_server::SiteServer;
 use crate::wiring::{StreamMapping, Template};
 
@@ -142,6 +142,8 @@ pub struct SiteResources {
     pub token_parameter: String,
     /// The function's `/tmp`: its build work folder.
     pub work_dir: PathBuf,
+    /// The site builder function's name.
+    pub builder_name: String,
 }
 
 pub struct Pipeline {
@@ -162,6 +164,9 @@ pub struct Pipeline {
     pub sdk: aws_config::SdkConfig,
     /// The real site-build binary (started on its first invocation).
     pub site_build: Arc<Function>,
+    /// The site builder, where repository code runs: each environment as
+    /// a user of its own when the local stack can ([`Sandbox`]).
+    pub site_builder: Arc<Function>,
     /// The Lambda API every function reaches through `AWS_ENDPOINT_URL_LAMBDA`.
     pub lambda_api: LambdaApi,
     /// site-build's function URL: where GitHub webhooks are posted.
@@ -184,6 +189,7 @@ impl Drop for Pipeline {
             task.abort();
         }
         let _ = std::fs::remove_dir_all(&self.site_resources.work_dir);
+        let _ = std::fs::remove_dir_all(self.site_resources.work_dir.with_extension("builder"));
     }
 }
 
@@ -233,6 +239,7 @@ impl Pipeline {
                 env: env_for("S3TriggerFunction")?,
                 timeout: options.timeout(&template, "S3TriggerFunction"),
                 log_file: log("s3-trigger"),
+                sandbox: None,
             },
             FunctionSpec {
                 name: function_name("trigger-build"),
@@ -240,6 +247,7 @@ impl Pipeline {
                 env: env_for("TriggerBuildFunction")?,
                 timeout: options.timeout(&template, "TriggerBuildFunction"),
                 log_file: log("trigger-build"),
+                sandbox: None,
             },
         ];
         let ecs_proxy = RecordingProxy::start(&emulator.endpoint).await?;
@@ -260,6 +268,7 @@ impl Pipeline {
             env: dispatch_env,
             timeout: options.timeout(&template, "CiDispatchFunction"),
             log_file: log("ci-dispatch"),
+            sandbox: None,
         });
         let s3_trigger = Function::serve(function_specs[0].clone(), REGION).await?;
         let ci_dispatch = Function::serve(function_specs[2].clone(), REGION).await?;
@@ -296,7 +305,7 @@ impl Pipeline {
             ("PREVIEW_URL_TEMPLATE", site_server.preview_url_template()),
             ("DISTRIBUTION_ID", site.resources.distribution_id.clone()),
             ("LIVE_STORE_ARN", String::new()),
-            ("NPM_PATH", "npm".to_owned()),
+            ("BUILDER_FUNCTION", site.resources.builder_name.clone()),
             ("SITE_REPOSITORY", site.resources.repository.clone()),
             (
                 "GITHUB_SECRET_PARAMETER",
@@ -346,6 +355,7 @@ impl Pipeline {
                 .find(|(id, _)| id == "SiteBuildFunction")
                 .map_or(site.timeout, |(_, timeout)| *timeout),
             log_file: log("site-build"),
+            sandbox: None,
         });
         let site_build = Function::serve_scaled(
             function_specs[3].clone(),
@@ -353,8 +363,46 @@ impl Pipeline {
             options.site_build_concurrency,
         )
         .await?;
-        for function in [&s3_trigger, &trigger_build, &ci_dispatch, &site_build] {
+        let builder_spec = builder_spec(
+            &template,
+            &options,
+            &emulator,
+            &roles,
+            &site,
+            log("site-builder"),
+        )?;
+        function_specs.push(builder_spec.clone());
+        let site_builder =
+            Function::serve_scaled(builder_spec, REGION, options.site_build_concurrency).await?;
+        for function in [
+            &s3_trigger,
+            &trigger_build,
+            &ci_dispatch,
+            &site_build,
+            &site_builder,
+        ] {
             lambda_api.register((*function).clone());
+        }
+        // The Lambda API lets in whom IAM would: each function as its
+        // role allows, the operator (tests, the CLI) for everything.
+        let function_ids = [
+            "S3TriggerFunction",
+            "TriggerBuildFunction",
+            "CiDispatchFunction",
+            "SiteBuildFunction",
+            "SiteBuilderFunction",
+        ];
+        for (spec, id) in function_specs.iter().zip(function_ids) {
+            if let Some((_, key)) = spec.env.iter().find(|(k, _)| k == "AWS_ACCESS_KEY_ID") {
+                lambda_api.allow(key, template.role_actions(id)?);
+            }
+        }
+        if let Some((_, key)) = emulator
+            .client_env()
+            .into_iter()
+            .find(|(k, _)| k == "AWS_ACCESS_KEY_ID")
+        {
+            lambda_api.allow(&key, vec!["*".to_owned()]);
         }
         let function_url_server = FunctionUrlServer::start(site_build.clone()).await?;
         lambda_api.set_function_url(site_build.name(), &function_url_server.url)?;
@@ -400,6 +448,7 @@ impl Pipeline {
             delivered,
             sdk,
             site_build,
+            site_builder,
             lambda_api,
             function_url: function_url_server.url.clone(),
             function_url_server,
@@ -555,6 +604,7 @@ impl Pipeline {
         self.trigger_build.stop().await;
         self.ci_dispatch.stop().await;
         self.site_build.stop().await;
+        self.site_builder.stop().await;
     }
 
     /// Posts a GitHub webhook delivery to site-build's function URL as
@@ -593,6 +643,62 @@ impl Pipeline {
 }
 
 /// What `provision_site` made, and the function's environment from the template.
+/// The site builder: the template's function, its environment and timeout,
+/// run in a [`Sandbox`] when this process may start others as another
+/// user (otherwise as this user, and its builds are not isolated).
+fn builder_spec(
+    template: &Template,
+    options: &PipelineOptions,
+    emulator: &Emulator,
+    roles: &FunctionRoles,
+    site: &ProvisionedSite,
+    log_file: Option<PathBuf>,
+) -> anyhow::Result<FunctionSpec> {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let name = site.resources.builder_name.clone();
+    let mut env = template.function_env("SiteBuilderFunction")?;
+    env.extend(roles.client_env(emulator, "SiteBuilderFunction")?);
+    let sandbox = Sandbox::available().then(|| Sandbox {
+        // Users no other pipeline (of this or another test process) has.
+        first_uid: 1_000_000
+            + (std::process::id() % 100_000) * 1_000
+            + (NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst) % 125) * 8,
+        tmp_root: site.resources.work_dir.with_extension("builder"),
+    });
+    let local = [
+        ("NPM_PATH", "npm"),
+        (
+            "BUILD_SANDBOX_USER",
+            if sandbox.is_some() {
+                "dedicated"
+            } else {
+                "shared"
+            },
+        ),
+    ];
+    for (key, value) in local {
+        env.retain(|(k, _)| k != key);
+        env.push((key.to_owned(), value.to_owned()));
+    }
+    for (id, key, value) in &options.env_overrides {
+        if id == "SiteBuilderFunction" {
+            env.retain(|(k, _)| k != key);
+            env.push((key.clone(), value.clone()));
+        }
+    }
+    Ok(FunctionSpec {
+        name,
+        binary: options
+            .target_dir
+            .join(&options.profile)
+            .join("site-builder"),
+        env,
+        timeout: options.timeout(template, "SiteBuilderFunction"),
+        log_file,
+        sandbox,
+    })
+}
+
 struct ProvisionedSite {
     resources: SiteResources,
     env: Vec<(String, String)>,
@@ -704,6 +810,13 @@ async fn provision_site(
             crate::emulator::ACCOUNT_ID
         ),
     );
+    let builder_name = named(
+        template,
+        "SiteBuilderFunction",
+        "FunctionName",
+        format!("{env}-deployer-site-builder"),
+    );
+    template.set("SiteBuilderFunction", builder_name.clone());
     let (mut env_vars, timeout) = if template.resource("SiteBuildFunction").is_ok() {
         (
             template
@@ -773,6 +886,7 @@ async fn provision_site(
     Ok(ProvisionedSite {
         resources: SiteResources {
             function_name,
+            builder_name,
             bucket,
             deployments_table: table,
             distribution_id,

@@ -40,6 +40,50 @@ pub struct FunctionSpec {
     pub timeout: Duration,
     /// Where the function's stdout/stderr go (appended).
     pub log_file: Option<PathBuf>,
+    /// Users of its own for each environment (None: this process's user).
+    pub sandbox: Option<Sandbox>,
+}
+
+/// Execution environments isolated from each other and from everything
+/// else here, as Lambda isolates them: environment `i` runs as user
+/// `first_uid + i` (so it cannot read another process's `/proc/*/environ`
+/// or signal it), with a private temp folder as `TMPDIR` and `HOME`
+/// (Lambda's own `/tmp`), emptied whenever its process starts. Needs root
+/// to start; [`Sandbox::available`] says whether it can.
+#[derive(Debug, Clone)]
+pub struct Sandbox {
+    pub first_uid: u32,
+    pub tmp_root: PathBuf,
+}
+
+impl Sandbox {
+    /// True when this process may start others as another user.
+    pub fn available() -> bool {
+        // SAFETY: geteuid takes nothing and cannot fail.
+        unsafe { libc::geteuid() == 0 }
+    }
+
+    fn uid(&self, index: usize) -> u32 {
+        self.first_uid + index as u32
+    }
+
+    fn tmp(&self, index: usize) -> PathBuf {
+        self.tmp_root.join(format!("env-{index}"))
+    }
+
+    /// An empty private temp folder owned by the environment's user.
+    fn fresh_tmp(&self, index: usize) -> anyhow::Result<PathBuf> {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = self.tmp(index);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::set_permissions(&self.tmp_root, std::fs::Permissions::from_mode(0o755))?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+        let uid = self.uid(index);
+        std::os::unix::fs::chown(&dir, Some(uid), Some(uid))
+            .with_context(|| format!("giving {} to user {uid}", dir.display()))?;
+        Ok(dir)
+    }
 }
 
 /// Why an invocation did not return a result.
@@ -130,6 +174,8 @@ pub struct Function {
 struct Environment {
     faults: Arc<LambdaFaults>,
     spec: FunctionSpec,
+    /// Its place among the function's environments (its sandbox user).
+    index: usize,
     endpoint: String,
     shared: Arc<Shared>,
     sender: mpsc::Sender<Invocation>,
@@ -207,7 +253,7 @@ impl Function {
             spec.name
         );
         let faults = Arc::new(LambdaFaults::default());
-        let first = Environment::serve(spec.clone(), &arn, faults.clone()).await?;
+        let first = Environment::serve(spec.clone(), &arn, faults.clone(), 0).await?;
         Ok(Arc::new(Self {
             faults,
             spec,
@@ -266,6 +312,16 @@ impl Function {
         )
     }
 
+    /// The Runtime API endpoints (`127.0.0.1:port`) of its environments.
+    pub async fn runtime_endpoints(&self) -> Vec<String> {
+        self.environments
+            .lock()
+            .await
+            .iter()
+            .map(|env| env.endpoint.clone())
+            .collect()
+    }
+
     /// How many execution environments have been started so far.
     pub async fn environments(&self) -> usize {
         self.environments.lock().await.len()
@@ -321,11 +377,17 @@ impl Function {
                 Some(env) => Busy(env.clone()),
                 None => {
                     // Every environment is busy and a permit is free: scale out.
-                    let env = Environment::serve(self.spec.clone(), &self.arn, self.faults.clone())
-                        .await
-                        .map_err(|e| InvokeError::Init {
-                            message: format!("{e:#}"),
-                        })?;
+                    let index = environments.len();
+                    let env = Environment::serve(
+                        self.spec.clone(),
+                        &self.arn,
+                        self.faults.clone(),
+                        index,
+                    )
+                    .await
+                    .map_err(|e| InvokeError::Init {
+                        message: format!("{e:#}"),
+                    })?;
                     env.busy.store(true, Ordering::SeqCst);
                     environments.push(env.clone());
                     Busy(env)
@@ -348,6 +410,7 @@ impl Environment {
         spec: FunctionSpec,
         function_arn: &str,
         faults: Arc<LambdaFaults>,
+        index: usize,
     ) -> anyhow::Result<Arc<Self>> {
         let (sender, receiver) = mpsc::channel(16);
         let shared = Arc::new(Shared {
@@ -367,13 +430,31 @@ impl Environment {
             .route("/2018-06-01/runtime/init/error", post(init_error))
             .with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let endpoint = listener.local_addr()?.to_string();
+        let local = listener.local_addr()?;
+        let endpoint = local.to_string();
+        // SAFETY: geteuid takes nothing and cannot fail.
+        let own_user = spec
+            .sandbox
+            .as_ref()
+            .map_or_else(|| unsafe { libc::geteuid() }, |sandbox| sandbox.uid(index));
+        let app = app.layer(axum::middleware::from_fn(
+            move |peer: axum::extract::ConnectInfo<std::net::SocketAddr>,
+                  request: axum::extract::Request,
+                  next: axum::middleware::Next| async move {
+                only_from_user(own_user, local.port(), peer.0, request, next).await
+            },
+        ));
         tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
+            let _ = axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .await;
         });
         Ok(Arc::new(Self {
             faults,
             spec,
+            index,
             endpoint,
             shared,
             sender,
@@ -398,8 +479,18 @@ impl Environment {
         *self.shared.init_error.lock().await = None;
         *self.shared.first_next.lock().await = None;
         let mut command = Command::new(&self.spec.binary);
+        command.env_clear();
+        if let Some(sandbox) = &self.spec.sandbox {
+            let tmp = sandbox.fresh_tmp(self.index)?;
+            let uid = sandbox.uid(self.index);
+            command
+                .uid(uid)
+                .gid(uid)
+                .current_dir(&tmp)
+                .env("TMPDIR", &tmp)
+                .env("HOME", &tmp);
+        }
         command
-            .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("AWS_LAMBDA_RUNTIME_API", &self.endpoint)
             .env("AWS_LAMBDA_FUNCTION_NAME", &self.spec.name)
@@ -557,7 +648,76 @@ impl Environment {
             }
             let _ = child.kill().await;
         }
+        // Whatever its user left running (a detached daemon) goes with it.
+        if let Some(sandbox) = &self.spec.sandbox {
+            for pid in processes_of_user(sandbox.uid(self.index)) {
+                // SAFETY: kill(2) takes plain integers and touches no memory of ours.
+                unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+            }
+            let _ = std::fs::remove_dir_all(sandbox.tmp(self.index));
+        }
     }
+}
+
+/// Every live process whose real user is `uid`, from /proc.
+fn processes_of_user(uid: u32) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
+            continue;
+        };
+        let owner = std::fs::read_to_string(entry.path().join("status"))
+            .ok()
+            .and_then(|status| {
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Uid:"))
+                    .and_then(|ids| ids.split_whitespace().next())
+                    .and_then(|id| id.parse::<u32>().ok())
+            });
+        if owner == Some(uid) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// The Runtime API of an environment answers only its own processes, as
+/// Lambda's is reachable only inside its sandbox: a connection from
+/// another user's process (a hostile build next door) is refused.
+async fn only_from_user(
+    own_user: u32,
+    port: u16,
+    peer: std::net::SocketAddr,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match socket_owner(peer.port(), port) {
+        Some(uid) if uid == own_user => next.run(request).await,
+        owner => {
+            tracing::warn!(?owner, own_user, %peer, "refused a Runtime API call from another user's process");
+            (
+                StatusCode::FORBIDDEN,
+                "[local stack] this Runtime API answers only its own execution environment\n",
+            )
+                .into_response()
+        }
+    }
+}
+
+/// The user owning the loopback TCP socket `from_port` -> `to_port`, from
+/// /proc/net/tcp.
+fn socket_owner(from_port: u16, to_port: u16) -> Option<u32> {
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    let local = format!(":{from_port:04X}");
+    let remote = format!(":{to_port:04X}");
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (l, r) = (fields.get(1)?, fields.get(2)?);
+        (l.ends_with(&local) && r.ends_with(&remote))
+            .then(|| fields.get(7)?.parse().ok())
+            .flatten()
+    })
 }
 
 /// Stops an execution environment as Lambda does: the function's process

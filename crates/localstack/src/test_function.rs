@@ -90,6 +90,7 @@ impl ScriptFunction {
             env: Vec::new(),
             timeout,
             log_file: None,
+            sandbox: None,
         };
         let function = Function::serve_scaled(spec, "us-east-1", max_concurrency)
             .await

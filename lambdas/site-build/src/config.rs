@@ -27,7 +27,8 @@ pub struct SiteConfig {
     pub preview_url_template: String,
     pub distribution_id: Option<DistributionId>,
     pub live_store_arn: Option<String>,
-    pub npm: String,
+    /// The builder function (name or ARN): the only place repository code runs.
+    pub builder_function: String,
     pub email_senders: Vec<String>,
     pub email_reply_from: Option<String>,
     pub email_prefix: String,
@@ -142,6 +143,7 @@ impl SiteConfig {
                 }
             },
         };
+        let builder_function = required("BUILDER_FUNCTION", &mut problems);
         let approval_ttl = seconds("APPROVAL_TTL_SECONDS", 86_400, &mut problems);
         let preview_days = seconds("PREVIEW_TTL_DAYS", 30, &mut problems);
         let email_senders = value("EMAIL_SENDERS")
@@ -170,7 +172,7 @@ impl SiteConfig {
             preview_url_template,
             distribution_id,
             live_store_arn: value("LIVE_STORE_ARN"),
-            npm: value("NPM_PATH").unwrap_or_else(|| "npm".into()),
+            builder_function,
             email_senders,
             email_reply_from: value("EMAIL_REPLY_FROM"),
             email_prefix: value("EMAIL_PREFIX").unwrap_or_else(|| "inbound/".into()),
@@ -196,6 +198,46 @@ impl SiteConfig {
     }
 }
 
+/// The builder function's configuration.
+#[derive(Debug, Clone)]
+pub struct BuilderConfig {
+    /// The npm executable (`NPM_PATH`; a layer's, or `npm` on PATH).
+    pub npm: String,
+    /// Emptied before and after each build (`BUILD_SCRATCH_DIR`, default
+    /// `build` in the temp folder: `/tmp/build` in Lambda).
+    pub scratch: String,
+    /// `BUILD_SANDBOX_USER=dedicated`: no process of this user but the
+    /// builder's own belongs to anyone else, so any other is a leftover of a
+    /// build and is stopped. True in Lambda; the local stack sets it when
+    /// it gives the builder a user of its own.
+    pub owns_user: bool,
+}
+
+impl BuilderConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let value = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+        let owns_user = match value("BUILD_SANDBOX_USER").as_deref() {
+            None | Some("shared") => false,
+            Some("dedicated") => true,
+            Some(other) => {
+                return Err(ConfigError(vec![format!(
+                    "BUILD_SANDBOX_USER must be dedicated or shared, not {other:?}"
+                )]))
+            }
+        };
+        Ok(Self {
+            npm: value("NPM_PATH").unwrap_or_else(|| "npm".into()),
+            scratch: value("BUILD_SCRATCH_DIR")
+                .unwrap_or_else(|| std::env::temp_dir().join("build").display().to_string()),
+            owns_user,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -214,6 +256,7 @@ mod tests {
                 "https://{slug}.preview.example.com/",
             ),
             ("GITHUB_SECRET_PARAMETER", "/site/secret"),
+            ("BUILDER_FUNCTION", "dev-deployer-site-builder"),
         ])
     }
 

@@ -111,7 +111,7 @@ pub struct SeenLease {
 pub enum Phase {
     Starting,
     Fetch,
-    Install,
+    /// In the builder function: unpack, `npm ci`, `npm run build`, pack.
     Build,
     Publish,
 }
@@ -121,8 +121,7 @@ impl Phase {
         match self {
             Self::Starting => "setup",
             Self::Fetch => "the source fetch",
-            Self::Install => "npm ci",
-            Self::Build => "npm run build",
+            Self::Build => "the build",
             Self::Publish => "the publish",
         }
     }
@@ -419,7 +418,7 @@ mod tests {
         );
         assert_eq!(
             interruption.to_string(),
-            "attempt 1 stopped during npm run build (Lambda retried the invocation)"
+            "attempt 1 stopped during the build (Lambda retried the invocation)"
         );
     }
 
@@ -528,7 +527,7 @@ mod tests {
         assert_eq!(spent.step(Duration::from_secs(300)), None);
         let error = spent.out_of_time(Phase::Build);
         assert!(
-            error.starts_with("ran out of time during npm run build (")
+            error.starts_with("ran out of time during the build (")
                 && error.ends_with(" s left of the function's 20 s)"),
             "{error}"
         );

@@ -5,14 +5,17 @@
 //! - [`trigger`]: GitHub webhooks, SES email commands and direct invocations
 //!   parsed into build requests whose origin decides the production gate;
 //! - [`signature`]: GitHub's `X-Hub-Signature-256` over the raw body;
-//! - [`build`]: the source at an exact commit (tarball, no git), `npm ci`
-//!   with a reused cache, `npm run build`, the log tail;
+//! - [`build`]: the source at an exact commit (tarball, no git), `npm ci`,
+//!   `npm run build`, the log tail;
+//! - [`builder`]: the boundary: those steps run only in the `site-builder`
+//!   function, whose role grants nothing;
 //! - [`slug`]: branch names to preview names that never collide;
 //! - [`content`]: `Content-Type` and `Cache-Control` per file;
 //! - [`publish`]: atomic deploys with a live pointer, rollback, removal.
 
 pub mod approval;
 pub mod build;
+pub mod builder;
 pub mod config;
 pub mod content;
 pub mod deployments;

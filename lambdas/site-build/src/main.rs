@@ -3,7 +3,7 @@
 
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use serde_json::Value;
-use site_build::build::{GitHubToken, NpmBuilder, SourceFetcher};
+use site_build::build::{GitHubToken, SourceFetcher};
 use site_build::config::SiteConfig;
 use site_build::deployments::DeploymentStore;
 use site_build::github_api::GitHubApi;
@@ -43,7 +43,6 @@ async fn main() -> Result<(), Error> {
         DeploymentStore::new(aws_sdk_dynamodb::Client::new(&sdk), &config.table),
         publisher,
         SourceFetcher::new(&config.github_api_url, token.clone())?,
-        NpmBuilder::new(&config.npm, format!("{}/npm-cache", config.work_dir)),
         GitHubApi::new(&config.github_api_url, token)?,
         secret,
         notify::Notifier::new(targets)?,

@@ -111,6 +111,7 @@ async fn function_benchmarks(root: &Path, emulator: Arc<Emulator>) -> anyhow::Re
         env: pipeline.function_specs[0].env.clone(),
         timeout: Duration::from_secs(30),
         log_file: None,
+        sandbox: None,
     };
     // s3-trigger's cold starts read from a bucket nothing listens to and
     // write to a table without a stream, so the pipeline stays quiet while

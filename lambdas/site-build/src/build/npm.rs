@@ -154,6 +154,8 @@ pub enum FailureCause {
 pub struct NpmBuilder {
     npm: PathBuf,
     cache_dir: PathBuf,
+    /// `HOME` and `TMPDIR` of the steps, when not the function's own.
+    home: Option<PathBuf>,
     timeout: Duration,
     tail_lines: usize,
 }
@@ -176,6 +178,7 @@ impl NpmBuilder {
         Self {
             npm,
             cache_dir,
+            home: None,
             timeout: DEFAULT_STEP_TIMEOUT,
             tail_lines: DEFAULT_TAIL_LINES,
         }
@@ -184,6 +187,14 @@ impl NpmBuilder {
     /// Time for each of `npm ci` and `npm run build`.
     pub fn with_step_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
+        self
+    }
+
+    /// Gives the steps `home` as their `HOME` and `TMPDIR` (created when
+    /// the build starts), so nothing they write there outlives the build's
+    /// folder.
+    pub fn with_home(mut self, home: impl Into<PathBuf>) -> Self {
+        self.home = Some(home.into());
         self
     }
 
@@ -237,12 +248,16 @@ impl NpmBuilder {
             tail: LogTail::new(self.tail_lines),
             durations: StepDurations::default(),
         };
-        if let Err(source) = std::fs::create_dir_all(&self.cache_dir) {
-            let cause = FailureCause::Io {
-                what: format!("cannot create the npm cache {}", self.cache_dir.display()),
-                source,
-            };
-            return Err(session.fail(BuildStep::Install, cause));
+        for (what, dir) in std::iter::once(("the npm cache", &self.cache_dir))
+            .chain(self.home.iter().map(|home| ("the build's home", home)))
+        {
+            if let Err(source) = std::fs::create_dir_all(dir) {
+                let cause = FailureCause::Io {
+                    what: format!("cannot create {what} {}", dir.display()),
+                    source,
+                };
+                return Err(session.fail(BuildStep::Install, cause));
+            }
         }
         if !tree.is_dir() {
             let cause = FailureCause::Io {
@@ -266,6 +281,11 @@ impl NpmBuilder {
                         && !is_ours(&name.to_ascii_lowercase()))
             })
             .collect();
+        if let Some(home) = &self.home {
+            env.retain(|(name, _)| name != "HOME" && name != "TMPDIR");
+            env.push(("HOME".into(), home.clone().into()));
+            env.push(("TMPDIR".into(), home.clone().into()));
+        }
         env.push(("PATH".into(), self.path_var()));
         env.push(("PUBLIC_ENV".into(), environment.into()));
         env.push(("CI".into(), "true".into()));

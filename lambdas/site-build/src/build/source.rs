@@ -231,6 +231,50 @@ impl SourceFetcher {
         result
     }
 
+    /// The gzip-compressed tarball of `repository` at `commit`, in memory,
+    /// for a build that unpacks it elsewhere ([`unpack`]): at most
+    /// `max_bytes` of it, within the fetch timeout.
+    pub async fn archive(&self, repository: &str, commit: &str) -> Result<Vec<u8>, SourceError> {
+        let (owner, name) = parse_repository(repository)?;
+        let commit = parse_commit(commit)?;
+        let repository = format!("{owner}/{name}");
+        let (tx, mut rx) = mpsc::channel::<io::Result<Vec<u8>>>(CHUNKS_IN_FLIGHT);
+        let max_bytes = self.max_bytes;
+        let collector = tokio::spawn(async move {
+            let mut archive = Vec::new();
+            while let Some(chunk) = rx.recv().await {
+                let chunk = chunk?;
+                if (archive.len() + chunk.len()) as u64 > max_bytes {
+                    return Err(io::Error::other(format!(
+                        "the archive is larger than {max_bytes} bytes"
+                    )));
+                }
+                archive.extend_from_slice(&chunk);
+            }
+            Ok(archive)
+        });
+        let url = format!("{}/repos/{owner}/{name}/tarball/{commit}", self.api_base);
+        let downloaded =
+            tokio::time::timeout(self.timeout, self.download(&url, &repository, &commit, tx)).await;
+        let collected = collector.await.map_err(|join| SourceError::WorkDir {
+            path: PathBuf::from("<memory>"),
+            reason: format!("the download task failed: {join}"),
+        })?;
+        match downloaded {
+            Err(_) => Err(SourceError::TimedOut {
+                repository,
+                commit,
+                after: self.timeout,
+            }),
+            Ok(Err(error)) => Err(error),
+            Ok(Ok(())) => collected.map_err(|e| SourceError::Archive {
+                repository,
+                commit,
+                source: ArchiveError::Read(e),
+            }),
+        }
+    }
+
     async fn fetch_into(
         &self,
         owner: &str,
@@ -265,28 +309,7 @@ impl SourceFetcher {
             Ok(Err(error)) => return Err(error),
             Ok(Ok(())) => {}
         }
-        let extracted = extracted.map_err(|source| SourceError::Archive {
-            repository: repository.clone(),
-            commit: commit.to_owned(),
-            source,
-        })?;
-        if let Some(found) = &extracted.commit {
-            if !found.starts_with(commit) {
-                return Err(SourceError::CommitMismatch {
-                    repository,
-                    commit: commit.to_owned(),
-                    found: found.clone(),
-                });
-            }
-        }
-        Ok(SourceTree {
-            root: into.to_path_buf(),
-            repository,
-            commit: extracted.commit.unwrap_or_else(|| commit.to_owned()),
-            files: extracted.files,
-            symlinks: extracted.symlinks,
-            bytes: extracted.bytes,
-        })
+        source_tree(repository, commit, into, extracted)
     }
 
     /// Streams the tarball into `tx`. Stops quietly when the extractor
@@ -339,6 +362,59 @@ impl SourceFetcher {
             }
         }
     }
+}
+
+/// Unpacks `archive` (what [`SourceFetcher::archive`] fetched for
+/// `repository` at `commit`) into `into`, which must not exist or be empty,
+/// with the checks of [`SourceFetcher::fetch`]: at most `max_bytes`
+/// unpacked, and the archive must be of the commit asked for. Blocking.
+pub fn unpack(
+    archive: &[u8],
+    repository: &str,
+    commit: &str,
+    into: &Path,
+    max_bytes: u64,
+) -> Result<SourceTree, SourceError> {
+    let (owner, name) = parse_repository(repository)?;
+    let commit = parse_commit(commit)?;
+    prepare_work_dir(into)?;
+    let extracted = extract(archive, into, max_bytes);
+    let result = source_tree(format!("{owner}/{name}"), &commit, into, extracted);
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(into);
+    }
+    result
+}
+
+/// What an unpacking wrote, checked against the commit asked for.
+fn source_tree(
+    repository: String,
+    commit: &str,
+    into: &Path,
+    extracted: Result<super::extract::Extracted, ArchiveError>,
+) -> Result<SourceTree, SourceError> {
+    let extracted = extracted.map_err(|source| SourceError::Archive {
+        repository: repository.clone(),
+        commit: commit.to_owned(),
+        source,
+    })?;
+    if let Some(found) = &extracted.commit {
+        if !found.starts_with(commit) {
+            return Err(SourceError::CommitMismatch {
+                repository,
+                commit: commit.to_owned(),
+                found: found.clone(),
+            });
+        }
+    }
+    Ok(SourceTree {
+        root: into.to_path_buf(),
+        repository,
+        commit: extracted.commit.unwrap_or_else(|| commit.to_owned()),
+        files: extracted.files,
+        symlinks: extracted.symlinks,
+        bytes: extracted.bytes,
+    })
 }
 
 /// GitHub's `{"message": ...}`, or the start of whatever else came back.

@@ -144,6 +144,13 @@ impl LocalSite {
     }
 }
 
+/// Every file of a built site under `root`, as (site path, disk path),
+/// refusing what [`walk`] refuses: what the builder packs is exactly what
+/// the publisher would publish.
+pub(crate) fn site_files(root: &Path) -> Result<Vec<(String, PathBuf)>, PublishError> {
+    walk(root)
+}
+
 /// Every file under `root` as (site path, disk path), the root manifest
 /// left out. The output is the work of untrusted build code, so it is data:
 /// a symlink anywhere (to a file, a directory, `/proc/self/environ`, a path

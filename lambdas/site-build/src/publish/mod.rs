@@ -43,6 +43,7 @@ pub use layout::{
 
 use invalidation::{changed_paths, invalidation_paths, PATH_SAFE};
 use layout::{created_second, new_ksuid, now_rfc3339};
+pub(crate) use local::site_files;
 pub use local::Refusal;
 use local::{base64, list_refusals, LocalFile, LocalSite};
 

@@ -22,7 +22,8 @@ use tokio::sync::OnceCell;
 use tracing::{info, warn};
 
 use crate::approval::ApprovalToken;
-use crate::build::{NpmBuilder, SourceFetcher};
+use crate::build::SourceFetcher;
+use crate::builder::RemoteBuilder;
 use crate::config::SiteConfig;
 use crate::deployments::{
     now_epoch, now_rfc3339, Changes, Deployment, DeploymentAction, DeploymentKey, DeploymentStatus,
@@ -41,7 +42,8 @@ pub struct SiteService {
     pub store: DeploymentStore,
     pub publisher: Publisher,
     pub fetcher: SourceFetcher,
-    pub builder: NpmBuilder,
+    /// The builder function, where repository code runs.
+    pub builder: RemoteBuilder,
     pub github: GitHubApi,
     pub secret: WebhookSecret,
     pub notifier: Notifier,
@@ -101,7 +103,6 @@ impl SiteService {
         store: DeploymentStore,
         publisher: Publisher,
         fetcher: SourceFetcher,
-        builder: NpmBuilder,
         github: GitHubApi,
         secret: WebhookSecret,
         notifier: Notifier,
@@ -112,6 +113,12 @@ impl SiteService {
             .live_store_arn
             .as_ref()
             .map(|arn| LiveStore::new(aws_sdk_cloudfrontkeyvaluestore::Client::new(sdk), arn));
+        let builder = RemoteBuilder::new(
+            aws_sdk_lambda::Client::new(sdk),
+            aws_sdk_s3::Client::new(sdk),
+            &config.bucket,
+            &config.builder_function,
+        );
         Self {
             config,
             store,

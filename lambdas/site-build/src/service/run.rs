@@ -18,7 +18,8 @@ use notify::{Notice, Outcome};
 use tracing::{info, warn};
 
 use super::{ServiceError, SiteService};
-use crate::build::{FailureCause, SourceError};
+use crate::build::SourceError;
+use crate::builder::RemoteBuildError;
 use crate::deployments::{
     now_epoch, Changes, Deployment, DeploymentAction, DeploymentKey, DeploymentStatus, Transition,
 };
@@ -444,66 +445,65 @@ impl SiteService {
         let Some(limit) = budget.step(self.fetcher.timeout()) else {
             return Ok(out_of_time(Phase::Fetch, Vec::new()));
         };
-        let source = work.join("src");
         let fetched = self
             .fetcher
             .clone()
             .with_timeout(limit.limit)
-            .fetch(&repository.to_string(), &commit, &source)
+            .archive(&repository.to_string(), &commit)
             .await;
-        match fetched {
-            Ok(_) => {}
+        let archive = match fetched {
+            Ok(archive) => archive,
             Err(SourceError::TimedOut { .. }) if limit.by_budget => {
                 return Ok(out_of_time(Phase::Fetch, Vec::new()))
             }
             Err(e) => return Ok(failed(e.to_string(), Vec::new(), changes())),
-        }
-
-        let until = Some(budget.until());
-        let built = {
-            let mut session = match self.builder.session(&source, environment.as_str()) {
-                Ok(session) => session,
-                Err(failure) => {
-                    let log_tail = failure.log_tail.clone();
-                    return Ok(failed(failure.to_string(), log_tail, changes()));
-                }
-            };
-            if !self
-                .enter(deployment, lease, Phase::Install, changes())
-                .await?
-            {
-                return Ok(None);
-            }
-            let mut result = session.install(until).await;
-            if result.is_ok() {
-                if !self
-                    .enter(deployment, lease, Phase::Build, changes())
-                    .await?
-                {
-                    return Ok(None);
-                }
-                result = session.build(until).await;
-            }
-            result.and_then(|()| session.output())
         };
+
+        // Repository code runs in the builder function, never here.
+        if !self
+            .enter(deployment, lease, Phase::Build, changes())
+            .await?
+        {
+            return Ok(None);
+        }
+        let handoff = format!("{}/attempt-{}", deployment.id, lease.attempt);
+        let built = self
+            .builder
+            .build(
+                &handoff,
+                &repository.to_string(),
+                &commit,
+                environment.as_str(),
+                archive,
+                budget.until(),
+                &work.join("site"),
+            )
+            .await;
         let built = match built {
             Ok(built) => built,
-            Err(failure) => {
-                let log_tail = failure.log_tail.clone();
-                if matches!(failure.cause, FailureCause::OutOfTime { .. }) {
-                    let phase = match failure.step {
-                        crate::build::BuildStep::Install => Phase::Install,
-                        _ => Phase::Build,
-                    };
-                    return Ok(out_of_time(phase, log_tail));
-                }
-                return Ok(failed(failure.to_string(), log_tail, changes()));
+            Err(RemoteBuildError::Failed {
+                step,
+                out_of_time: true,
+                log_tail,
+                ..
+            }) => {
+                let error = format!("{}: {step} was stopped", budget.out_of_time(Phase::Build));
+                warn!(deployment = %key, error = %error, "stopping before the function's deadline; the live deploy is unchanged");
+                return Ok(Some(Finished::failed(error, log_tail, changes())));
+            }
+            Err(RemoteBuildError::OutOfTime { .. }) => {
+                return Ok(out_of_time(Phase::Build, Vec::new()))
+            }
+            Err(e) => {
+                let log_tail = e.log_tail();
+                return Ok(failed(e.to_string(), log_tail, changes()));
             }
         };
         info!(
             deployment = %key,
-            install_ms = built.durations.install.as_millis() as u64,
-            build_ms = built.durations.build.as_millis() as u64,
+            files = built.files,
+            install_ms = built.install.as_millis() as u64,
+            build_ms = built.build.as_millis() as u64,
             "built"
         );
 
@@ -528,6 +528,7 @@ impl SiteService {
             return Ok(failed(error, built.log_tail, changes()));
         }
         let target = target_of(environment, &branch);
+        let until = Some(budget.until());
         let outcome = match self
             .publisher
             .publish_as(&target, &built.output_dir, &deploy_id, until)
