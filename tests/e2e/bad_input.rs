@@ -186,3 +186,68 @@ async fn bad_uploads_get_clear_errors_and_no_build() {
         "{versions:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_that_would_deploy_the_install_own_stack_is_refused_and_starts_nothing() {
+    let stack = TestStack::start("dev", &[]).await;
+    let bucket = stack.pipeline.resources.bucket.clone();
+    // Through the real path: S3 notifies s3-trigger of the upload.
+    let prefix = stack
+        .upload(
+            "deployer",
+            "main",
+            "1.abcd",
+            &sample_template(),
+            json!({"Greeting": "x"}),
+        )
+        .await;
+    let key = format!("{prefix}cloudformation-params.json");
+    // As S3 encodes it in the notification.
+    let event_key = key.replace('/', "%2F");
+    localstack::emulator::wait_until(
+        "s3-trigger to receive the upload",
+        std::time::Duration::from_secs(30),
+        || async {
+            Ok(stack
+                .pipeline
+                .delivered
+                .events(stack.pipeline.s3_trigger.name())
+                .iter()
+                .any(|e| e["Records"][0]["s3"]["object"]["key"] == event_key.as_str())
+                .then_some(()))
+        },
+    )
+    .await
+    .unwrap();
+    // The same notification again, to read the function's report.
+    let report = stack
+        .pipeline
+        .s3_trigger
+        .invoke(&s3_put_event(&bucket, &event_key))
+        .await
+        .expect("a refused upload is not a function error");
+    assert_eq!(report["created"], json!([]), "{report}");
+    assert_eq!(
+        report["rejected"],
+        json!([{
+            "key": event_key,
+            "error": format!(
+                "key {key:?}: repo \"deployer\" would deploy stack \"dev-deployer\", the stack of this Deployer install itself; uploads for it are refused (use another repo name)"
+            ),
+        }])
+    );
+
+    // Nothing started: no build record, no execution, no stack.
+    let page = stack
+        .builds()
+        .list("deployer", "dev", 50, None)
+        .await
+        .unwrap();
+    assert!(page.builds.is_empty(), "{:?}", page.builds);
+    assert!(stack.executions().await.is_empty());
+    assert!(stack.stack("dev-deployer").await.is_none());
+
+    // A repo whose name only starts like it is an ordinary build.
+    let other = stack.upload_sample("deployer-docs", "1.abcd", "x").await;
+    assert_eq!(other.stack_name, "dev-deployer-docs");
+}

@@ -20,5 +20,6 @@ mod site_guard;
 mod site_publish;
 mod site_recovery;
 mod stack_deploy;
+mod stack_ownership;
 mod state_machine_faults;
 mod template;

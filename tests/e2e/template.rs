@@ -637,3 +637,315 @@ fn a_traced_state_machine_may_write_to_x_ray() {
         }
     }
 }
+
+#[test]
+fn the_artifact_bucket_denies_plain_http_and_puts_by_principals_not_named() {
+    let doc = template();
+    let (id, policy) = resources(&doc, "AWS::S3::BucketPolicy")
+        .into_iter()
+        .find(|(_, p)| p["Properties"]["Bucket"] == json!({"Ref": "ArtifactBucket"}))
+        .expect("the artifact bucket has a policy");
+    assert!(
+        policy["Condition"].is_null(),
+        "{id} exists in every install"
+    );
+    let bucket = json!({"Fn::Sub": "arn:${AWS::Partition}:s3:::${ArtifactBucket}"});
+    let objects = json!({"Fn::Sub": "arn:${AWS::Partition}:s3:::${ArtifactBucket}/*"});
+    let statements = &policy["Properties"]["PolicyDocument"]["Statement"];
+    assert_eq!(
+        statements[0],
+        json!({
+            "Sid": "DenyInsecureTransport",
+            "Effect": "Deny",
+            "Principal": "*",
+            "Action": "s3:*",
+            "Resource": [bucket, objects],
+            "Condition": {"Bool": {"aws:SecureTransport": "false"}}
+        })
+    );
+    // Only with ArtifactWriterPrincipals: everyone else is denied PutObject.
+    assert_eq!(
+        statements[1]["Fn::If"],
+        json!([
+            "HasArtifactWriterPrincipals",
+            {
+                "Sid": "OnlyArtifactWritersPut",
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": "s3:PutObject",
+                "Resource": objects,
+                "Condition": {"ArnNotLike": {"aws:PrincipalArn": {"Fn::Split": [",", {"Ref": "ArtifactWriterPrincipals"}]}}}
+            },
+            {"Ref": "AWS::NoValue"}
+        ])
+    );
+    assert_eq!(as_list(statements).len(), 2, "nothing else: {statements}");
+    assert_eq!(doc["Parameters"]["ArtifactWriterPrincipals"]["Default"], "");
+    assert_eq!(
+        doc["Conditions"]["HasArtifactWriterPrincipals"],
+        json!({"Fn::Not": [{"Fn::Equals": [{"Ref": "ArtifactWriterPrincipals"}, ""]}]})
+    );
+    // The pattern admits a list of ARNs without spaces (Fn::Split keeps them).
+    let pattern = doc["Parameters"]["ArtifactWriterPrincipals"]["AllowedPattern"]
+        .as_str()
+        .unwrap();
+    assert_eq!(pattern, "^$|^arn:[^,\\s]+(,arn:[^,\\s]+)*$");
+}
+
+#[test]
+fn site_build_reserved_concurrency_is_an_optional_parameter() {
+    let doc = template();
+    let parameter = &doc["Parameters"]["SiteBuildReservedConcurrency"];
+    assert_eq!(parameter["Default"], "", "unreserved unless asked");
+    assert_eq!(parameter["AllowedPattern"], "^$|^[0-9]{1,5}$");
+    assert_eq!(
+        doc["Conditions"]["HasSiteBuildReservedConcurrency"],
+        json!({"Fn::Not": [{"Fn::Equals": [{"Ref": "SiteBuildReservedConcurrency"}, ""]}]})
+    );
+    assert_eq!(
+        doc["Resources"]["SiteBuildFunction"]["Properties"]["ReservedConcurrentExecutions"],
+        json!({"Fn::If": [
+            "HasSiteBuildReservedConcurrency",
+            {"Ref": "SiteBuildReservedConcurrency"},
+            {"Ref": "AWS::NoValue"}
+        ]})
+    );
+}
+
+#[test]
+fn the_install_stack_is_off_limits_to_uploads_and_to_the_state_machine() {
+    let doc = template();
+    let stack_name = json!({"Ref": "AWS::StackName"});
+    // s3-trigger refuses uploads that would deploy it.
+    assert_eq!(
+        doc["Resources"]["S3TriggerFunction"]["Properties"]["Environment"]["Variables"]
+            ["INSTALL_STACK_NAME"],
+        stack_name
+    );
+    // The state machine tags what it creates with the install's name.
+    assert_eq!(
+        doc["Resources"]["DeploymentStateMachine"]["Properties"]["DefinitionSubstitutions"]
+            ["ManagedBy"],
+        stack_name
+    );
+    let asl =
+        std::fs::read_to_string(deployer_e2e::root().join("state-machine/deployment.asl.json"))
+            .unwrap();
+    assert!(asl.contains("\"Value\": \"${ManagedBy}\""));
+    // Its role may not change the install's stack even if asked to.
+    let denied: Vec<Value> =
+        as_list(&doc["Resources"]["StateMachineRole"]["Properties"]["Policies"])
+            .iter()
+            .flat_map(|p| as_list(&p["PolicyDocument"]["Statement"]))
+            .filter(|s| s["Effect"] == "Deny")
+            .collect();
+    assert_eq!(denied.len(), 1, "{denied:?}");
+    assert_eq!(
+        denied[0]["Resource"],
+        json!({"Fn::Sub": "arn:${AWS::Partition}:cloudformation:${AWS::Region}:${AWS::AccountId}:stack/${AWS::StackName}/*"})
+    );
+    for action in [
+        "cloudformation:CreateChangeSet",
+        "cloudformation:ExecuteChangeSet",
+        "cloudformation:DeleteStack",
+    ] {
+        assert!(
+            as_list(&denied[0]["Action"]).contains(&json!(action)),
+            "{action}"
+        );
+    }
+}
+
+/// Actions AWS authorizes only on `*`: the Service Authorization Reference
+/// lists no resource type for them, so no ARN can narrow them.
+const ONLY_ON_EVERY_RESOURCE: &[(&str, &str)] = &[
+    (
+        "ecs:DescribeTaskDefinition",
+        "no resource type: task definitions are read account-wide",
+    ),
+    ("ecs:ListTaskDefinitions", "no resource type: a list action"),
+    ("xray:PutTraceSegments", "no resource type"),
+    ("xray:PutTelemetryRecords", "no resource type"),
+    ("xray:GetSamplingRules", "no resource type"),
+    ("xray:GetSamplingTargets", "no resource type"),
+    // Step Functions' documented policy for logging to CloudWatch Logs: the
+    // vended-log delivery actions and the account's log resource policy.
+    (
+        "logs:CreateLogDelivery",
+        "no resource type (vended log delivery)",
+    ),
+    (
+        "logs:GetLogDelivery",
+        "no resource type (vended log delivery)",
+    ),
+    (
+        "logs:UpdateLogDelivery",
+        "no resource type (vended log delivery)",
+    ),
+    (
+        "logs:DeleteLogDelivery",
+        "no resource type (vended log delivery)",
+    ),
+    (
+        "logs:ListLogDeliveries",
+        "no resource type (vended log delivery)",
+    ),
+    (
+        "logs:PutResourcePolicy",
+        "account-level log resource policy",
+    ),
+    (
+        "logs:DescribeResourcePolicies",
+        "account-level log resource policy",
+    ),
+    ("logs:DescribeLogGroups", "lists the account's log groups"),
+];
+
+/// Wildcards for resources whose names this template cannot know.
+const UNKNOWN_NAMES: &[(&str, &str, &str)] = &[(
+    "ses:SendEmail",
+    "configuration-set/*",
+    "SES also authorizes the identity's default configuration set, named outside this template; ses:FromAddress still pins the sender",
+)];
+
+/// Names a `${...}` in an ARN may use: this template's resources and
+/// parameters, the install's stack name, and a `Fn::Sub` variable map.
+fn own_names(doc: &Value, local: Option<&Value>) -> Vec<String> {
+    let mut names: Vec<String> = ["Resources", "Parameters"]
+        .iter()
+        .flat_map(|section| doc[*section].as_object().unwrap().keys().cloned())
+        .collect();
+    names.push("AWS::StackName".to_owned());
+    if let Some(map) = local.and_then(Value::as_object) {
+        names.extend(map.keys().cloned());
+    }
+    names
+}
+
+/// Why `resource` (one value of a Resource element) is not this install's
+/// own, or None when it is.
+fn not_own(doc: &Value, action: &str, resource: &Value) -> Option<String> {
+    if resource == "*" {
+        return (!ONLY_ON_EVERY_RESOURCE.iter().any(|(a, _)| *a == action))
+            .then(|| "* although the action takes an ARN".to_owned());
+    }
+    if let Some(id) = resource["Fn::GetAtt"][0]
+        .as_str()
+        .or(resource["Ref"].as_str())
+    {
+        return (!own_names(doc, None).iter().any(|n| n == id))
+            .then(|| format!("{id} is not in this template"));
+    }
+    let (text, local) = match &resource["Fn::Sub"] {
+        Value::String(text) => (text.as_str(), None),
+        Value::Array(parts) => (parts[0].as_str().unwrap_or_default(), parts.get(1)),
+        _ => return Some(format!("unrecognised form {resource}")),
+    };
+    if UNKNOWN_NAMES
+        .iter()
+        .any(|(a, suffix, _)| *a == action && text.ends_with(&format!(":{suffix}")))
+    {
+        return None;
+    }
+    // arn:partition:service:region:account:resource
+    let Some(resource_part) = text.splitn(6, ':').nth(5) else {
+        return Some("not an ARN".to_owned());
+    };
+    let names = own_names(doc, local);
+    let first_own = resource_part.match_indices("${").find_map(|(at, _)| {
+        let name = &resource_part[at + 2..at + resource_part[at..].find('}')?];
+        names.iter().any(|n| n == name).then_some(at)
+    });
+    let first_wildcard = resource_part.find('*');
+    match (first_own, first_wildcard) {
+        (None, _) => Some("names nothing of this install".to_owned()),
+        (Some(own), Some(star)) if star < own => {
+            Some("a wildcard before this install's name".to_owned())
+        }
+        _ => None,
+    }
+}
+
+/// (role, action, resource, why) for every Allow that reaches past this
+/// install's own resources.
+fn foreign_grants(doc: &Value) -> Vec<(String, String, String, String)> {
+    let mut offending = Vec::new();
+    for (role, props) in resources(doc, "AWS::IAM::Role") {
+        for policy in as_list(&props["Properties"]["Policies"]) {
+            for statement in as_list(&policy["PolicyDocument"]["Statement"]) {
+                if statement["Effect"] != "Allow" {
+                    continue;
+                }
+                for action in as_list(&statement["Action"]) {
+                    let action = action.as_str().unwrap_or_default();
+                    for resource in as_list(&statement["Resource"]) {
+                        if let Some(why) = not_own(doc, action, &resource) {
+                            offending.push((
+                                role.clone(),
+                                action.to_owned(),
+                                resource.to_string(),
+                                why,
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    offending
+}
+
+#[test]
+fn every_granted_resource_is_this_installs_own_and_star_only_where_aws_requires_it() {
+    let doc = template();
+    let offending = foreign_grants(&doc);
+    assert!(
+        offending.is_empty(),
+        "grants beyond this install's resources:\n{}",
+        offending
+            .iter()
+            .map(|(role, action, resource, why)| format!("  {role} {action} {resource}: {why}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+
+    // The check itself catches what it is for.
+    let mut bad = doc.clone();
+    bad["Resources"]["S3TriggerRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+        .as_array_mut()
+        .unwrap()
+        .extend([
+            json!({"Effect": "Allow", "Action": ["s3:GetObject"], "Resource": "*"}),
+            json!({"Effect": "Allow", "Action": "ses:SendEmail",
+                   "Resource": {"Fn::Sub": "arn:${AWS::Partition}:ses:${AWS::Region}:${AWS::AccountId}:identity/*"}}),
+            json!({"Effect": "Allow", "Action": "ssm:GetParameter",
+                   "Resource": {"Fn::Sub": "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter/*/${Environment}"}}),
+            json!({"Effect": "Allow", "Action": "sqs:SendMessage",
+                   "Resource": {"Fn::GetAtt": ["SomeoneElsesQueue", "Arn"]}}),
+        ]);
+    let caught: Vec<(String, String)> = foreign_grants(&bad)
+        .into_iter()
+        .map(|(role, action, _, why)| (format!("{role} {action}"), why))
+        .collect();
+    assert_eq!(
+        caught,
+        [
+            (
+                "S3TriggerRole s3:GetObject".to_owned(),
+                "* although the action takes an ARN".to_owned()
+            ),
+            (
+                "S3TriggerRole ses:SendEmail".to_owned(),
+                "names nothing of this install".to_owned()
+            ),
+            (
+                "S3TriggerRole ssm:GetParameter".to_owned(),
+                "a wildcard before this install's name".to_owned()
+            ),
+            (
+                "S3TriggerRole sqs:SendMessage".to_owned(),
+                "SomeoneElsesQueue is not in this template".to_owned()
+            ),
+        ]
+    );
+}

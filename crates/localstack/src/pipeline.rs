@@ -198,6 +198,8 @@ impl Pipeline {
     pub async fn start(emulator: Arc<Emulator>, options: PipelineOptions) -> anyhow::Result<Self> {
         let mut template = Template::load(&options.root.join("cloudformation.template"))?;
         template.set("Environment", options.env.clone());
+        // The install's own stack, as `make deploy` names it.
+        template.set("AWS::StackName", format!("{}-deployer", options.env));
         for (name, value) in &options.parameters {
             template.set(name, value.clone());
         }

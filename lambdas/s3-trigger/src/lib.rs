@@ -28,6 +28,10 @@ pub struct Config {
     /// Every environment name an override file may carry. An override for any
     /// other name is a typo that would otherwise be silently ignored.
     pub known_envs: BTreeSet<String>,
+    /// Stack names no upload may deploy: this install's own stack (its
+    /// `AWS::StackName`, and `{env}-deployer`, the name `make deploy` gives it).
+    /// The CloudFormation service role could rewrite Deployer itself.
+    pub reserved_stacks: BTreeSet<String>,
 }
 
 impl Config {
@@ -66,12 +70,19 @@ impl Config {
                 ));
             }
         }
+        let install_stack = get("INSTALL_STACK_NAME").filter(|v| !v.is_empty());
         match (builds_table, deploy_env) {
-            (Some(builds_table), Some(deploy_env)) if problems.is_empty() => Ok(Config {
-                builds_table,
-                deploy_env,
-                known_envs,
-            }),
+            (Some(builds_table), Some(deploy_env)) if problems.is_empty() => {
+                let reserved_stacks = std::iter::once(format!("{deploy_env}-deployer"))
+                    .chain(install_stack)
+                    .collect();
+                Ok(Config {
+                    builds_table,
+                    deploy_env,
+                    known_envs,
+                    reserved_stacks,
+                })
+            }
             _ => Err(ConfigError(problems)),
         }
     }
@@ -90,6 +101,12 @@ pub enum TriggerError {
     Key(#[from] KeyError),
     #[error("key {key:?} is not a trigger: builds start from {TRIGGER_FILE}")]
     NotTrigger { key: String },
+    #[error("key {key:?}: repo {repo:?} would deploy stack {stack:?}, the stack of this Deployer install itself; uploads for it are refused (use another repo name)")]
+    InstallStack {
+        key: String,
+        repo: String,
+        stack: String,
+    },
     #[error("{template_key}: template is missing; upload it before {TRIGGER_FILE}")]
     MissingTemplate { template_key: String },
     #[error(transparent)]
@@ -233,6 +250,15 @@ async fn handle_record(
     let prefix = key.prefix();
     let trigger_key = format!("{prefix}{TRIGGER_FILE}");
     tracing::Span::current().record("repo", key.repo.as_str());
+    // The same name NewBuild::stack_name gives the build's stack.
+    let stack = format!("{}-{}", config.deploy_env, key.repo);
+    if config.reserved_stacks.contains(&stack) {
+        return Err(TriggerError::InstallStack {
+            key: trigger_key,
+            repo: key.repo,
+            stack,
+        });
+    }
 
     let template_key = format!("{prefix}{TEMPLATE_FILE}");
     head_template(s3, &bucket, &template_key).await?;
@@ -378,6 +404,25 @@ mod tests {
         assert!(text.contains("BUILDS_TABLE"), "{text}");
         assert!(text.contains("DEPLOY_ENV is required"), "{text}");
         assert!(text.contains("\"st-g\""), "{text}");
+    }
+
+    #[test]
+    fn the_install_stack_is_reserved_by_convention_and_by_name() {
+        let config = |install: Option<&str>| {
+            Config::from_lookup(|name| match name {
+                "BUILDS_TABLE" => Some("t".into()),
+                "DEPLOY_ENV" => Some("dev".into()),
+                "INSTALL_STACK_NAME" => install.map(str::to_owned),
+                _ => None,
+            })
+            .unwrap()
+            .reserved_stacks
+        };
+        assert_eq!(config(None), BTreeSet::from(["dev-deployer".to_owned()]));
+        assert_eq!(
+            config(Some("dev-platform")),
+            BTreeSet::from(["dev-deployer".to_owned(), "dev-platform".to_owned()])
+        );
     }
 
     #[test]
