@@ -18,8 +18,9 @@ faults still aim at the function's name.
 
 Deviations from IAM, each because moto cannot evaluate it:
 - a statement's Resource is only compared where moto knows the request's resource
-  (S3 buckets and objects, SQS queues, STS AssumeRole); elsewhere the action alone
-  decides (moto passes "*" as the resource);
+  (S3 buckets and objects, SQS queues, STS AssumeRole); elsewhere (moto passes "*")
+  an Allow is taken to cover the request, and a Deny applies only when its Resource
+  is "*": the action alone decides;
 - Conditions of identity policies are not evaluated (moto has no request context for
   them and would treat every conditional Allow as an explicit Deny);
 - signatures are checked for role sessions only: the harness's raw calls are signed
@@ -95,8 +96,9 @@ def enable(account_id):
     original_is_permitted = statement.is_action_permitted
 
     def _check_element_matches(self, element, value):
-        # moto passes "*" when it does not know the request's resource.
-        if element == "Resource" and value == "*":
+        # moto passes "*" when it does not know the request's resource: an
+        # Allow is taken to cover it, a Deny only when it names every resource.
+        if element == "Resource" and value == "*" and self._statement.get("Effect") == "Allow":
             return True
         return original_matches(self, element, value)
 
