@@ -24,7 +24,9 @@ Deviations from IAM, each because moto cannot evaluate it:
 - Conditions of identity policies are not evaluated (moto has no request context for
   them and would treat every conditional Allow as an explicit Deny);
 - signatures are checked for role sessions only: the harness's raw calls are signed
-  with a placeholder;
+  with a placeholder; a presigned URL is authorized as its signer (moto fails
+  without an Authorization header), its signature is not checked; an unsigned
+  request is refused as AWS refuses it (moto answered 500);
 - DynamoDB transactions need the actions of their items (PutItem, UpdateItem, ...),
   as on AWS, not moto's dynamodb:TransactWriteItems; an S3 multi-object delete needs
   s3:DeleteObject on each key, not on the bucket.
@@ -85,7 +87,9 @@ def enable(account_id):
     """Creates the exempt identities, then turns enforcement on."""
     from moto import settings
     from moto.core.authorization import ActionAuthenticatorMixin
+    from moto.core.exceptions import AccessDeniedError, JsonRESTError
     from moto.iam import access_control
+    from moto.s3.exceptions import S3AccessDeniedError
 
     _user_with_key(account_id, ADMIN_USER, *ADMIN_KEY)
     _user_with_key(account_id, INTERPRETER_USER, *INTERPRETER_KEY)
@@ -117,15 +121,60 @@ def enable(account_id):
     statement.is_action_permitted = is_action_permitted
     statement._check_conditions = _check_conditions
 
+    original_init = access_control.IAMRequestBase.__init__
+
+    def __init__(self, account_id, method, path, data, body, headers, action):
+        # A presigned URL carries its signer's credential in the query (moto
+        # reads only the Authorization header, and fails without one).
+        self._presigned = False
+        if "Authorization" not in headers:
+            from urllib.parse import parse_qs
+
+            query = {k.lower(): v[0] for k, v in parse_qs(path.partition("?")[2]).items()}
+            credential = query.get("x-amz-credential")  # SigV4
+            if not credential and query.get("awsaccesskeyid"):  # SigV2 (S3 only)
+                credential = f"{query['awsaccesskeyid']}/19700101/us-east-1/s3/aws4_request"
+            if credential:
+                self._presigned = True
+                headers = {k: v for k, v in headers.items()}
+                headers["Authorization"] = (
+                    f"AWS4-HMAC-SHA256 Credential={credential}, "
+                    f"SignedHeaders={query.get('x-amz-signedheaders', 'host')}, "
+                    f"Signature={query.get('x-amz-signature') or query.get('signature', '')}"
+                )
+                token = query.get("x-amz-security-token")
+                if token:
+                    headers["X-Amz-Security-Token"] = token
+            else:
+                _refuse_unsigned(self, headers)
+        original_init(self, account_id, method, path, data, body, headers, action)
+
+    access_control.IAMRequestBase.__init__ = __init__
+
+    class MissingAuthenticationToken(AccessDeniedError):
+        def __init__(self):
+            super().__init__("", "")
+            self.description = (
+                "<ErrorResponse><Error><Type>Sender</Type><Code>MissingAuthenticationToken</Code>"
+                "<Message>Request is missing Authentication Token</Message></Error>"
+                "<RequestId>00000000-0000-0000-0000-000000000000</RequestId></ErrorResponse>"
+            )
+
+    def _refuse_unsigned(request, headers):
+        # As AWS answers an unsigned request (moto failed with a 500).
+        if isinstance(request, access_control.S3IAMRequest):
+            raise S3AccessDeniedError()
+        if headers.get("X-Amz-Target"):
+            raise JsonRESTError("MissingAuthenticationTokenException", "Request is missing Authentication Token")
+        raise MissingAuthenticationToken()
+
     original_signature = access_control.IAMRequestBase.check_signature
 
     def check_signature(self):
-        if isinstance(self._access_key, access_control.AssumedRoleAccessKey):
+        if isinstance(self._access_key, access_control.AssumedRoleAccessKey) and not self._presigned:
             original_signature(self)
 
     access_control.IAMRequestBase.check_signature = check_signature
-
-    from moto.core.exceptions import AccessDeniedError, JsonRESTError
 
     original_denied = access_control.IAMRequest._raise_access_denied
 
