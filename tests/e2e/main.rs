@@ -18,6 +18,7 @@ mod site_flow;
 mod site_guard;
 mod site_publish;
 mod site_recovery;
+mod site_router;
 mod stack_deploy;
 mod stack_ownership;
 mod state_machine_faults;
