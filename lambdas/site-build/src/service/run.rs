@@ -404,17 +404,44 @@ impl SiteService {
         repository: &Repository,
         branch: &Branch,
         commit: &str,
-    ) -> Option<String> {
+    ) -> Option<Finished> {
         if deployment.origin != super::PUSH_ORIGIN || deployment.environment != "production" {
             return None;
         }
-        match self.github.branch_head(repository, branch).await {
-            Ok(head) if head.eq_ignore_ascii_case(commit) => None,
-            Ok(head) => Some(no_longer_head(commit, branch, &head)),
-            Err(e) => Some(format!(
-                "cannot confirm that commit {commit} is still the head of {branch}, so it is not deployed: {e}"
-            )),
-        }
+        let head = match self.github.branch_head(repository, branch).await {
+            Ok(head) if head.eq_ignore_ascii_case(commit) => return None,
+            Ok(head) => head,
+            Err(e) => {
+                return Some(Finished::failed(
+                    format!("cannot confirm that commit {commit} is still the head of {branch}, so it is not deployed: {e}"),
+                    Vec::new(),
+                    Changes::default(),
+                ))
+            }
+        };
+        let why = no_longer_head(commit, branch, &head);
+        // A race, when the head's own deployment is recorded: that one
+        // publishes the newer commit. Otherwise (a replayed old push) the
+        // refusal is a failure someone should see.
+        let newer = self
+            .store
+            .newer(&deployment.target, &deployment.id, NEWER_LOOKED_AT)
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .rev()
+            .find(|d| {
+                d.commit
+                    .as_deref()
+                    .is_some_and(|c| c.eq_ignore_ascii_case(&head))
+            });
+        Some(match newer {
+            Some(newer) => Finished::superseded(
+                &newer.id,
+                format!("{why}: deployment {} deploys it", newer.id),
+            ),
+            None => Finished::failed(why, Vec::new(), Changes::default()),
+        })
     }
 
     /// The build of one attempt; `None` when the attempt lost its lease.
@@ -484,11 +511,12 @@ impl SiteService {
             return Ok(None);
         }
         let changes = Changes::default;
-        if let Some(error) = self
+        if let Some(refused) = self
             .push_superseded(deployment, &repository, &branch, &commit)
             .await
         {
-            return Ok(failed(error, Vec::new(), changes()));
+            warn!(deployment = %key, status = %refused.status, error = ?refused.error, "not the head of its branch; the live deploy is unchanged");
+            return Ok(Some(refused));
         }
         let out_of_time = |phase: Phase, log_tail: Vec<String>| {
             let error = budget.out_of_time(phase);
@@ -576,11 +604,15 @@ impl SiteService {
             return Ok(out_of_time(Phase::Publish, built.log_tail));
         }
         // Again at the last moment: main can move on during the build.
-        if let Some(error) = self
+        if let Some(mut refused) = self
             .push_superseded(deployment, &repository, &branch, &commit)
             .await
         {
-            return Ok(failed(error, built.log_tail, changes()));
+            warn!(deployment = %key, status = %refused.status, error = ?refused.error, "not the head of its branch; the live deploy is unchanged");
+            if refused.status == DeploymentStatus::Failed {
+                refused.changes = refused.changes.set("log_tail", &built.log_tail);
+            }
+            return Ok(Some(refused));
         }
         let target = target_of(environment, &branch);
         let until = Some(budget.until());
