@@ -190,8 +190,10 @@ const PATHS: &[&str] = &[
     "/no-such-page",
 ];
 
-/// (how the viewer reaches the target, target, event for a path)
-fn viewers() -> Vec<(&'static str, &'static str, Box<dyn Fn(&str) -> Value>)> {
+/// How a viewer reaches a target, the target, and its event for a path.
+type Viewer = (&'static str, &'static str, Box<dyn Fn(&str) -> Value>);
+
+fn viewers() -> Vec<Viewer> {
     vec![
         (
             "site domain",
