@@ -283,6 +283,7 @@ mod tests {
         assert_eq!(config.github_api_url, "https://api.github.com");
         assert_eq!(config.approval_ttl, Duration::from_secs(86_400));
         assert_eq!(config.preview_ttl, Duration::from_secs(30 * 86_400));
+        assert_eq!(config.keep_deploys, DEFAULT_KEEP_DEPLOYS);
         let slug = crate::PreviewSlug::from_branch("feature/X");
         assert_eq!(
             config.url_of(&crate::publish::PublishTarget::preview("feature/X")),
@@ -297,14 +298,28 @@ mod tests {
         vars.insert("SITE_REPOSITORY", "not a repo");
         vars.insert("PREVIEW_URL_TEMPLATE", "https://preview.example.com/");
         vars.insert("STAGING_ON_PULL_REQUEST", "yes");
+        vars.insert("SITE_KEEP_DEPLOYS", "0");
         let message = parse(&vars).unwrap_err().to_string();
         for expected in [
             "SITE_BUCKET is required",
             "SITE_REPOSITORY:",
             "PREVIEW_URL_TEMPLATE must contain {slug}",
             "STAGING_ON_PULL_REQUEST must be true or false",
+            "SITE_KEEP_DEPLOYS must be a whole number from 1 to 1000",
         ] {
             assert!(message.contains(expected), "{expected} in {message}");
         }
+    }
+
+    #[test]
+    fn the_number_of_deploys_kept_is_read() {
+        let mut vars = base();
+        vars.insert("SITE_KEEP_DEPLOYS", "2");
+        assert_eq!(parse(&vars).unwrap().keep_deploys, 2);
+        vars.insert("SITE_KEEP_DEPLOYS", "five");
+        assert!(parse(&vars)
+            .unwrap_err()
+            .to_string()
+            .contains("SITE_KEEP_DEPLOYS must be a whole number from 1 to 1000 (deploys kept for rollback besides the live one), got \"five\""));
     }
 }

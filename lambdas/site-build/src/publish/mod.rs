@@ -1248,4 +1248,48 @@ mod tests {
         assert_eq!(site_path("/%C3%BCber/").as_deref(), Some("über/index.html"));
         assert_eq!(site_path("/%FF"), None);
     }
+
+    fn pointer(newest: Option<&str>) -> LivePointer {
+        LivePointer {
+            deploy_id: new_deploy_id(),
+            manifest_key: String::new(),
+            previous: None,
+            target: "production".into(),
+            switched_at: now_rfc3339(),
+            switched_by: Switch::Publish,
+            newest_deployment: newest.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn only_a_newer_deployment_supersedes() {
+        let (older, newer) = (new_deploy_id(), {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            new_deploy_id()
+        });
+        assert!(older < newer, "ids sort by the time they were made");
+        let live = pointer(Some(&newer));
+        assert!(superseding(Some(&live), Some(&older)).is_some());
+        // The same deployment (a resumed attempt), a newer one, a pointer
+        // from before the field, no pointer, no ordering: not superseded.
+        assert!(superseding(Some(&live), Some(&newer)).is_none());
+        assert!(superseding(Some(&pointer(Some(&older))), Some(&newer)).is_none());
+        assert!(superseding(Some(&pointer(None)), Some(&older)).is_none());
+        assert!(superseding(None, Some(&older)).is_none());
+        assert!(superseding(Some(&live), None).is_none());
+    }
+
+    #[test]
+    fn deploy_ids_are_ksuids_and_nothing_else() {
+        assert!(is_deploy_id(&new_deploy_id()));
+        for bad in [
+            "",
+            "..",
+            "../staging",
+            "2qJ8aK3bX0m1N2o3P4q5R6s7T8",
+            "2qJ8aK3bX0m1N2o3P4q5R6s7T8/x",
+        ] {
+            assert!(!is_deploy_id(bad), "{bad}");
+        }
+    }
 }
