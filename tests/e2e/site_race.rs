@@ -225,7 +225,10 @@ async fn an_older_build_that_finishes_last_is_superseded_and_the_newer_commit_st
     assert_eq!(pointer["deploy_id"], newer_deploy.as_str());
     assert_eq!(pointer["newest_deployment"], newer.as_str());
     // The older build's deploy was deleted.
-    assert_eq!(staging_deploys(&r).await, std::slice::from_ref(&newer_deploy));
+    assert_eq!(
+        staging_deploys(&r).await,
+        std::slice::from_ref(&newer_deploy)
+    );
 
     // GitHub and Slack say superseded, not failed.
     let (state, description) = r.github_statuses(&older_sha).last().unwrap().clone();
