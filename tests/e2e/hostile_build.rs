@@ -235,9 +235,13 @@ async fn a_hostile_build_reaches_no_secret_no_credential_and_nothing_live() {
         assert!((400..500).contains(&status), "{call}");
     }
     for call in with_builder_keys {
-        assert_eq!(call["status"], 403, "{call}");
+        // 403 from S3 and Lambda, 400 AccessDeniedException from the JSON
+        // services (DynamoDB, SSM), as AWS answers.
+        assert!(matches!(call["status"].as_u64(), Some(400 | 403)), "{call}");
+        // Lambda names the error in a header: its body says why.
+        let answer = call["answer"].as_str().unwrap();
         assert!(
-            call["answer"].as_str().unwrap().contains("AccessDenied"),
+            answer.contains("AccessDenied") || answer.contains("is not authorized to perform"),
             "denied by IAM, not by a bad signature: {call}"
         );
     }

@@ -12,6 +12,7 @@ mod dispatch;
 mod dispatch_faults;
 mod emulator;
 mod hostile_build;
+mod least_privilege;
 mod package;
 mod site_build_runner;
 mod site_flow;

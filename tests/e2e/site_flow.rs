@@ -36,11 +36,10 @@ impl SiteStack {
             options.site_repo = Some(dir);
             options.email_senders = vec![SENDER.to_owned()];
             options.log_dir = Some(log_dir);
-            options.env_overrides.push((
-                "SiteBuildFunction".into(),
-                "EMAIL_REPLY_FROM".into(),
-                REPLY_FROM.into(),
-            ));
+            // The template parameter, so the role may send as it (IAM is enforced).
+            options
+                .parameters
+                .push(("EmailReplyFrom".into(), REPLY_FROM.into()));
         })
         .await;
         // The reply address is a verified SES identity, as it must be in AWS.
