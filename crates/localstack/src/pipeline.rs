@@ -133,7 +133,8 @@ pub struct SiteResources {
     pub function_name: String,
     pub bucket: String,
     pub deployments_table: String,
-    /// The CloudFront distribution created on the emulator (invalidations).
+    /// The CloudFront distribution created on the emulator (its name is in
+    /// the URLs the template gives; site-build never calls CloudFront).
     pub distribution_id: String,
     /// `owner/name` the function publishes (`SITE_REPOSITORY`).
     pub repository: String,
@@ -305,7 +306,6 @@ impl Pipeline {
             ("PRODUCTION_URL", site_server.production_url()),
             ("STAGING_URL", site_server.staging_url()),
             ("PREVIEW_URL_TEMPLATE", site_server.preview_url_template()),
-            ("DISTRIBUTION_ID", site.resources.distribution_id.clone()),
             ("LIVE_STORE_ARN", String::new()),
             ("BUILDER_FUNCTION", site.resources.builder_name.clone()),
             ("SITE_REPOSITORY", site.resources.repository.clone()),
@@ -793,7 +793,7 @@ async fn provision_site(
         ),
     );
 
-    // A distribution to invalidate (the viewer side is the SiteServer).
+    // The distribution the template's URLs name (the viewer side is the SiteServer).
     let distribution_id = create_distribution(sdk, &bucket, env).await?;
     template.set("SiteDistribution", distribution_id.clone());
 
