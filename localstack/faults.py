@@ -1,8 +1,9 @@
 """The local stack's fault engine: AWS API faults for every caller of the emulator.
 
 A WSGI middleware around moto's app. Every request is attributed to a caller (the
-access key id of its SigV4 credential: each function process gets its own, the
-Step Functions interpreter signs as "ak"), a service (the credential scope's signing
+name of the role session its SigV4 access key belongs to: each function signs with a
+session of its role named after the function, the Step Functions interpreter with one
+named "ak"; any other key is its own name, e.g. "testing" for the harness), a service (the credential scope's signing
 name) and an operation (X-Amz-Target, the query protocol's Action, or the REST
 method and path). Named rules decide which calls fail, and how:
 
@@ -195,9 +196,10 @@ def _error_response(rule, service, start_response):
 
 
 class FaultMiddleware:
-    def __init__(self, app, engine):
+    def __init__(self, app, engine, caller_of=lambda access_key_id: access_key_id):
         self.app = app
         self.engine = engine
+        self.caller_of = caller_of
 
     def _control(self, environ, start_response, body):
         method = environ["REQUEST_METHOD"]
@@ -235,7 +237,7 @@ class FaultMiddleware:
         match = _CREDENTIAL.search(environ.get("HTTP_AUTHORIZATION", ""))
         if not match:
             return self.app(environ, start_response)
-        caller, service = match.group(1), match.group(2)
+        caller, service = self.caller_of(match.group(1)), match.group(2)
         rule = self.engine.decide(caller, service, _operation(environ, service, body), body)
         if rule is None:
             return self.app(environ, start_response)

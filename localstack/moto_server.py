@@ -34,7 +34,9 @@ Strictness patches (docs/local-stack.md, "Faults"):
   that reference it (moto compared against the previous input only);
 - aws-sdk task errors are named as AWS names them ("CloudFormation.CloudFormationException",
   not moto's lowercase "cloudformation.cloudformationException");
-- every request passes through the fault engine (localstack/faults.py).
+- every request passes through the fault engine (localstack/faults.py);
+- IAM is enforced: every request's action is checked against its caller's policies
+  (localstack/iam.py; functions sign with sessions of their template roles).
 """
 
 import argparse
@@ -410,6 +412,13 @@ def main(argv=None):
     )
     from werkzeug.serving import make_server
 
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import faults
+    import iam
+
+    from moto.core import DEFAULT_ACCOUNT_ID as account_id
+    # Before the other patches import the interpreter's modules (iam.py).
+    iam.patch_interpreter(account_id)
     _patch_cloudformation_conditions()
     _patch_cloudformation_rollback()
     _patch_send_task_failure_cause()
@@ -418,11 +427,12 @@ def main(argv=None):
     _patch_dynamodb_atomic_writes()
     _patch_aws_sdk_error_names()
     default_user_config["stepfunctions"] = {"execute_state_machine": True}
+    iam.enable(account_id)
 
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import faults
-
-    app = _Settle(faults.FaultMiddleware(DomainDispatcherApplication(create_backend_app), faults.Engine()))
+    moto_app = DomainDispatcherApplication(create_backend_app)
+    app = _Settle(
+        iam.Control(faults.FaultMiddleware(moto_app, faults.Engine(), iam.caller_of(account_id)), account_id)
+    )
     server = make_server(
         "127.0.0.1", args.port, app, threaded=True, request_handler=MotoRequestHandler
     )

@@ -514,12 +514,18 @@ async fn two_uploads_in_the_same_second_end_on_the_newer_version() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_notification_from_the_same_millisecond_loses_to_the_higher_build_number() {
     let stack = TestStack::start("dev", &[]).await;
-    // Artifacts in a bucket without notifications: the test delivers the
-    // S3 events itself, the newer version's first, both stamped with the
-    // same millisecond (S3 delivers at least once and in no set order).
-    let bucket = "late-artifacts";
+    // Artifacts in the artifact bucket (the only one s3-trigger's role may
+    // read) with its notifications off: the test delivers the S3 events
+    // itself, the newer version's first, both stamped with the same
+    // millisecond (S3 delivers at least once and in no set order).
+    let bucket = stack.pipeline.resources.bucket.as_str();
     let s3 = stack.pipeline.s3();
-    s3.create_bucket().bucket(bucket).send().await.unwrap();
+    s3.put_bucket_notification_configuration()
+        .bucket(bucket)
+        .notification_configuration(aws_sdk_s3::types::NotificationConfiguration::builder().build())
+        .send()
+        .await
+        .unwrap();
     for (version, greeting) in [("1.aaaa", "older"), ("2.bbbb", "newer")] {
         for (file, body) in [
             ("cloudformation.template", sample_template()),

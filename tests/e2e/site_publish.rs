@@ -1,7 +1,9 @@
-//! site-build's publisher against S3 and CloudFront (moto): headers on
-//! every file, unchanged sites write nothing, one changed file uploads one
-//! file, readers only ever see complete deploys, rollback without uploads,
-//! removal of a closed PR's preview.
+//! site-build's publisher against S3 (moto): headers on every file,
+//! unchanged sites write nothing, one changed file uploads one file,
+//! readers only ever see complete deploys, rollback without uploads (to the
+//! previous deploy or any kept one), retention, racing publishes of one
+//! target (the newer deployment wins), removal of a closed PR's preview.
+//! The publisher never calls CloudFront (see tests/e2e/site_router.rs).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -10,10 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use localstack::Emulator;
-use site_build::{
-    DistributionId, InvalidationStatus, PruneOutcome, PublishError, PublishOutcome, PublishTarget,
-    Publisher,
-};
+use site_build::{PruneOutcome, PublishError, PublishOutcome, PublishTarget, Publisher};
 
 use aws_sdk_s3::config::interceptors::BeforeSerializationInterceptorContextRef;
 use aws_sdk_s3::config::{ConfigBag, Intercept, RuntimeComponents};
@@ -65,12 +64,10 @@ impl Intercept for RecordWrites {
     }
 }
 
-/// One emulator with the site bucket and a distribution in front of it.
+/// One emulator with the site bucket.
 struct SiteStack {
     _emulator: Emulator,
     s3: aws_sdk_s3::Client,
-    cloudfront: aws_sdk_cloudfront::Client,
-    distribution: DistributionId,
     writes: Arc<WriteLog>,
 }
 
@@ -91,20 +88,15 @@ impl SiteStack {
             .send()
             .await
             .expect("CreateBucket");
-        let cloudfront = aws_sdk_cloudfront::Client::new(&sdk);
-        let distribution = create_distribution(&cloudfront).await;
         Self {
             _emulator: emulator,
             s3,
-            cloudfront,
-            distribution,
             writes,
         }
     }
 
     fn publisher(&self) -> Publisher {
         Publisher::new(self.s3.clone(), BUCKET)
-            .with_cloudfront(self.cloudfront.clone(), self.distribution.clone())
     }
 
     /// Keys written by PutObject / CopyObject since the last call, sorted.
@@ -165,73 +157,6 @@ impl SiteStack {
         }
         keys
     }
-
-    async fn invalidated_paths(&self, status: &InvalidationStatus) -> Vec<String> {
-        let InvalidationStatus::Created { id } = status else {
-            panic!("no invalidation was created: {status:?}");
-        };
-        let got = self
-            .cloudfront
-            .get_invalidation()
-            .distribution_id(self.distribution.as_str())
-            .id(id)
-            .send()
-            .await
-            .expect("GetInvalidation");
-        let mut paths = got
-            .invalidation()
-            .and_then(|i| i.invalidation_batch())
-            .and_then(|b| b.paths())
-            .map(|p| p.items().to_vec())
-            .unwrap_or_default();
-        paths.sort();
-        paths
-    }
-}
-
-async fn create_distribution(cloudfront: &aws_sdk_cloudfront::Client) -> DistributionId {
-    use aws_sdk_cloudfront::types::{
-        DefaultCacheBehavior, DistributionConfig, Origin, Origins, S3OriginConfig,
-        ViewerProtocolPolicy,
-    };
-    let origin = Origin::builder()
-        .id("site")
-        .domain_name(format!("{BUCKET}.s3.us-east-1.amazonaws.com"))
-        .s3_origin_config(S3OriginConfig::builder().origin_access_identity("").build())
-        .build()
-        .unwrap();
-    let config = DistributionConfig::builder()
-        .caller_reference("site-publish-tests")
-        .comment("site-build e2e")
-        .enabled(true)
-        .origins(
-            Origins::builder()
-                .quantity(1)
-                .items(origin)
-                .build()
-                .unwrap(),
-        )
-        .default_cache_behavior(
-            DefaultCacheBehavior::builder()
-                .target_origin_id("site")
-                .viewer_protocol_policy(ViewerProtocolPolicy::RedirectToHttps)
-                .build()
-                .unwrap(),
-        )
-        .build()
-        .unwrap();
-    let created = cloudfront
-        .create_distribution()
-        .distribution_config(config)
-        .send()
-        .await
-        .expect("CreateDistribution");
-    created
-        .distribution()
-        .expect("a distribution")
-        .id()
-        .parse()
-        .expect("moto answers a CloudFront-shaped id")
 }
 
 /// A built site in a temporary folder, deleted when dropped (also when a
@@ -415,22 +340,6 @@ async fn first_publish_uploads_every_file_with_its_content_type_and_cache_contro
         .await
         .unwrap()
         .is_none());
-
-    // 8 files and 3 directory URLs: 11 paths, under the limit, so listed.
-    assert_eq!(
-        outcome.invalidation_paths.len(),
-        11,
-        "{:?}",
-        outcome.invalidation_paths
-    );
-    assert!(outcome.invalidation_paths.contains(&"/".to_owned()));
-    assert!(outcome
-        .invalidation_paths
-        .contains(&"/%C3%BCber%20uns/".to_owned()));
-    assert_eq!(
-        stack.invalidated_paths(&outcome.invalidation).await,
-        outcome.invalidation_paths
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -465,8 +374,6 @@ async fn republishing_the_same_site_is_unchanged_and_writes_nothing() {
             (outcome.uploaded, outcome.copied, outcome.bytes_uploaded),
             (0, 0, 0)
         );
-        assert!(outcome.invalidation_paths.is_empty());
-        assert_eq!(outcome.invalidation, InvalidationStatus::NotNeeded);
     }
     assert_eq!(stack.writes(), (vec![], vec![]));
     assert_eq!(
@@ -477,7 +384,7 @@ async fn republishing_the_same_site_is_unchanged_and_writes_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn changing_one_file_uploads_only_that_file_and_invalidates_it() {
+async fn changing_one_file_uploads_only_that_file() {
     let stack = SiteStack::start().await;
     let target = PublishTarget::preview("feature/Login");
     let site = TempSite::with("one-change", ASTRO_SITE);
@@ -533,14 +440,9 @@ async fn changing_one_file_uploads_only_that_file_and_invalidates_it() {
     );
     assert_eq!(stack.body(&key).await, "body{color:#333}");
 
-    assert_eq!(second.invalidation_paths, ["/about/", "/about/index.html"]);
-    assert_eq!(
-        stack.invalidated_paths(&second.invalidation).await,
-        ["/about/", "/about/index.html"]
-    );
     assert_eq!(stack.view(&target, "/about/").await, "<h1>About us</h1>");
 
-    // A deleted file is invalidated too, and nothing is uploaded for it.
+    // A deleted file is gone from the new deploy; nothing is uploaded for it.
     site.delete("robots.txt");
     let third = stack
         .publisher()
@@ -548,42 +450,12 @@ async fn changing_one_file_uploads_only_that_file_and_invalidates_it() {
         .await
         .unwrap();
     assert_eq!((third.uploaded, third.copied, third.deleted), (0, 7, 1));
-    assert_eq!(third.invalidation_paths, ["/robots.txt"]);
     assert!(stack
         .publisher()
         .resolve(&target, "/robots.txt")
         .await
         .unwrap()
         .is_none());
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn many_changes_are_invalidated_with_one_wildcard() {
-    let stack = SiteStack::start().await;
-    let target = PublishTarget::Production;
-    let pages: Vec<(String, String)> = (0..20)
-        .map(|i| (format!("posts/{i}/index.html"), format!("post {i} v1")))
-        .collect();
-    let site = TempSite::new("wildcard");
-    for (path, content) in &pages {
-        site.write(path, content);
-    }
-    stack
-        .publisher()
-        .publish(&target, site.path())
-        .await
-        .unwrap();
-    for (path, _) in &pages {
-        site.write(path, &format!("{path} v2"));
-    }
-    let outcome = stack
-        .publisher()
-        .publish(&target, site.path())
-        .await
-        .unwrap();
-    assert_eq!(outcome.uploaded, 20);
-    assert_eq!(outcome.invalidation_paths, ["/*"]);
-    assert_eq!(stack.invalidated_paths(&outcome.invalidation).await, ["/*"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -694,14 +566,11 @@ async fn rollback_restores_the_previous_deploy_without_uploading() {
     let live = stack.publisher().live(&target).await.unwrap().unwrap();
     assert_eq!(live.deploy_id, v1.deploy_id);
     assert_eq!(live.previous.as_deref(), Some(v2.deploy_id.as_str()));
-    assert_eq!(rolled.invalidation_paths, ["/*"]);
-    assert_eq!(stack.invalidated_paths(&rolled.invalidation).await, ["/*"]);
 
-    // Rolling back again undoes the rollback, with its own invalidation.
+    // Rolling back again undoes the rollback.
     let undone = stack.publisher().rollback(&target).await.unwrap();
     assert_eq!(undone.deploy_id, v2.deploy_id);
     assert_eq!(stack.view(&target, "/").await, "<h1>Home, broken</h1>");
-    assert_ne!(undone.invalidation, rolled.invalidation);
     assert_eq!(stack.writes(), (vec![target.pointer_key()], vec![]));
 }
 
@@ -745,8 +614,28 @@ async fn removing_a_preview_deletes_its_pointer_and_every_deploy_and_nothing_els
     assert_eq!((again.was_live, again.deleted_objects), (None, 0));
 }
 
+/// Two ids as site-build makes deployment and deploy ids: KSUIDs, ordered
+/// by time.
+fn two_ids() -> (String, String) {
+    let older = site_build::publish::new_deploy_id();
+    std::thread::sleep(Duration::from_millis(20));
+    let newer = site_build::publish::new_deploy_id();
+    assert!(older < newer);
+    (older, newer)
+}
+
+/// The deploy ids under `target`'s prefix.
+async fn deploys_of(stack: &SiteStack, target: &PublishTarget) -> BTreeSet<String> {
+    let keys = stack.keys_under(&target.deploys_prefix()).await;
+    keys.iter()
+        .filter_map(|k| k.strip_prefix(target.deploys_prefix().as_str()))
+        .filter_map(|k| k.split('/').next())
+        .map(str::to_owned)
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_publishes_of_one_target_never_both_switch() {
+async fn racing_publishes_of_one_target_end_on_the_newer_deployment() {
     let stack = SiteStack::start().await;
     let target = PublishTarget::Staging;
     let base = TempSite::with("race-base", ASTRO_SITE);
@@ -762,39 +651,80 @@ async fn concurrent_publishes_of_one_target_never_both_switch() {
         one.write(&format!("p/{i}.html"), &format!("one {i}"));
         two.write(&format!("p/{i}.html"), &format!("two {i}"));
     }
+    let (older, newer) = two_ids();
+    let (old_id, new_id) = two_ids();
     let slow = stack.publisher().with_concurrency(1);
     let (a, b) = tokio::join!(
-        slow.publish(&target, one.path()),
-        slow.publish(&target, two.path())
+        slow.publish_as(&target, one.path(), &old_id, Some(&older), None),
+        slow.publish_as(&target, two.path(), &new_id, Some(&newer), None)
     );
 
-    let (winner, loser) = match (a, b) {
-        (Ok(winner), Err(loser)) | (Err(loser), Ok(winner)) => (winner, loser),
-        other => panic!("exactly one publish must switch: {other:?}"),
-    };
-    assert!(
-        matches!(loser, PublishError::PointerMoved { .. }),
-        "{loser}"
-    );
+    // Whoever switches first, the newer deployment ends live: either the
+    // older one is superseded, or it switched first and the newer one
+    // switched again over it.
+    let b = b.expect("the newer deployment's publish never loses");
     let live = stack.publisher().live(&target).await.unwrap().unwrap();
-    assert_eq!(live.deploy_id, winner.deploy_id);
-    assert_eq!(live.previous.as_deref(), Some(original.deploy_id.as_str()));
-    // The loser's deploy was deleted: only the original and the winner remain.
-    let keys = stack.keys_under("deploys/staging/").await;
-    let deploys: BTreeSet<&str> = keys.iter().filter_map(|k| k.split('/').nth(2)).collect();
-    assert_eq!(
-        deploys,
-        BTreeSet::from([original.deploy_id.as_str(), winner.deploy_id.as_str()])
-    );
+    assert_eq!(live.deploy_id, new_id);
+    assert_eq!(live.newest_deployment.as_deref(), Some(newer.as_str()));
+    match a {
+        Err(PublishError::Superseded {
+            deployment,
+            newer: by,
+            live,
+            ..
+        }) => {
+            assert_eq!(
+                (deployment, by, live),
+                (older.clone(), newer.clone(), new_id.clone())
+            );
+            assert_eq!(b.previous.as_deref(), Some(original.deploy_id.as_str()));
+            // The superseded deploy was deleted.
+            assert_eq!(
+                deploys_of(&stack, &target).await,
+                BTreeSet::from([original.deploy_id.clone(), new_id.clone()])
+            );
+        }
+        Ok(a) => {
+            assert_eq!(a.deploy_id, old_id);
+            assert_eq!(b.previous.as_deref(), Some(old_id.as_str()));
+        }
+        Err(other) => panic!("the older publish failed: {other}"),
+    }
+
+    // An older deployment that starts after a newer one switched never
+    // uploads anything.
+    stack.writes();
+    let oldest = format!("0{}", &older[1..]);
+    let err = stack
+        .publisher()
+        .publish_as(
+            &target,
+            one.path(),
+            &site_build::publish::new_deploy_id(),
+            Some(&oldest),
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, PublishError::Superseded { .. }), "{err}");
+    assert!(err.to_string().contains(&newer), "{err}");
+    assert_eq!(stack.writes(), (vec![], vec![]));
+
+    // A rollback keeps the newest deployment: older builds stay superseded.
+    let rolled = stack.publisher().rollback(&target).await.unwrap();
+    let live = stack.publisher().live(&target).await.unwrap().unwrap();
+    assert_eq!(live.deploy_id, rolled.deploy_id);
+    assert_eq!(live.newest_deployment.as_deref(), Some(newer.as_str()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn prune_keeps_only_the_live_deploy_and_the_one_to_roll_back_to() {
+async fn prune_keeps_the_live_deploy_and_the_newest_n_and_rollback_reaches_each() {
     let stack = SiteStack::start().await;
     let target = PublishTarget::Production;
     let site = TempSite::with("prune", ASTRO_SITE);
+    const KEEP: usize = 2;
     let mut ids = Vec::new();
-    for n in 0..3 {
+    for n in 0..KEEP + 2 {
         site.write("index.html", &format!("<h1>Home {n}</h1>"));
         ids.push(
             stack
@@ -804,22 +734,78 @@ async fn prune_keeps_only_the_live_deploy_and_the_one_to_roll_back_to() {
                 .unwrap()
                 .deploy_id,
         );
-        // Deploy ids order by the second they were made in.
-        tokio::time::sleep(Duration::from_millis(1100)).await;
     }
+    // A publish still uploading (no manifest yet) must survive a prune.
+    let uploading = site_build::publish::new_deploy_id();
+    stack
+        .s3
+        .put_object()
+        .bucket(BUCKET)
+        .key(format!("{}index.html", target.deploy_prefix(&uploading)))
+        .body(aws_sdk_s3::primitives::ByteStream::from_static(b"partial"))
+        .send()
+        .await
+        .unwrap();
 
     let PruneOutcome {
+        live,
+        kept,
         pruned_deploys,
         deleted_objects,
         ..
-    } = stack.publisher().prune(&target).await.unwrap();
+    } = stack.publisher().prune(&target, KEEP).await.unwrap();
 
+    assert_eq!(live, ids[3]);
+    assert_eq!(kept, [ids[1].clone(), ids[2].clone()]);
     assert_eq!(pruned_deploys, [ids[0].clone()]);
     assert_eq!(deleted_objects, ASTRO_SITE.len() + 1);
-    let rolled = stack.publisher().rollback(&target).await.unwrap();
-    assert_eq!(rolled.deploy_id, ids[1]);
-    assert_eq!(stack.view(&target, "/").await, "<h1>Home 1</h1>");
-    // After the rollback the newer deploy is `previous`; nothing more goes.
-    let again = stack.publisher().prune(&target).await.unwrap();
-    assert!(again.pruned_deploys.is_empty());
+    let mut expected: BTreeSet<String> = ids[1..].iter().cloned().collect();
+    expected.insert(uploading.clone());
+    assert_eq!(deploys_of(&stack, &target).await, expected);
+
+    // Rollback reaches every kept deploy, and a plain rollback undoes it.
+    for (n, id) in ids.iter().enumerate().skip(1).take(KEEP) {
+        let rolled = stack
+            .publisher()
+            .rollback_to(&target, Some(id))
+            .await
+            .unwrap();
+        assert_eq!(rolled.deploy_id, *id);
+        assert_eq!(stack.view(&target, "/").await, format!("<h1>Home {n}</h1>"));
+        stack.publisher().rollback(&target).await.unwrap();
+        assert_eq!(stack.view(&target, "/").await, "<h1>Home 3</h1>");
+    }
+    // The pruned one is refused, naming what can be reached.
+    let err = stack
+        .publisher()
+        .rollback_to(&target, Some(&ids[0]))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, PublishError::NotKept { .. }), "{err}");
+    let message = err.to_string();
+    assert!(
+        message.contains(&ids[0]) && message.contains("pruned"),
+        "{message}"
+    );
+    assert!(
+        message.contains(&ids[1]) && message.contains(&ids[2]),
+        "{message}"
+    );
+    // So are the live one and anything that is not a deploy id.
+    assert!(matches!(
+        stack.publisher().rollback_to(&target, Some(&ids[3])).await,
+        Err(PublishError::AlreadyLive { .. })
+    ));
+    assert!(matches!(
+        stack
+            .publisher()
+            .rollback_to(&target, Some("../staging"))
+            .await,
+        Err(PublishError::NotADeployId { .. })
+    ));
+    assert_eq!(stack.view(&target, "/").await, "<h1>Home 3</h1>");
+
+    // Pruning again changes nothing.
+    let again = stack.publisher().prune(&target, KEEP).await.unwrap();
+    assert!(again.pruned_deploys.is_empty(), "{again:?}");
 }

@@ -189,8 +189,19 @@ async fn every_wait_loop_runs_while_cloudformation_takes_its_time() {
     assert!(times(&entered, "WaitForDeploy") >= 1, "{entered:?}");
 
     // A stack busy with an update someone started by hand: the build waits
-    // for it instead of colliding, then deploys.
+    // for it instead of colliding, then deploys. The hand update is held
+    // for 15 s (a pace is fixed when an operation starts), so the build
+    // finds the stack busy however slowly it gets there on a loaded machine.
+    let faults = stack.emulator.faults();
+    faults
+        .set_cloudformation_paces(Duration::from_secs(2), Duration::from_secs(15))
+        .await
+        .unwrap();
     start_update_by_hand(&stack, "dev-shop", "by hand").await;
+    faults
+        .set_cloudformation_pace(Duration::from_secs(2))
+        .await
+        .unwrap();
     let second = stack.upload_sample("shop", "2.def5678", "two").await;
     let second = stack.wait_terminal(&second.key()).await;
     assert_eq!(second.status, BuildStatus::Success, "{second:?}");

@@ -8,7 +8,9 @@ use site_build::publish::PublishTarget;
 
 #[derive(Subcommand)]
 pub enum SiteCommand {
-    /// Deployments of one target, newest first.
+    /// Deployments of one target, newest first, with the deploy each one
+    /// made and whether rollback can reach it (ROLLBACK: `live`, `previous`
+    /// for a plain rollback, `kept` for `rollback --to`, `pruned`).
     List {
         /// production, staging or preview.
         #[arg(default_value = "production")]
@@ -32,8 +34,9 @@ pub enum SiteCommand {
         #[arg(long, env = "USER", default_value = "unknown")]
         by: String,
     },
-    /// Put the previous deploy of a target back live. Nothing is rebuilt
-    /// or uploaded; running it again undoes it.
+    /// Put the previous deploy of a target back live, or with --to any
+    /// deploy it keeps (see `site list`). Nothing is rebuilt or uploaded;
+    /// running it again without --to undoes it.
     Rollback {
         /// production, staging or preview.
         #[arg(default_value = "production")]
@@ -41,6 +44,10 @@ pub enum SiteCommand {
         /// The branch, for a preview.
         #[arg(long)]
         branch: Option<String>,
+        /// The deploy to put live (a DEPLOY id from `site list`) instead of
+        /// the previous one.
+        #[arg(long)]
+        to: Option<String>,
         /// Who rolls back (recorded and announced).
         #[arg(long, env = "USER", default_value = "unknown")]
         by: String,
@@ -69,33 +76,87 @@ pub async fn run(
             let table = context
                 .table
                 .unwrap_or_else(|| format!("{}-deployer-site-deployments", context.env));
+            let function = context
+                .function
+                .unwrap_or_else(|| format!("{}-deployer-site-build", context.env));
             let store = DeploymentStore::new(aws_sdk_dynamodb::Client::new(aws), table);
             let deployments = store.list(&target.name(), limit).await?;
+            let payload = serde_json::json!({"deploys": {
+                "environment": environment, "branch": branch,
+            }});
+            let reach = match invoke(aws, &function, &payload).await {
+                Ok(Ok(answer)) => Some(Reach::from_answer(&answer)),
+                Ok(Err(message)) => {
+                    eprintln!("cannot tell which deploys rollback reaches (ROLLBACK shows ?): {function} answered: {message}");
+                    None
+                }
+                Err(e) => {
+                    eprintln!(
+                        "cannot tell which deploys rollback reaches (ROLLBACK shows ?): {e:#}"
+                    );
+                    None
+                }
+            };
+            let rollback_of = |d: &site_build::deployments::Deployment| -> &'static str {
+                match (&reach, &d.deploy_id) {
+                    (_, None) => "-",
+                    (None, Some(_)) => "?",
+                    (Some(reach), Some(id)) => reach.of(id),
+                }
+            };
             if json {
                 let views: Vec<_> = deployments
                     .iter()
-                    .map(site_build::service::summary)
+                    .map(|d| {
+                        let mut view = site_build::service::summary(d);
+                        if d.deploy_id.is_some() {
+                            view["rollback"] = serde_json::json!(rollback_of(d));
+                        }
+                        view
+                    })
                     .collect();
-                println!("{}", serde_json::json!({ "deployments": views }));
+                let mut out = serde_json::json!({ "deployments": views });
+                if let Some(reach) = &reach {
+                    out["live"] = serde_json::json!(reach.live);
+                    out["previous"] = serde_json::json!(reach.previous);
+                    out["reachable"] = serde_json::json!(reach.kept);
+                }
+                println!("{out}");
                 return Ok(0);
             }
             println!(
-                "{:<28} {:<18} {:<24} {:<12} URL",
-                "DEPLOYMENT", "STATUS", "BRANCH", "COMMIT"
+                "{:<27}  {:<17}  {:<20}  {:<12}  {:<27}  {:<8}  URL",
+                "DEPLOYMENT", "STATUS", "BRANCH", "COMMIT", "DEPLOY", "ROLLBACK"
             );
             for d in &deployments {
                 let commit = d.commit.as_deref().unwrap_or("-");
                 println!(
-                    "{:<28} {:<18} {:<24} {:<12} {}",
+                    "{:<27}  {:<17}  {:<20}  {:<12}  {:<27}  {:<8}  {}",
                     d.id,
-                    d.status,
+                    d.status.as_str(),
                     d.branch,
                     &commit[..commit.len().min(12)],
+                    d.deploy_id.as_deref().unwrap_or("-"),
+                    rollback_of(d),
                     d.url
                 );
                 if let Some(error) = &d.error {
                     println!("    error: {error}");
                 }
+                if let Some(newer) = &d.superseded_by {
+                    println!("    superseded by {newer}");
+                }
+            }
+            if let Some(reach) = &reach {
+                eprintln!(
+                    "rollback: `deployer site rollback {environment}` puts {} back; `--to DEPLOY` reaches {}",
+                    reach.previous.as_deref().unwrap_or("nothing (no previous deploy)"),
+                    if reach.kept.is_empty() {
+                        "no other deploy".to_owned()
+                    } else {
+                        reach.kept.join(", ")
+                    }
+                );
             }
             Ok(0)
         }
@@ -114,36 +175,28 @@ pub async fn run(
         SiteCommand::Rollback {
             environment,
             branch,
+            to,
             by,
         } => {
             target(&environment, branch.as_deref())?;
+            if let Some(to) = &to {
+                if !site_build::is_deploy_id(to) {
+                    bail!("--to {to:?} is not a deploy id: give one of the DEPLOY ids `deployer site list` shows");
+                }
+            }
             let function = context
                 .function
                 .unwrap_or_else(|| format!("{}-deployer-site-build", context.env));
             let payload = serde_json::json!({"rollback": {
-                "environment": environment, "branch": branch, "triggered_by": by,
+                "environment": environment, "branch": branch, "to": to, "triggered_by": by,
             }});
-            let out = aws_sdk_lambda::Client::new(aws)
-                .invoke()
-                .function_name(&function)
-                .payload(Blob::new(payload.to_string()))
-                .send()
-                .await
-                .with_context(|| format!("invoking {function}"))?;
-            let body = out
-                .payload
-                .map(|p| String::from_utf8_lossy(p.as_ref()).into_owned())
-                .unwrap_or_default();
-            if out.function_error.is_some() {
-                let message = serde_json::from_str::<serde_json::Value>(&body)
-                    .ok()
-                    .and_then(|v| v["errorMessage"].as_str().map(str::to_owned))
-                    .unwrap_or(body);
-                eprintln!("rollback failed: {message}");
-                return Ok(1);
-            }
-            let result: serde_json::Value =
-                serde_json::from_str(&body).context("the function's answer is not JSON")?;
+            let result = match invoke(aws, &function, &payload).await? {
+                Ok(result) => result,
+                Err(message) => {
+                    eprintln!("rollback failed: {message}");
+                    return Ok(1);
+                }
+            };
             println!(
                 "{} rolled back from {} to {} ({})",
                 result["target"].as_str().unwrap_or("?"),
@@ -154,6 +207,69 @@ pub async fn run(
             Ok(0)
         }
     }
+}
+
+/// What rollback reaches in one target, as site-build answered.
+struct Reach {
+    live: Option<String>,
+    previous: Option<String>,
+    kept: Vec<String>,
+}
+
+impl Reach {
+    fn from_answer(answer: &serde_json::Value) -> Self {
+        let text = |v: &serde_json::Value| v.as_str().map(str::to_owned);
+        Self {
+            live: text(&answer["live"]),
+            previous: text(&answer["previous"]),
+            kept: answer["reachable"]
+                .as_array()
+                .map(|ids| ids.iter().filter_map(text).collect())
+                .unwrap_or_default(),
+        }
+    }
+
+    fn of(&self, deploy_id: &str) -> &'static str {
+        if self.live.as_deref() == Some(deploy_id) {
+            "live"
+        } else if self.previous.as_deref() == Some(deploy_id) {
+            "previous"
+        } else if self.kept.iter().any(|k| k == deploy_id) {
+            "kept"
+        } else {
+            "pruned"
+        }
+    }
+}
+
+/// Invokes site-build synchronously: its JSON answer, or the error message
+/// it answered (`Ok(Err(_))`); `Err` when it could not be invoked.
+async fn invoke(
+    aws: &aws_config::SdkConfig,
+    function: &str,
+    payload: &serde_json::Value,
+) -> anyhow::Result<Result<serde_json::Value, String>> {
+    let out = aws_sdk_lambda::Client::new(aws)
+        .invoke()
+        .function_name(function)
+        .payload(Blob::new(payload.to_string()))
+        .send()
+        .await
+        .with_context(|| format!("invoking {function}"))?;
+    let body = out
+        .payload
+        .map(|p| String::from_utf8_lossy(p.as_ref()).into_owned())
+        .unwrap_or_default();
+    if out.function_error.is_some() {
+        let message = serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["errorMessage"].as_str().map(str::to_owned))
+            .unwrap_or(body);
+        return Ok(Err(message));
+    }
+    Ok(Ok(
+        serde_json::from_str(&body).context("the function's answer is not JSON")?
+    ))
 }
 
 fn target(environment: &str, branch: Option<&str>) -> anyhow::Result<PublishTarget> {

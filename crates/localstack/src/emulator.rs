@@ -10,6 +10,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 use crate::faults::Faults;
+use crate::iam::RoleCredentials;
 
 pub const REGION: &str = "us-east-1";
 pub const ACCOUNT_ID: &str = "123456789012";
@@ -77,18 +78,40 @@ impl Emulator {
         })
     }
 
-    /// SDK configuration pointed at the emulator.
+    /// SDK configuration pointed at the emulator, as the harness's
+    /// administrator (IAM user `deployer-admin`, allowed everything).
     pub async fn sdk_config(&self) -> aws_config::SdkConfig {
+        self.sdk_config_with(aws_sdk_s3::config::Credentials::new(
+            "testing",
+            "testing",
+            None,
+            None,
+            "localstack",
+        ))
+        .await
+    }
+
+    /// SDK configuration pointed at the emulator, signing with a role
+    /// session's credentials (what a function's SDK does).
+    pub async fn sdk_config_as(&self, role: &RoleCredentials) -> aws_config::SdkConfig {
+        self.sdk_config_with(aws_sdk_s3::config::Credentials::new(
+            &role.access_key_id,
+            &role.secret_access_key,
+            Some(role.session_token.clone()),
+            None,
+            "localstack-role",
+        ))
+        .await
+    }
+
+    async fn sdk_config_with(
+        &self,
+        credentials: aws_sdk_s3::config::Credentials,
+    ) -> aws_config::SdkConfig {
         aws_config::defaults(aws_config::BehaviorVersion::latest())
             .endpoint_url(&self.endpoint)
             .region(aws_config::Region::new(REGION))
-            .credentials_provider(aws_sdk_s3::config::Credentials::new(
-                "testing",
-                "testing",
-                None,
-                None,
-                "localstack",
-            ))
+            .credentials_provider(credentials)
             .load()
             .await
     }
@@ -98,25 +121,58 @@ impl Emulator {
         Faults::new(&self.endpoint)
     }
 
-    /// Environment for a process that talks to the emulator.
+    /// Environment for a process that talks to the emulator as the
+    /// harness's administrator (the `deployer` CLI, scripts).
     pub fn client_env(&self) -> Vec<(String, String)> {
-        self.client_env_as("testing")
+        self.env_with_keys("testing", "testing", None)
     }
 
-    /// Environment for a process that talks to the emulator as `caller`: its
-    /// access key id, which is how the fault engine tells callers apart.
-    pub fn client_env_as(&self, caller: &str) -> Vec<(String, String)> {
+    /// Environment for a process that talks to the emulator with a role
+    /// session's credentials (a function; see [`crate::iam`]).
+    pub fn client_env_with(&self, role: &RoleCredentials) -> Vec<(String, String)> {
+        self.env_with_keys(
+            &role.access_key_id,
+            &role.secret_access_key,
+            Some(&role.session_token),
+        )
+    }
+
+    fn env_with_keys(
+        &self,
+        access_key_id: &str,
+        secret_access_key: &str,
+        session_token: Option<&str>,
+    ) -> Vec<(String, String)> {
         [
             ("AWS_ENDPOINT_URL", self.endpoint.as_str()),
             ("AWS_REGION", REGION),
             ("AWS_DEFAULT_REGION", REGION),
-            ("AWS_ACCESS_KEY_ID", caller),
-            ("AWS_SECRET_ACCESS_KEY", "testing"),
+            ("AWS_ACCESS_KEY_ID", access_key_id),
+            ("AWS_SECRET_ACCESS_KEY", secret_access_key),
             ("AWS_EC2_METADATA_DISABLED", "true"),
         ]
         .into_iter()
+        .chain(session_token.map(|token| ("AWS_SESSION_TOKEN", token)))
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect()
+    }
+
+    /// Creates IAM roles and role sessions on the emulator (the control API
+    /// in localstack/iam.py); answers its JSON.
+    pub async fn install_roles(&self, request: Value) -> anyhow::Result<Value> {
+        let response = self
+            .http
+            .post(format!("{}/_deployer/iam/roles", self.endpoint))
+            .json(&request)
+            .send()
+            .await
+            .context("installing IAM roles on the emulator")?;
+        let status = response.status();
+        let text = response.text().await?;
+        if !status.is_success() {
+            bail!("installing IAM roles failed with {status}: {text}");
+        }
+        serde_json::from_str(&text).context("the emulator's answer to installing IAM roles")
     }
 
     /// A call in the AWS JSON protocol, for the APIs whose raw JSON the local
@@ -200,7 +256,8 @@ impl Emulator {
     }
 }
 
-/// moto routes requests by the service in the credential scope; nothing checks the signature.
+/// moto routes requests by the service in the credential scope; the
+/// administrator's signature is not checked (localstack/iam.py).
 fn fake_authorization(service: &str) -> String {
     format!(
         "AWS4-HMAC-SHA256 Credential=testing/20260101/{REGION}/{service}/aws4_request, SignedHeaders=host, Signature=0"

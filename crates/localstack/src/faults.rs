@@ -1,10 +1,11 @@
 //! AWS API faults, as AWS makes them: the client of the fault engine that
 //! runs inside the emulator process (`localstack/faults.py`).
 //!
-//! One engine serves every caller: each function process signs with its own
-//! access key id (its function name), and moto's Step Functions interpreter
-//! signs as `ak`, so a rule can aim at one function, at the state machine's
-//! service integrations, or at anyone. Faults are answered in each
+//! One engine serves every caller: each function process signs with a
+//! session of its own role named after the function, and moto's Step
+//! Functions interpreter with one named `ak` (see [`crate::iam`]); the engine
+//! names a caller by its session, so a rule can aim at one function, at the
+//! state machine's service integrations, or at anyone. Faults are answered in each
 //! protocol's own error shape with codes the SDKs classify as throttling or
 //! transient, so the functions' code is unchanged.
 
@@ -14,7 +15,8 @@ use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-/// The access key id moto's Step Functions interpreter signs with.
+/// The caller name of moto's Step Functions interpreter (its role session's
+/// name, or its access key id when its role is not installed).
 pub const STATE_MACHINE_CALLER: &str = "ak";
 
 /// Who makes the call a rule aims at.

@@ -169,8 +169,10 @@ async fn forward(
         uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")
     );
     let mut request = state.client.request(method, url).body(body);
+    // The Host header goes through unchanged: the caller signed it, and the
+    // emulator checks a role session's signature.
     for (name, value) in headers.iter() {
-        if name != "host" && name != "content-length" {
+        if name != "content-length" {
             request = request.header(name, value);
         }
     }

@@ -22,6 +22,7 @@ use crate::emulator::{Emulator, REGION};
 use crate::function_url::FunctionUrlServer;
 use crate::github::{GitHubDouble, GitHubOptions};
 use crate::http_doubles::{RecordingProxy, WebhookSink};
+use crate::iam::{FunctionRoles, RoleCredentials};
 use crate::kvs::KvsDouble;
 use crate::lambda_api::LambdaApi;
 use crate::runtime::{built_binary, Function, FunctionSpec, Sandbox};
@@ -133,7 +134,8 @@ pub struct SiteResources {
     pub function_name: String,
     pub bucket: String,
     pub deployments_table: String,
-    /// The CloudFront distribution created on the emulator (invalidations).
+    /// The CloudFront distribution created on the emulator (its name is in
+    /// the URLs the template gives; site-build never calls CloudFront).
     pub distribution_id: String,
     /// `owner/name` the function publishes (`SITE_REPOSITORY`).
     pub repository: String,
@@ -180,6 +182,8 @@ pub struct Pipeline {
     /// The webhook secret site-build reads from SSM.
     pub github_secret: String,
     pub site_resources: SiteResources,
+    /// The role session each function runs with.
+    pub roles: FunctionRoles,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -203,20 +207,23 @@ impl Pipeline {
         for (name, value) in &options.parameters {
             template.set(name, value.clone());
         }
+        template.name_roles();
         let sdk = emulator.sdk_config().await;
         emulator
             .faults()
             .set_cloudformation_pace(options.cloudformation_pace)
             .await?;
         let resources = provision(&emulator, &sdk, &mut template, &options).await?;
+        let site = provision_site(&sdk, &mut template, &options).await?;
+        // Each function signs with a session of its own template role, named
+        // after the function (how the fault engine tells callers apart).
+        let roles = FunctionRoles::install(&emulator, &template).await?;
 
         let binaries = |name: &str| built_binary(&options.target_dir, &options.profile, name);
-        // Each function signs with its own access key id (its name), which
-        // is how the emulator's fault engine tells callers apart.
         let function_name = |short: &str| format!("{}-deployer-{short}", options.env);
-        let env_for = |function_id: &str, short: &str| -> anyhow::Result<Vec<(String, String)>> {
+        let env_for = |function_id: &str| -> anyhow::Result<Vec<(String, String)>> {
             let mut env = template.function_env(function_id)?;
-            env.extend(emulator.client_env_as(&function_name(short)));
+            env.extend(roles.client_env(&emulator, function_id)?);
             for (id, name, value) in &options.env_overrides {
                 if id == function_id {
                     env.retain(|(k, _)| k != name);
@@ -235,7 +242,7 @@ impl Pipeline {
             FunctionSpec {
                 name: function_name("s3-trigger"),
                 binary: binaries("s3-trigger")?,
-                env: env_for("S3TriggerFunction", "s3-trigger")?,
+                env: env_for("S3TriggerFunction")?,
                 timeout: options.timeout(&template, "S3TriggerFunction"),
                 log_file: log("s3-trigger"),
                 sandbox: None,
@@ -243,7 +250,7 @@ impl Pipeline {
             FunctionSpec {
                 name: function_name("trigger-build"),
                 binary: binaries("trigger-build")?,
-                env: env_for("TriggerBuildFunction", "trigger-build")?,
+                env: env_for("TriggerBuildFunction")?,
                 timeout: options.timeout(&template, "TriggerBuildFunction"),
                 log_file: log("trigger-build"),
                 sandbox: None,
@@ -253,7 +260,7 @@ impl Pipeline {
         let slack = WebhookSink::start().await?;
         // ci-dispatch reaches ECS through the recording proxy and posts to
         // the local Slack sink, unless the template's webhook parameter is set.
-        let mut dispatch_env = env_for("CiDispatchFunction", "ci-dispatch")?;
+        let mut dispatch_env = env_for("CiDispatchFunction")?;
         dispatch_env.push(("AWS_ENDPOINT_URL_ECS".into(), ecs_proxy.endpoint.clone()));
         let slack_parameter_set = dispatch_env
             .iter()
@@ -276,8 +283,7 @@ impl Pipeline {
         let dead_letters = DeadLetters::default();
         let delivered = DeliveryLog::default();
 
-        // site-build: its resources, the servers around it, then the function.
-        let site = provision_site(&sdk, &mut template, &options).await?;
+        // site-build: the servers around it, then the function.
         let lambda_api = LambdaApi::start_with_retry_delay(
             delivered.clone(),
             dead_letters.clone(),
@@ -298,7 +304,7 @@ impl Pipeline {
         )
         .await?;
         let mut site_env = site.env.clone();
-        site_env.extend(emulator.client_env_as(&site.resources.function_name));
+        site_env.extend(roles.client_env(&emulator, "SiteBuildFunction")?);
         let slack_parameter_set = site_env
             .iter()
             .any(|(k, v)| k == "SLACK_WEBHOOK_PARAMETER" && !v.is_empty());
@@ -308,7 +314,6 @@ impl Pipeline {
             ("PRODUCTION_URL", site_server.production_url()),
             ("STAGING_URL", site_server.staging_url()),
             ("PREVIEW_URL_TEMPLATE", site_server.preview_url_template()),
-            ("DISTRIBUTION_ID", site.resources.distribution_id.clone()),
             ("LIVE_STORE_ARN", kvs.arn.clone()),
             (
                 "AWS_ENDPOINT_URL_CLOUDFRONT_KEYVALUESTORE",
@@ -372,8 +377,14 @@ impl Pipeline {
             options.site_build_concurrency,
         )
         .await?;
-        let builder_spec =
-            builder_spec(&template, &options, &emulator, &site, log("site-builder"))?;
+        let builder_spec = builder_spec(
+            &template,
+            &options,
+            &emulator,
+            &roles,
+            &site,
+            log("site-builder"),
+        )?;
         function_specs.push(builder_spec.clone());
         let site_builder =
             Function::serve_scaled(builder_spec, REGION, options.site_build_concurrency).await?;
@@ -465,8 +476,25 @@ impl Pipeline {
             github,
             github_secret: options.github_secret.clone(),
             site_resources: site.resources,
+            roles,
             tasks,
         })
+    }
+
+    /// The credentials of `function_id`'s role session (a template logical id).
+    pub fn function_credentials(&self, function_id: &str) -> anyhow::Result<RoleCredentials> {
+        self.roles.credentials(function_id).cloned()
+    }
+
+    /// SDK configuration that signs as `function_id` does: with its role session.
+    pub async fn function_sdk_config(
+        &self,
+        function_id: &str,
+    ) -> anyhow::Result<aws_config::SdkConfig> {
+        Ok(self
+            .emulator
+            .sdk_config_as(self.roles.credentials(function_id)?)
+            .await)
     }
 
     pub fn builds(&self) -> builddao::BuildStore {
@@ -642,13 +670,14 @@ fn builder_spec(
     template: &Template,
     options: &PipelineOptions,
     emulator: &Emulator,
+    roles: &FunctionRoles,
     site: &ProvisionedSite,
     log_file: Option<PathBuf>,
 ) -> anyhow::Result<FunctionSpec> {
     static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let name = site.resources.builder_name.clone();
     let mut env = template.function_env("SiteBuilderFunction")?;
-    env.extend(emulator.client_env_as(&name));
+    env.extend(roles.client_env(emulator, "SiteBuilderFunction")?);
     let sandbox = Sandbox::available().then(|| Sandbox {
         // Users no other pipeline (of this or another test process) has.
         first_uid: 1_000_000
@@ -782,7 +811,7 @@ async fn provision_site(
         ),
     );
 
-    // A distribution to invalidate (the viewer side is the SiteServer).
+    // The distribution the template's URLs name (the viewer side is the SiteServer).
     let distribution_id = create_distribution(sdk, &bucket, env).await?;
     template.set("SiteDistribution", distribution_id.clone());
 
@@ -1081,10 +1110,7 @@ async fn provision(
         .create_state_machine()
         .name(&state_machine_name)
         .definition(definition)
-        .role_arn(format!(
-            "arn:aws:iam::{}:role/{env}-deployer-state-machine",
-            crate::emulator::ACCOUNT_ID
-        ))
+        .role_arn(template.resolve(props.get("RoleArn").context("RoleArn")?))
         .r#type(aws_sdk_sfn::types::StateMachineType::Standard)
         .send()
         .await

@@ -14,6 +14,17 @@ pub struct Template {
     pub refs: HashMap<String, String>,
 }
 
+/// An IAM role as the template declares it, intrinsics resolved.
+#[derive(Debug, Clone)]
+pub struct IamRole {
+    pub logical_id: String,
+    pub name: String,
+    pub trust_policy: Value,
+    /// Inline policies: (name, document).
+    pub policies: Vec<(String, Value)>,
+    pub managed_policy_arns: Vec<String>,
+}
+
 /// Event source mapping settings (DynamoDB stream -> function).
 #[derive(Debug, Clone)]
 pub struct StreamMapping {
@@ -129,6 +140,143 @@ impl Template {
             .and_then(|p| p.get("Timeout"))
             .and_then(Value::as_u64)
             .unwrap_or(3)
+    }
+
+    /// Logical ids of the resources of `resource_type`.
+    fn resources_of(&self, resource_type: &str) -> Vec<String> {
+        self.doc
+            .get("Resources")
+            .and_then(Value::as_object)
+            .map(|resources| {
+                resources
+                    .iter()
+                    .filter(|(_, r)| r.get("Type").and_then(Value::as_str) == Some(resource_type))
+                    .map(|(id, _)| id.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Names every `AWS::IAM::Role` (its `RoleName`, else `{Environment}-deployer-{LogicalId}`)
+    /// so `Ref` and `Fn::GetAtt Role.Arn` resolve. Call once `Environment` is set.
+    pub fn name_roles(&mut self) {
+        for id in self.resources_of("AWS::IAM::Role") {
+            let name = self
+                .resource(&id)
+                .ok()
+                .and_then(|props| props.get("RoleName"))
+                .map(|v| self.resolve(v))
+                .filter(|name| !name.is_empty() && !name.contains("<unresolved"))
+                .unwrap_or_else(|| format!("{}-deployer-{id}", self.lookup("Environment")));
+            let arn = format!("arn:aws:iam::{}:role/{name}", crate::emulator::ACCOUNT_ID);
+            self.set(&format!("{id}.Arn"), arn);
+            self.set(&id, name);
+        }
+    }
+
+    /// Every `AWS::IAM::Role`, policies resolved (see [`Template::name_roles`]).
+    pub fn iam_roles(&self) -> Vec<IamRole> {
+        self.resources_of("AWS::IAM::Role")
+            .into_iter()
+            .filter_map(|id| {
+                let props = self.resource(&id).ok()?;
+                let policies = props
+                    .get("Policies")
+                    .and_then(|p| self.resolve_value(p))
+                    .and_then(|p| p.as_array().cloned())
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|policy| {
+                        let name = policy.get("PolicyName")?.as_str()?.to_owned();
+                        Some((name, policy.get("PolicyDocument")?.clone()))
+                    })
+                    .collect();
+                let managed_policy_arns = props
+                    .get("ManagedPolicyArns")
+                    .and_then(|p| self.resolve_value(p))
+                    .and_then(|p| p.as_array().cloned())
+                    .unwrap_or_default()
+                    .iter()
+                    .filter_map(|arn| arn.as_str().map(str::to_owned))
+                    .collect();
+                Some(IamRole {
+                    name: self.lookup(&id),
+                    trust_policy: props
+                        .get("AssumeRolePolicyDocument")
+                        .and_then(|p| self.resolve_value(p))
+                        .unwrap_or(Value::Null),
+                    policies,
+                    managed_policy_arns,
+                    logical_id: id,
+                })
+            })
+            .collect()
+    }
+
+    /// Every `AWS::Lambda::Function` with its function name (`FunctionName`,
+    /// else the logical id) and the logical id of the role its `Role` names.
+    pub fn function_roles(&self) -> Vec<(String, String, String)> {
+        self.resources_of("AWS::Lambda::Function")
+            .into_iter()
+            .filter_map(|id| {
+                let props = self.resource(&id).ok()?;
+                let role = match props.get("Role")? {
+                    Value::Object(map) => match map.get("Fn::GetAtt")? {
+                        Value::Array(parts) => parts.first()?.as_str()?.to_owned(),
+                        Value::String(path) => path.split('.').next()?.to_owned(),
+                        _ => return None,
+                    },
+                    _ => return None,
+                };
+                let name = props
+                    .get("FunctionName")
+                    .map(|v| self.resolve(v))
+                    .filter(|name| !name.is_empty() && !name.contains("<unresolved"))
+                    .unwrap_or_else(|| id.clone());
+                Some((id, name, role))
+            })
+            .collect()
+    }
+
+    /// Resolves intrinsics anywhere inside a JSON value, keeping structure:
+    /// `Fn::If` picks a branch as it is, and `AWS::NoValue` removes the list
+    /// item or property it stands for (`None` at the top).
+    pub fn resolve_value(&self, value: &Value) -> Option<Value> {
+        match value {
+            Value::Object(map) if map.len() == 1 => {
+                let (name, arg) = map.iter().next().expect("one entry");
+                match name.as_str() {
+                    "Ref" if arg == "AWS::NoValue" => None,
+                    "Fn::If" => {
+                        let items = arg.as_array()?;
+                        let chosen =
+                            if self.condition(&items.first().map(scalar).unwrap_or_default()) {
+                                items.get(1)
+                            } else {
+                                items.get(2)
+                            };
+                        self.resolve_value(chosen?)
+                    }
+                    "Ref" | "Fn::GetAtt" | "Fn::Sub" | "Fn::Join" => {
+                        Some(Value::String(self.resolve(value)))
+                    }
+                    _ => Some(Value::Object(
+                        map.iter()
+                            .filter_map(|(k, v)| Some((k.clone(), self.resolve_value(v)?)))
+                            .collect(),
+                    )),
+                }
+            }
+            Value::Object(map) => Some(Value::Object(
+                map.iter()
+                    .filter_map(|(k, v)| Some((k.clone(), self.resolve_value(v)?)))
+                    .collect(),
+            )),
+            Value::Array(items) => Some(Value::Array(
+                items.iter().filter_map(|v| self.resolve_value(v)).collect(),
+            )),
+            other => Some(other.clone()),
+        }
     }
 
     /// Resolves `Ref`, `Fn::GetAtt`, `Fn::Sub`, `Fn::Join` and plain scalars.

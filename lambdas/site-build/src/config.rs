@@ -4,11 +4,13 @@
 
 use std::time::Duration;
 
-use crate::publish::DistributionId;
 use crate::trigger::{Branch, Repository};
 
 /// A secret given directly (local stack, tests) or as an SSM SecureString.
 pub use notify::SecretSource as Secret;
+
+/// Deploys kept per target for rollback, besides the live one.
+pub const DEFAULT_KEEP_DEPLOYS: usize = 5;
 
 #[derive(Debug, Clone)]
 pub struct SiteConfig {
@@ -25,8 +27,11 @@ pub struct SiteConfig {
     pub staging_url: String,
     /// Holds `{slug}`.
     pub preview_url_template: String,
-    pub distribution_id: Option<DistributionId>,
     pub live_store_arn: Option<String>,
+    /// Deploys per target kept for rollback besides the live one
+    /// (`SITE_KEEP_DEPLOYS`, default 5); older ones are pruned after each
+    /// publish.
+    pub keep_deploys: usize,
     /// The builder function (name or ARN): the only place repository code runs.
     pub builder_function: String,
     pub email_senders: Vec<String>,
@@ -126,11 +131,6 @@ impl SiteConfig {
             .unwrap_or_else(|| crate::build::DEFAULT_API_BASE.to_owned())
             .trim_end_matches('/')
             .to_owned();
-        let distribution_id = value("DISTRIBUTION_ID").and_then(|id| {
-            id.parse::<DistributionId>()
-                .map_err(|e| problems.push(format!("DISTRIBUTION_ID: {e}")))
-                .ok()
-        });
         let seconds = |name: &str, default: u64, problems: &mut Vec<String>| match value(name) {
             None => Duration::from_secs(default),
             Some(raw) => match raw.parse::<u64>() {
@@ -140,6 +140,18 @@ impl SiteConfig {
                         "{name} must be a positive whole number, got {raw:?}"
                     ));
                     Duration::from_secs(default)
+                }
+            },
+        };
+        let keep_deploys = match value("SITE_KEEP_DEPLOYS") {
+            None => DEFAULT_KEEP_DEPLOYS,
+            Some(raw) => match raw.parse::<usize>() {
+                Ok(n) if (1..=1000).contains(&n) => n,
+                _ => {
+                    problems.push(format!(
+                        "SITE_KEEP_DEPLOYS must be a whole number from 1 to 1000 (deploys kept for rollback besides the live one), got {raw:?}"
+                    ));
+                    DEFAULT_KEEP_DEPLOYS
                 }
             },
         };
@@ -170,7 +182,7 @@ impl SiteConfig {
             production_url,
             staging_url,
             preview_url_template,
-            distribution_id,
+            keep_deploys,
             live_store_arn: value("LIVE_STORE_ARN"),
             builder_function,
             email_senders,
@@ -271,6 +283,7 @@ mod tests {
         assert_eq!(config.github_api_url, "https://api.github.com");
         assert_eq!(config.approval_ttl, Duration::from_secs(86_400));
         assert_eq!(config.preview_ttl, Duration::from_secs(30 * 86_400));
+        assert_eq!(config.keep_deploys, DEFAULT_KEEP_DEPLOYS);
         let slug = crate::PreviewSlug::from_branch("feature/X");
         assert_eq!(
             config.url_of(&crate::publish::PublishTarget::preview("feature/X")),
@@ -285,14 +298,28 @@ mod tests {
         vars.insert("SITE_REPOSITORY", "not a repo");
         vars.insert("PREVIEW_URL_TEMPLATE", "https://preview.example.com/");
         vars.insert("STAGING_ON_PULL_REQUEST", "yes");
+        vars.insert("SITE_KEEP_DEPLOYS", "0");
         let message = parse(&vars).unwrap_err().to_string();
         for expected in [
             "SITE_BUCKET is required",
             "SITE_REPOSITORY:",
             "PREVIEW_URL_TEMPLATE must contain {slug}",
             "STAGING_ON_PULL_REQUEST must be true or false",
+            "SITE_KEEP_DEPLOYS must be a whole number from 1 to 1000",
         ] {
             assert!(message.contains(expected), "{expected} in {message}");
         }
+    }
+
+    #[test]
+    fn the_number_of_deploys_kept_is_read() {
+        let mut vars = base();
+        vars.insert("SITE_KEEP_DEPLOYS", "2");
+        assert_eq!(parse(&vars).unwrap().keep_deploys, 2);
+        vars.insert("SITE_KEEP_DEPLOYS", "five");
+        assert!(parse(&vars)
+            .unwrap_err()
+            .to_string()
+            .contains("SITE_KEEP_DEPLOYS must be a whole number from 1 to 1000 (deploys kept for rollback besides the live one), got \"five\""));
     }
 }

@@ -33,6 +33,9 @@ pub enum DeploymentStatus {
     Unchanged,
     Failed,
     Removed,
+    /// A newer deployment of the target switched it first; this one's
+    /// build was never made live (it lost a race, it did not fail).
+    Superseded,
 }
 
 impl DeploymentStatus {
@@ -45,13 +48,14 @@ impl DeploymentStatus {
             Self::Unchanged => "UNCHANGED",
             Self::Failed => "FAILED",
             Self::Removed => "REMOVED",
+            Self::Superseded => "SUPERSEDED",
         }
     }
 
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
-            Self::Published | Self::Unchanged | Self::Failed | Self::Removed
+            Self::Published | Self::Unchanged | Self::Failed | Self::Removed | Self::Superseded
         )
     }
 }
@@ -126,8 +130,13 @@ pub struct Deployment {
     pub uploaded: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub copied: Option<u64>,
+    /// The CloudFront invalidation of a publish (records written before
+    /// publishes stopped invalidating; read, never written).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub invalidation: Option<String>,
+    /// The newer deployment that superseded this one (SUPERSEDED only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub superseded_by: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -220,6 +229,7 @@ impl Deployment {
             uploaded: None,
             copied: None,
             invalidation: None,
+            superseded_by: None,
             error: None,
             log_tail: Vec::new(),
             approval_token_hash: None,

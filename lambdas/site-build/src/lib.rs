@@ -29,8 +29,8 @@ pub mod slug;
 pub mod trigger;
 
 pub use publish::{
-    DeployManifest, DistributionId, InvalidationStatus, LivePointer, ManifestEntry, PruneOutcome,
-    PublishError, PublishOutcome, PublishTarget, Publisher, RemoveOutcome, ResolvedObject,
+    is_deploy_id, DeployManifest, LivePointer, ManifestEntry, PruneOutcome, PublishError,
+    PublishOutcome, PublishTarget, Publisher, Reachable, RemoveOutcome, ResolvedObject,
     RollbackOutcome, Settled,
 };
 pub use signature::{SignatureError, WebhookSecret};

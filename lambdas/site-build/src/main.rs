@@ -33,11 +33,7 @@ async fn main() -> Result<(), Error> {
             secret.resolve(&ssm).await?,
         )?));
     }
-    let mut publisher = Publisher::new(aws_sdk_s3::Client::new(&sdk), &config.bucket);
-    if let Some(distribution) = &config.distribution_id {
-        publisher =
-            publisher.with_cloudfront(aws_sdk_cloudfront::Client::new(&sdk), distribution.clone());
-    }
+    let publisher = Publisher::new(aws_sdk_s3::Client::new(&sdk), &config.bucket);
     let service = SiteService::new(
         config.clone(),
         DeploymentStore::new(aws_sdk_dynamodb::Client::new(&sdk), &config.table),

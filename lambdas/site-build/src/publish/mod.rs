@@ -18,12 +18,17 @@
 //! Files a deploy shares with the live one are not uploaded again but
 //! copied inside S3 (no bytes through the Lambda), so a one-file change
 //! uploads one file, and an unchanged site writes nothing at all.
+//!
+//! Nothing is invalidated in CloudFront. The router function rewrites every
+//! viewer URI into the live deploy's prefix at viewer request, before
+//! CloudFront looks in its cache, so the cache keys are the rewritten
+//! paths: every deploy's are new, and a deploy's objects never change. An
+//! invalidation of viewer paths would match nothing (tests/e2e/site_router.rs
+//! reads the keys the router produces).
 
-mod invalidation;
 mod layout;
 mod local;
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -31,21 +36,26 @@ use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{ChecksumAlgorithm, Delete, MetadataDirective, ObjectIdentifier};
 use futures::stream::{self, StreamExt, TryStreamExt};
-use percent_encoding::{percent_decode_str, utf8_percent_encode};
+use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use tracing::{info, warn};
 
-pub use invalidation::{
-    DistributionId, InvalidDistributionId, InvalidationStatus, DEFAULT_INVALIDATION_PATH_LIMIT,
-};
 pub use layout::{
     DeployManifest, LivePointer, ManifestEntry, PublishTarget, Switch, MANIFEST_NAME,
 };
 
-use invalidation::{changed_paths, invalidation_paths, PATH_SAFE};
-use layout::{created_second, new_ksuid, now_rfc3339};
+use layout::{new_ksuid, now_rfc3339};
 pub(crate) use local::site_files;
 pub use local::Refusal;
 use local::{base64, list_refusals, LocalFile, LocalSite};
+
+/// Characters left as they are in S3 copy sources; everything else is
+/// percent-encoded (CopyObject wants a URL-encoded source).
+const PATH_SAFE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~')
+    .remove(b'/');
 
 /// Uploads and copies in flight at once: enough to hide S3's per-request
 /// latency, few enough for a Lambda's sockets and memory.
@@ -66,8 +76,6 @@ pub struct PublishOutcome {
     /// Paths live before that the new deploy no longer has.
     pub deleted: usize,
     pub bytes_uploaded: u64,
-    pub invalidation_paths: Vec<String>,
-    pub invalidation: InvalidationStatus,
 }
 
 /// The result of [`Publisher::rollback`].
@@ -78,8 +86,6 @@ pub struct RollbackOutcome {
     pub deploy_id: String,
     /// The deploy rolled back from, now the pointer's `previous`.
     pub rolled_back_from: String,
-    pub invalidation_paths: Vec<String>,
-    pub invalidation: InvalidationStatus,
 }
 
 /// The result of [`Publisher::remove`].
@@ -95,8 +101,27 @@ pub struct RemoveOutcome {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PruneOutcome {
     pub target: PublishTarget,
+    /// The live deploy (kept).
+    pub live: String,
+    /// The other deploys kept, oldest first: what rollback can reach.
+    pub kept: Vec<String>,
+    /// Deleted, oldest first.
     pub pruned_deploys: Vec<String>,
     pub deleted_objects: usize,
+}
+
+/// What a rollback of one target can reach: see [`Publisher::reachable`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reachable {
+    pub live: String,
+    /// Where a plain rollback goes.
+    pub previous: Option<String>,
+    /// Complete deploys other than the live one, oldest first.
+    pub kept: Vec<String>,
+    /// Every deploy id under the target's prefix, complete or not.
+    pub all: Vec<String>,
+    /// Manifests looked for (one HeadObject each).
+    pub manifests_checked: usize,
 }
 
 /// What a viewer gets for a path: see [`Publisher::resolve`].
@@ -148,12 +173,27 @@ pub enum PublishError {
     NotLive { target: String, bucket: String },
     #[error("{target} has no earlier deploy to roll back to (live is {live})")]
     NoPrevious { target: String, live: String },
-    #[error("cannot roll {target} back to {deploy_id}: its manifest s3://{bucket}/{key} is gone (was the deploy pruned?)")]
-    PreviousGone {
+    #[error(
+        "cannot roll {target} back to {deploy_id}: it is not a kept deploy of {target} (pruned, or never published); rollback can reach {}",
+        list_or_none(reachable)
+    )]
+    NotKept {
         target: String,
         deploy_id: String,
-        bucket: String,
-        key: String,
+        reachable: Vec<String>,
+    },
+    #[error(
+        "{given:?} is not a deploy id (27 letters and digits, as `deployer site list` shows them)"
+    )]
+    NotADeployId { given: String },
+    #[error("deploy {deploy_id} is already live on {target}; nothing was switched")]
+    AlreadyLive { target: String, deploy_id: String },
+    #[error("deployment {deployment} of {target} is superseded: the newer deployment {newer} has already switched {target} (to deploy {live}); nothing of this one was switched")]
+    Superseded {
+        target: String,
+        deployment: String,
+        newer: String,
+        live: String,
     },
     #[error("the function's time ran out before deploy {deploy_id} of {target} was complete; it was deleted, nothing was switched")]
     OutOfTime { target: String, deploy_id: String },
@@ -177,8 +217,22 @@ pub enum Settled {
     Discarded { deleted_objects: usize },
 }
 
-/// A new deploy's id: a KSUID, which [`Publisher::prune`] reads the
-/// creation second from.
+fn list_or_none(ids: &[String]) -> String {
+    if ids.is_empty() {
+        "no other deploy".to_owned()
+    } else {
+        ids.join(", ")
+    }
+}
+
+/// What [`new_deploy_id`] makes: a KSUID (27 base-62 characters). Anything
+/// else under a target's prefix is never pruned nor rolled back to, and a
+/// name with `/` or `..` never reaches a key.
+pub fn is_deploy_id(id: &str) -> bool {
+    id.len() == 27 && id.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+/// A new deploy's id: a KSUID, so ids sort by the time they were made.
 pub fn new_deploy_id() -> String {
     new_ksuid()
 }
@@ -190,14 +244,30 @@ enum Written {
 
 /// A deploy written in full, not yet switched to.
 struct WrittenDeploy {
-    live_files: BTreeMap<String, ManifestEntry>,
-    manifest: DeployManifest,
     previous: Option<String>,
     /// The ETag of the pointer read, for the conditional switch.
     expected: Option<String>,
+    /// What that pointer says about the newest deployment that switched it.
+    newest_deployment: Option<String>,
     uploaded: usize,
     copied: usize,
+    /// Paths live before that the new deploy no longer has.
+    deleted: usize,
     bytes_uploaded: u64,
+}
+
+/// A publish whose switch lost to another publish tries again at most this
+/// often (each loss means another deployment switched in between).
+const MAX_SWITCHES: usize = 5;
+
+/// The live pointer, when a newer deployment than `deployment` switched it.
+fn superseding<'a>(
+    live: Option<&'a LivePointer>,
+    deployment: Option<&str>,
+) -> Option<&'a LivePointer> {
+    let (live, ours) = (live?, deployment?);
+    let newest = live.newest_deployment.as_deref()?;
+    (newest > ours).then_some(live)
 }
 
 /// One file of a new deploy: uploaded from disk or, when the live deploy
@@ -214,14 +284,12 @@ enum Transferred {
     Copied,
 }
 
-/// Publishes sites into one bucket, invalidating one distribution.
+/// Publishes sites into one bucket.
 #[derive(Debug, Clone)]
 pub struct Publisher {
     s3: aws_sdk_s3::Client,
     bucket: String,
-    cloudfront: Option<(aws_sdk_cloudfront::Client, DistributionId)>,
     concurrency: usize,
-    invalidation_path_limit: usize,
 }
 
 impl Publisher {
@@ -229,29 +297,12 @@ impl Publisher {
         Self {
             s3,
             bucket: bucket.into(),
-            cloudfront: None,
             concurrency: DEFAULT_CONCURRENCY,
-            invalidation_path_limit: DEFAULT_INVALIDATION_PATH_LIMIT,
         }
-    }
-
-    /// Invalidate `distribution` after every switch.
-    pub fn with_cloudfront(
-        mut self,
-        cloudfront: aws_sdk_cloudfront::Client,
-        distribution: DistributionId,
-    ) -> Self {
-        self.cloudfront = Some((cloudfront, distribution));
-        self
     }
 
     pub fn with_concurrency(mut self, concurrency: usize) -> Self {
         self.concurrency = concurrency.max(1);
-        self
-    }
-
-    pub fn with_invalidation_path_limit(mut self, limit: usize) -> Self {
-        self.invalidation_path_limit = limit.max(1);
         self
     }
 
@@ -429,7 +480,8 @@ impl Publisher {
         target: &PublishTarget,
         dir: &Path,
     ) -> Result<PublishOutcome, PublishError> {
-        self.publish_as(target, dir, &new_deploy_id(), None).await
+        self.publish_as(target, dir, &new_deploy_id(), None, None)
+            .await
     }
 
     /// [`Self::publish`] as the deploy `deploy_id` (from [`new_deploy_id`],
@@ -438,27 +490,32 @@ impl Publisher {
     /// `until` at the latest: a deploy not complete by then is deleted and
     /// never switched to ([`PublishError::OutOfTime`]). The switch itself,
     /// one conditional write, is never cut short.
+    ///
+    /// `deployment` orders racing publishes of one target (deployment ids
+    /// are KSUIDs: they sort by the time the deployment was recorded). The
+    /// pointer keeps the newest deployment that ever switched it; a publish
+    /// of an older one is [`PublishError::Superseded`] and never switches,
+    /// and a newer one whose switch lost to an older one switches again
+    /// over what that one put live.
     pub async fn publish_as(
         &self,
         target: &PublishTarget,
         dir: &Path,
         deploy_id: &str,
+        deployment: Option<&str>,
         until: Option<tokio::time::Instant>,
     ) -> Result<PublishOutcome, PublishError> {
         let out_of_time = || PublishError::OutOfTime {
             target: target.name(),
             deploy_id: deploy_id.to_owned(),
         };
+        let write = self.write_deploy(target, dir, deploy_id, deployment);
         let written = match until {
-            Some(until) => {
-                match tokio::time::timeout_at(until, self.write_deploy(target, dir, deploy_id))
-                    .await
-                {
-                    Ok(written) => written?,
-                    Err(_) => return Err(self.abandon(target, deploy_id, out_of_time()).await),
-                }
-            }
-            None => self.write_deploy(target, dir, deploy_id).await?,
+            Some(until) => match tokio::time::timeout_at(until, write).await {
+                Ok(written) => written?,
+                Err(_) => return Err(self.abandon(target, deploy_id, out_of_time()).await),
+            },
+            None => write.await?,
         };
         let written = match written {
             Written::Unchanged(outcome) => return Ok(outcome),
@@ -468,47 +525,57 @@ impl Publisher {
             return Err(self.abandon(target, deploy_id, out_of_time()).await);
         }
         let WrittenDeploy {
-            live_files,
-            manifest,
-            previous,
-            expected,
+            mut previous,
+            mut expected,
+            mut newest_deployment,
             uploaded,
             copied,
+            deleted,
             bytes_uploaded,
         } = *written;
 
-        let pointer = LivePointer {
-            deploy_id: deploy_id.to_owned(),
-            manifest_key: target.manifest_key(deploy_id),
-            previous: previous.clone(),
-            target: target.name(),
-            switched_at: now_rfc3339(),
-            switched_by: Switch::Publish,
-        };
         info!(target = %target, deploy_id = %deploy_id, "deploy uploaded; switching the live pointer");
-        match self
-            .switch_pointer("publish", target, &pointer, expected.as_deref())
-            .await
-        {
-            Ok(()) => {}
-            Err(err @ PublishError::PointerMoved { .. }) => {
-                return Err(self.abandon(target, deploy_id, err).await)
+        let mut switches = 0;
+        loop {
+            switches += 1;
+            let pointer = LivePointer {
+                deploy_id: deploy_id.to_owned(),
+                manifest_key: target.manifest_key(deploy_id),
+                previous: previous.clone(),
+                target: target.name(),
+                switched_at: now_rfc3339(),
+                switched_by: Switch::Publish,
+                newest_deployment: deployment.map(str::to_owned).or(newest_deployment.clone()),
+            };
+            match self
+                .switch_pointer("publish", target, &pointer, expected.as_deref())
+                .await
+            {
+                Ok(()) => break,
+                Err(err @ PublishError::PointerMoved { .. }) if switches < MAX_SWITCHES => {
+                    // Who moved it? A newer deployment wins; anything else
+                    // (an older deployment, a rollback, a removal) is
+                    // switched over again.
+                    let current = self.read_pointer(target).await?;
+                    if let Some(newer) = superseding(current.as_ref().map(|(p, _)| p), deployment) {
+                        let err = self.superseded(target, deployment, newer);
+                        return Err(self.abandon(target, deploy_id, err).await);
+                    }
+                    info!(target = %target, deploy_id = %deploy_id, error = %err, "the live pointer moved under an older deployment's publish; switching again");
+                    previous = current.as_ref().map(|(p, _)| p.deploy_id.clone());
+                    newest_deployment = current
+                        .as_ref()
+                        .and_then(|(p, _)| p.newest_deployment.clone());
+                    expected = current.and_then(|(_, etag)| etag);
+                }
+                Err(err @ PublishError::PointerMoved { .. }) => {
+                    return Err(self.abandon(target, deploy_id, err).await)
+                }
+                // Whether the pointer moved is unknown, so the deploy may be
+                // live: it stays. If it is not, `prune` collects it later.
+                Err(err) => return Err(err),
             }
-            // Whether the pointer moved is unknown, so the deploy may be
-            // live: it stays. If it is not, `prune` collects it later.
-            Err(err) => return Err(err),
         }
-        info!(target = %target, deploy_id = %deploy_id, "live pointer switched");
-
-        let changed = changed_paths(&live_files, &manifest.files);
-        let deleted = live_files
-            .keys()
-            .filter(|path| !manifest.files.contains_key(*path))
-            .count();
-        let invalidation_paths = invalidation_paths(&changed, self.invalidation_path_limit);
-        let invalidation =
-            invalidation::invalidate(self.cloudfront.as_ref(), &invalidation_paths, deploy_id)
-                .await;
         info!(
             target = %target,
             deploy_id = %deploy_id,
@@ -517,8 +584,8 @@ impl Publisher {
             copied,
             deleted,
             bytes_uploaded,
-            invalidation = ?invalidation,
-            "published"
+            switches,
+            "live pointer switched"
         );
         Ok(PublishOutcome {
             target: target.clone(),
@@ -529,9 +596,21 @@ impl Publisher {
             copied,
             deleted,
             bytes_uploaded,
-            invalidation_paths,
-            invalidation,
         })
+    }
+
+    fn superseded(
+        &self,
+        target: &PublishTarget,
+        deployment: Option<&str>,
+        newer: &LivePointer,
+    ) -> PublishError {
+        PublishError::Superseded {
+            target: target.name(),
+            deployment: deployment.unwrap_or_default().to_owned(),
+            newer: newer.newest_deployment.clone().unwrap_or_default(),
+            live: newer.deploy_id.clone(),
+        }
     }
 
     /// Everything of a publish before the switch: the deploy's files and
@@ -541,6 +620,7 @@ impl Publisher {
         target: &PublishTarget,
         dir: &Path,
         deploy_id: &str,
+        deployment: Option<&str>,
     ) -> Result<Written, PublishError> {
         let root = dir.to_path_buf();
         let site = tokio::task::spawn_blocking(move || LocalSite::scan(&root))
@@ -549,6 +629,9 @@ impl Publisher {
         let files = site.entries();
 
         let live = self.read_pointer(target).await?;
+        if let Some(newer) = superseding(live.as_ref().map(|(p, _)| p), deployment) {
+            return Err(self.superseded(target, deployment, newer));
+        }
         let live_manifest = match &live {
             Some((pointer, _)) => {
                 let manifest = self.read_manifest(&pointer.manifest_key).await?;
@@ -578,8 +661,6 @@ impl Publisher {
                     copied: 0,
                     deleted: 0,
                     bytes_uploaded: 0,
-                    invalidation_paths: Vec::new(),
-                    invalidation: InvalidationStatus::NotNeeded,
                 }));
             }
         }
@@ -629,6 +710,10 @@ impl Publisher {
             Err(err) => return Err(self.abandon(target, deploy_id, err).await),
         };
 
+        let deleted = live_files
+            .keys()
+            .filter(|path| !files.contains_key(*path))
+            .count();
         let manifest = DeployManifest {
             deploy_id: deploy_id.to_owned(),
             target: target.name(),
@@ -640,20 +725,22 @@ impl Publisher {
         {
             return Err(self.abandon(target, deploy_id, err).await);
         }
+        let newest_deployment = live
+            .as_ref()
+            .and_then(|(pointer, _)| pointer.newest_deployment.clone());
         Ok(Written::Deploy(Box::new(WrittenDeploy {
-            live_files,
-            manifest,
             previous,
             expected: live.and_then(|(_, etag)| etag),
+            newest_deployment,
             uploaded,
             copied,
+            deleted,
             bytes_uploaded,
         })))
     }
 
     /// Settles a deploy that an interrupted publish (recorded as pending)
-    /// may or may not have switched to. Live: its publish is completed
-    /// (invalidation) and reported as published; live before and replaced
+    /// may or may not have switched to. Live: reported as published; live before and replaced
     /// since: left as it is; never live: deleted, so nothing of it can ever
     /// be switched to.
     pub async fn settle(
@@ -664,26 +751,6 @@ impl Publisher {
         let live = self.live(target).await?;
         match &live {
             Some(pointer) if pointer.deploy_id == deploy_id => {
-                let manifest = self.read_manifest(&pointer.manifest_key).await?;
-                let previous_files = match &pointer.previous {
-                    Some(previous) => self
-                        .read_manifest(&target.manifest_key(previous))
-                        .await?
-                        .map(|m| m.files),
-                    None => None,
-                }
-                .unwrap_or_default();
-                let files = manifest.map(|m| m.files).unwrap_or_default();
-                let changed = changed_paths(&previous_files, &files);
-                let invalidation_paths = invalidation_paths(&changed, self.invalidation_path_limit);
-                // The same paths under the same reference as the interrupted
-                // publish used: CloudFront treats a repeat as the same request.
-                let invalidation = invalidation::invalidate(
-                    self.cloudfront.as_ref(),
-                    &invalidation_paths,
-                    deploy_id,
-                )
-                .await;
                 info!(target = %target, deploy_id = %deploy_id, "an interrupted publish had switched; it stands");
                 Ok(Settled::Live(PublishOutcome {
                     target: target.clone(),
@@ -694,8 +761,6 @@ impl Publisher {
                     copied: 0,
                     deleted: 0,
                     bytes_uploaded: 0,
-                    invalidation_paths,
-                    invalidation,
                 }))
             }
             Some(pointer) if pointer.previous.as_deref() == Some(deploy_id) => {
@@ -823,6 +888,19 @@ impl Publisher {
     /// the previous deploy's files never left. The deploy rolled back from
     /// becomes `previous`, so a second rollback undoes the first.
     pub async fn rollback(&self, target: &PublishTarget) -> Result<RollbackOutcome, PublishError> {
+        self.rollback_to(target, None).await
+    }
+
+    /// Puts `to` (a kept deploy of `target`, see [`Self::reachable`]) back
+    /// live, or the pointer's `previous` when `to` is `None`. The deploy
+    /// rolled back from becomes `previous`, so a plain rollback undoes this
+    /// one. Nothing is invalidated: the cache keys are per deploy (see the
+    /// module's documentation), and the deploy's own never went stale.
+    pub async fn rollback_to(
+        &self,
+        target: &PublishTarget,
+        to: Option<&str>,
+    ) -> Result<RollbackOutcome, PublishError> {
         let (live, etag) =
             self.read_pointer(target)
                 .await?
@@ -830,47 +908,147 @@ impl Publisher {
                     target: target.name(),
                     bucket: self.bucket.clone(),
                 })?;
-        let previous = live
-            .previous
-            .clone()
-            .ok_or_else(|| PublishError::NoPrevious {
-                target: target.name(),
-                live: live.deploy_id.clone(),
-            })?;
-        let manifest_key = target.manifest_key(&previous);
+        let wanted = match to {
+            Some(to) => {
+                if !is_deploy_id(to) {
+                    return Err(PublishError::NotADeployId {
+                        given: to.to_owned(),
+                    });
+                }
+                if to == live.deploy_id {
+                    return Err(PublishError::AlreadyLive {
+                        target: target.name(),
+                        deploy_id: live.deploy_id,
+                    });
+                }
+                to.to_owned()
+            }
+            None => live
+                .previous
+                .clone()
+                .ok_or_else(|| PublishError::NoPrevious {
+                    target: target.name(),
+                    live: live.deploy_id.clone(),
+                })?,
+        };
+        let manifest_key = target.manifest_key(&wanted);
         if self.read_manifest(&manifest_key).await?.is_none() {
-            return Err(PublishError::PreviousGone {
+            let reachable = match self.reachable(target).await {
+                Ok(reachable) => reachable.kept,
+                Err(_) => Vec::new(),
+            };
+            return Err(PublishError::NotKept {
                 target: target.name(),
-                deploy_id: previous,
-                bucket: self.bucket.clone(),
-                key: manifest_key,
+                deploy_id: wanted,
+                reachable,
             });
         }
         let pointer = LivePointer {
-            deploy_id: previous.clone(),
+            deploy_id: wanted.clone(),
             manifest_key,
             previous: Some(live.deploy_id.clone()),
             target: target.name(),
             switched_at: now_rfc3339(),
             switched_by: Switch::Rollback,
+            // A rollback does not make older builds newer: the newest
+            // deployment that ever switched stays the one to beat.
+            newest_deployment: live.newest_deployment.clone(),
         };
         self.switch_pointer("rollback", target, &pointer, etag.as_deref())
             .await?;
-        let invalidation_paths = vec!["/*".to_owned()];
-        // Rolling back and forth between the same two deploys must invalidate
-        // every time, so the reference is unique per rollback.
-        let reference = format!("rollback-{}", new_ksuid());
-        let invalidation =
-            invalidation::invalidate(self.cloudfront.as_ref(), &invalidation_paths, &reference)
-                .await;
-        info!(target = %target, from = %live.deploy_id, to = %previous, "rolled back");
+        info!(target = %target, from = %live.deploy_id, to = %wanted, "rolled back");
         Ok(RollbackOutcome {
             target: target.clone(),
-            deploy_id: previous,
+            deploy_id: wanted,
             rolled_back_from: live.deploy_id,
-            invalidation_paths,
-            invalidation,
         })
+    }
+
+    /// The deploys of `target` (ids, oldest first), from one listing of its
+    /// prefix: complete or not.
+    async fn deploy_ids(&self, target: &PublishTarget) -> Result<Vec<String>, PublishError> {
+        let prefix = target.deploys_prefix();
+        let mut ids = Vec::new();
+        let mut pages = self
+            .s3
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(&prefix)
+            .delimiter("/")
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|err| self.s3_error("ListObjectsV2", &prefix, err))?;
+            ids.extend(page.common_prefixes().iter().filter_map(|common| {
+                common
+                    .prefix()
+                    .and_then(|p| p.strip_prefix(prefix.as_str()))
+                    .map(|p| p.trim_end_matches('/').to_owned())
+            }));
+        }
+        ids.sort();
+        Ok(ids)
+    }
+
+    async fn has_manifest(&self, target: &PublishTarget, id: &str) -> Result<bool, PublishError> {
+        let key = target.manifest_key(id);
+        match self
+            .s3
+            .head_object()
+            .bucket(&self.bucket)
+            .key(&key)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(err) if err.as_service_error().is_some_and(|e| e.is_not_found()) => Ok(false),
+            Err(err) => Err(self.s3_error("HeadObject", &key, err)),
+        }
+    }
+
+    /// What rollback can reach in `target` under the retention policy:
+    /// the live deploy, the pointer's `previous`, and the `keep` newest
+    /// other complete deploys (deploy ids are KSUIDs, so newest is largest).
+    pub async fn reachable_keeping(
+        &self,
+        target: &PublishTarget,
+        keep: usize,
+    ) -> Result<Reachable, PublishError> {
+        let live = self.require_live(target).await?;
+        let ids = self.deploy_ids(target).await?;
+        let mut kept = Vec::new();
+        let mut looked_at = 0;
+        for id in ids.iter().rev() {
+            if kept.len() >= keep {
+                break;
+            }
+            if *id == live.deploy_id {
+                continue;
+            }
+            looked_at += 1;
+            if is_deploy_id(id) && self.has_manifest(target, id).await? {
+                kept.push(id.clone());
+            }
+        }
+        if let Some(previous) = &live.previous {
+            if !kept.contains(previous) && ids.contains(previous) {
+                kept.push(previous.clone());
+            }
+        }
+        kept.sort();
+        Ok(Reachable {
+            live: live.deploy_id,
+            previous: live.previous,
+            kept,
+            all: ids,
+            manifests_checked: looked_at,
+        })
+    }
+
+    /// [`Self::reachable_keeping`] with every complete deploy kept: what a
+    /// rollback can reach now (`deployer site list`).
+    pub async fn reachable(&self, target: &PublishTarget) -> Result<Reachable, PublishError> {
+        self.reachable_keeping(target, usize::MAX).await
     }
 
     /// Takes `target` down and deletes all its deploys (a closed PR's
@@ -900,58 +1078,56 @@ impl Publisher {
         })
     }
 
-    /// Deletes the deploys of `target` that neither are live nor can be
-    /// rolled back to. Only deploys made in an earlier second than both are
-    /// touched: deploy ids are KSUIDs, which carry their creation second,
-    /// and a publish still uploading started after the live deploy it read
-    /// was made. Ids that are not KSUIDs are left alone.
-    pub async fn prune(&self, target: &PublishTarget) -> Result<PruneOutcome, PublishError> {
-        let live = self.require_live(target).await?;
-        let kept_seconds: Option<Vec<i64>> = std::iter::once(&live.deploy_id)
-            .chain(live.previous.as_ref())
-            .map(|id| created_second(id))
+    /// Applies the retention policy to `target`: keeps the live deploy, the
+    /// pointer's `previous` and the `keep` newest other complete deploys
+    /// ([`Self::reachable_keeping`]); deletes every deploy older than the
+    /// oldest one kept, oldest first. Deploys newer than that are never
+    /// touched, complete or not: a publish still uploading (no manifest yet)
+    /// is among them. Ids that are not KSUID-like are left alone.
+    pub async fn prune(
+        &self,
+        target: &PublishTarget,
+        keep: usize,
+    ) -> Result<PruneOutcome, PublishError> {
+        let reachable = self.reachable_keeping(target, keep).await?;
+        let oldest_kept = reachable
+            .kept
+            .iter()
+            .chain(std::iter::once(&reachable.live))
+            .min()
+            .cloned()
+            .unwrap_or_default();
+        let doomed: Vec<String> = reachable
+            .all
+            .iter()
+            .filter(|id| is_deploy_id(id) && id.as_str() < oldest_kept.as_str())
+            .cloned()
             .collect();
-        let Some(keep_from) = kept_seconds.and_then(|seconds| seconds.into_iter().min()) else {
-            return Ok(PruneOutcome {
-                target: target.clone(),
-                pruned_deploys: Vec::new(),
-                deleted_objects: 0,
-            });
-        };
-        let prefix = target.deploys_prefix();
-        let mut deploy_ids = Vec::new();
-        let mut pages = self
-            .s3
-            .list_objects_v2()
-            .bucket(&self.bucket)
-            .prefix(&prefix)
-            .delimiter("/")
-            .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|err| self.s3_error("ListObjectsV2", &prefix, err))?;
-            for common in page.common_prefixes() {
-                let id = common
-                    .prefix()
-                    .and_then(|p| p.strip_prefix(prefix.as_str()))
-                    .map(|p| p.trim_end_matches('/'));
-                let older = id
-                    .and_then(created_second)
-                    .is_some_and(|second| second < keep_from);
-                if let (true, Some(id)) = (older, id) {
-                    deploy_ids.push(id.to_owned());
-                }
-            }
-        }
-        let mut deleted_objects = 0;
-        for id in &deploy_ids {
-            deleted_objects += self.delete_prefix(&target.deploy_prefix(id)).await?;
-        }
-        Ok(PruneOutcome {
+        let mut outcome = PruneOutcome {
             target: target.clone(),
-            pruned_deploys: deploy_ids,
-            deleted_objects,
-        })
+            kept: reachable.kept,
+            live: reachable.live,
+            pruned_deploys: Vec::new(),
+            deleted_objects: 0,
+        };
+        for id in doomed {
+            // The manifest goes first: a deploy cut short here is
+            // incomplete, and rollback never reaches an incomplete deploy.
+            let manifest = target.manifest_key(&id);
+            if self.has_manifest(target, &id).await? {
+                self.s3
+                    .delete_object()
+                    .bucket(&self.bucket)
+                    .key(&manifest)
+                    .send()
+                    .await
+                    .map_err(|err| self.s3_error("DeleteObject", &manifest, err))?;
+                outcome.deleted_objects += 1;
+            }
+            outcome.deleted_objects += self.delete_prefix(&target.deploy_prefix(&id)).await?;
+            outcome.pruned_deploys.push(id);
+        }
+        Ok(outcome)
     }
 
     /// Deletes every object under `prefix`; returns how many there were.
@@ -1071,5 +1247,49 @@ mod tests {
         );
         assert_eq!(site_path("/%C3%BCber/").as_deref(), Some("über/index.html"));
         assert_eq!(site_path("/%FF"), None);
+    }
+
+    fn pointer(newest: Option<&str>) -> LivePointer {
+        LivePointer {
+            deploy_id: new_deploy_id(),
+            manifest_key: String::new(),
+            previous: None,
+            target: "production".into(),
+            switched_at: now_rfc3339(),
+            switched_by: Switch::Publish,
+            newest_deployment: newest.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn only_a_newer_deployment_supersedes() {
+        let (older, newer) = (new_deploy_id(), {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            new_deploy_id()
+        });
+        assert!(older < newer, "ids sort by the time they were made");
+        let live = pointer(Some(&newer));
+        assert!(superseding(Some(&live), Some(&older)).is_some());
+        // The same deployment (a resumed attempt), a newer one, a pointer
+        // from before the field, no pointer, no ordering: not superseded.
+        assert!(superseding(Some(&live), Some(&newer)).is_none());
+        assert!(superseding(Some(&pointer(Some(&older))), Some(&newer)).is_none());
+        assert!(superseding(Some(&pointer(None)), Some(&older)).is_none());
+        assert!(superseding(None, Some(&older)).is_none());
+        assert!(superseding(Some(&live), None).is_none());
+    }
+
+    #[test]
+    fn deploy_ids_are_ksuids_and_nothing_else() {
+        assert!(is_deploy_id(&new_deploy_id()));
+        for bad in [
+            "",
+            "..",
+            "../staging",
+            "2qJ8aK3bX0m1N2o3P4q5R6s7T8",
+            "2qJ8aK3bX0m1N2o3P4q5R6s7T8/x",
+        ] {
+            assert!(!is_deploy_id(bad), "{bad}");
+        }
     }
 }

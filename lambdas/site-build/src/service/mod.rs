@@ -163,6 +163,9 @@ impl SiteService {
         if let Some(rollback) = event.get("rollback") {
             return self.rollback(rollback).await;
         }
+        if let Some(request) = event.get("deploys") {
+            return self.deploys(request).await;
+        }
         if sweep::is_sweep(&event) {
             return Ok(self.sweep().await?.to_json());
         }
@@ -365,7 +368,9 @@ impl SiteService {
         Deployment::queued(NewDeployment {
             key: DeploymentKey {
                 target: target.name(),
-                id: svix_ksuid::Ksuid::new(None::<time::OffsetDateTime>, None).to_string(),
+                // Millisecond-precise, so deployments recorded in one second still
+                // sort in the order they came (the newer one wins a race).
+                id: svix_ksuid::KsuidMs::now(None).to_string(),
             },
             site: self.config.repository.to_string(),
             environment: environment.as_str().to_owned(),
@@ -441,34 +446,32 @@ impl SiteService {
         }
     }
 
-    /// Puts a target's previous deploy back live (`deployer site rollback`).
+    /// Puts a target's previous deploy, or the kept deploy `to`, back live
+    /// (`deployer site rollback [--to DEPLOY_ID]`).
     async fn rollback(&self, request: &Value) -> Result<Value, ServiceError> {
-        let environment: Environment = request
-            .get("environment")
-            .and_then(Value::as_str)
-            .unwrap_or("production")
-            .parse()
-            .map_err(|e: crate::trigger::UnknownEnvironment| {
-                ServiceError::BadRequest(e.to_string())
-            })?;
-        let target = match environment {
-            Environment::Production => PublishTarget::Production,
-            Environment::Staging => PublishTarget::Staging,
-            Environment::Preview => {
-                let branch = request
-                    .get("branch")
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| {
-                        ServiceError::BadRequest("a preview rollback needs \"branch\"".into())
-                    })?;
-                PublishTarget::preview(branch)
+        if let Some(field) = request.as_object().and_then(|o| {
+            o.keys()
+                .find(|k| !["environment", "branch", "to", "triggered_by"].contains(&k.as_str()))
+        }) {
+            return Err(ServiceError::BadRequest(format!(
+                "field {field:?} is not part of a rollback (expected environment, branch, to, triggered_by)"
+            )));
+        }
+        let to = match request.get("to") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(to)) => Some(to.as_str()),
+            Some(_) => {
+                return Err(ServiceError::BadRequest(
+                    "\"to\" must be a deploy id (a string)".into(),
+                ))
             }
         };
+        let (environment, target) = requested_target(request)?;
         let by = request
             .get("triggered_by")
             .and_then(Value::as_str)
             .unwrap_or("unknown");
-        let outcome = self.publisher.rollback(&target).await?;
+        let outcome = self.publisher.rollback_to(&target, to).await?;
         if let Some(store) = &self.live_store {
             store.point(&target.name(), &outcome.deploy_id).await?;
         }
@@ -485,10 +488,58 @@ impl SiteService {
             "target": target.name(),
             "deploy_id": outcome.deploy_id,
             "rolled_back_from": outcome.rolled_back_from,
-            "invalidation_paths": outcome.invalidation_paths,
             "url": self.config.url_of(&target),
         }))
     }
+
+    /// What rollback can reach in a target (`deployer site list`):
+    /// `{"deploys": {"environment", "branch"?}}`.
+    async fn deploys(&self, request: &Value) -> Result<Value, ServiceError> {
+        let (_, target) = requested_target(request)?;
+        let reachable = match self.publisher.reachable(&target).await {
+            Ok(reachable) => reachable,
+            Err(crate::PublishError::NotLive { .. }) => {
+                return Ok(json!({
+                    "target": target.name(),
+                    "live": null,
+                    "previous": null,
+                    "reachable": [],
+                    "keep": self.config.keep_deploys,
+                }))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        Ok(json!({
+            "target": target.name(),
+            "live": reachable.live,
+            "previous": reachable.previous,
+            "reachable": reachable.kept,
+            "keep": self.config.keep_deploys,
+        }))
+    }
+}
+
+/// The target a rollback or a deploys request names: `environment`
+/// (default production) and, for a preview, `branch`.
+fn requested_target(request: &Value) -> Result<(Environment, PublishTarget), ServiceError> {
+    let environment: Environment = request
+        .get("environment")
+        .and_then(Value::as_str)
+        .unwrap_or("production")
+        .parse()
+        .map_err(|e: crate::trigger::UnknownEnvironment| ServiceError::BadRequest(e.to_string()))?;
+    let target = match environment {
+        Environment::Production => PublishTarget::Production,
+        Environment::Staging => PublishTarget::Staging,
+        Environment::Preview => {
+            let branch = request
+                .get("branch")
+                .and_then(Value::as_str)
+                .ok_or_else(|| ServiceError::BadRequest("a preview needs \"branch\"".into()))?;
+            PublishTarget::preview(branch)
+        }
+    };
+    Ok((environment, target))
 }
 
 /// What an invocation answers about a deployment (never its token hash).
@@ -509,6 +560,9 @@ pub fn summary(deployment: &Deployment) -> Value {
     }
     if let Some(error) = &deployment.error {
         answer["error"] = json!(error);
+    }
+    if let Some(newer) = &deployment.superseded_by {
+        answer["superseded_by"] = json!(newer);
     }
     if !deployment.log_tail.is_empty() {
         answer["log_tail"] = json!(deployment.log_tail);

@@ -27,7 +27,7 @@ use crate::github_api::DeploymentState;
 use crate::lease::{
     self, Budget, Decision, Interruption, Invocation, Lease, Phase, SeenLease, MAX_ATTEMPTS,
 };
-use crate::publish::{new_deploy_id, InvalidationStatus, PublishError, PublishTarget, Settled};
+use crate::publish::{new_deploy_id, PublishError, PublishTarget, Settled};
 use crate::trigger::{Branch, Environment, Repository};
 
 /// How a finished run went, before it is written down.
@@ -38,6 +38,16 @@ struct Finished {
 }
 
 impl Finished {
+    /// Lost to `newer`: not an error, and nothing of this build went live.
+    fn superseded(newer: &str, why: String) -> Self {
+        Finished {
+            status: DeploymentStatus::Superseded,
+            // Not an error of the record: the reason is only reported.
+            changes: Changes::default().set("superseded_by", newer),
+            error: Some(why),
+        }
+    }
+
     fn failed(error: String, log_tail: Vec<String>, changes: Changes) -> Self {
         Finished {
             status: DeploymentStatus::Failed,
@@ -46,6 +56,9 @@ impl Finished {
         }
     }
 }
+
+/// The longest a prune after a publish may take.
+const PRUNE_BUDGET: Duration = Duration::from_secs(30);
 
 /// Newer deployments of a target looked at before resuming an old one.
 const NEWER_LOOKED_AT: i32 = 20;
@@ -110,8 +123,56 @@ impl SiteService {
             warn!(deployment = %key, attempt = lease.attempt, "this attempt lost its lease to another; it stops here and records nothing");
             return self.current(key).await;
         };
-        self.conclude(key, &lease.seen(), finished, Some(&budget))
-            .await
+        let deployment = self
+            .conclude(key, &lease.seen(), finished, Some(&budget))
+            .await?;
+        self.prune_quietly(&deployment, &budget).await;
+        Ok(deployment)
+    }
+
+    /// The retention policy, after a publish whose end is already recorded
+    /// and reported: bounded by [`PRUNE_BUDGET`] and the invocation's time,
+    /// and never an error of the deployment (what is left is pruned after
+    /// the next publish).
+    async fn prune_quietly(&self, deployment: &Deployment, budget: &Budget) {
+        let published = matches!(
+            deployment.status,
+            DeploymentStatus::Published | DeploymentStatus::Unchanged
+        );
+        if deployment.action != DeploymentAction::Build || !published {
+            return;
+        }
+        let Ok((_, branch, environment)) = parts(deployment) else {
+            return;
+        };
+        let target = target_of(environment, &branch);
+        let limit = PRUNE_BUDGET.min(budget.left().saturating_sub(Duration::from_secs(1)));
+        if limit < Duration::from_secs(1) {
+            warn!(target = %target, "no time left to prune old deploys; the next publish will");
+            return;
+        }
+        let started = std::time::Instant::now();
+        let keep = self.config.keep_deploys;
+        match tokio::time::timeout(limit, self.publisher.prune(&target, keep)).await {
+            Ok(Ok(outcome)) => info!(
+                target = %target,
+                keep,
+                live = %outcome.live,
+                kept = ?outcome.kept,
+                pruned = ?outcome.pruned_deploys,
+                deleted_objects = outcome.deleted_objects,
+                ms = started.elapsed().as_millis() as u64,
+                "pruned old deploys"
+            ),
+            Ok(Err(e)) => {
+                warn!(target = %target, error = %e, "pruning old deploys failed; the next publish tries again")
+            }
+            Err(_) => warn!(
+                target = %target,
+                limit_ms = limit.as_millis() as u64,
+                "pruning old deploys ran out of its time; the next publish goes on"
+            ),
+        }
     }
 
     /// Writes a run's end (if the record is still held as `held`), then
@@ -161,11 +222,11 @@ impl SiteService {
             return Ok(Err(ended));
         }
         if let Some(newer) = self.newer_started(deployment).await? {
-            let error = format!(
+            let why = format!(
                 "the build was interrupted ({interruption}) and not retried: deployment {} of {} is newer ({})",
                 newer.id, newer.target, newer.status
             );
-            let finished = Finished::failed(error, Vec::new(), Changes::default());
+            let finished = Finished::superseded(&newer.id, why);
             return Ok(Err(self
                 .conclude(&key, &interruption.seen, finished, None)
                 .await?));
@@ -248,13 +309,7 @@ impl SiteService {
             status: DeploymentStatus::Published,
             changes: Changes::default()
                 .set("interruptions", &interruptions)
-                .set("deploy_id", pending)
-                .set_some(
-                    "invalidation",
-                    outcome
-                        .as_ref()
-                        .and_then(|o| invalidation_text(&o.invalidation)),
-                ),
+                .set("deploy_id", pending),
             error: None,
         };
         Ok(Some(
@@ -349,17 +404,44 @@ impl SiteService {
         repository: &Repository,
         branch: &Branch,
         commit: &str,
-    ) -> Option<String> {
+    ) -> Option<Finished> {
         if deployment.origin != super::PUSH_ORIGIN || deployment.environment != "production" {
             return None;
         }
-        match self.github.branch_head(repository, branch).await {
-            Ok(head) if head.eq_ignore_ascii_case(commit) => None,
-            Ok(head) => Some(no_longer_head(commit, branch, &head)),
-            Err(e) => Some(format!(
-                "cannot confirm that commit {commit} is still the head of {branch}, so it is not deployed: {e}"
-            )),
-        }
+        let head = match self.github.branch_head(repository, branch).await {
+            Ok(head) if head.eq_ignore_ascii_case(commit) => return None,
+            Ok(head) => head,
+            Err(e) => {
+                return Some(Finished::failed(
+                    format!("cannot confirm that commit {commit} is still the head of {branch}, so it is not deployed: {e}"),
+                    Vec::new(),
+                    Changes::default(),
+                ))
+            }
+        };
+        let why = no_longer_head(commit, branch, &head);
+        // A race, when the head's own deployment is recorded: that one
+        // publishes the newer commit. Otherwise (a replayed old push) the
+        // refusal is a failure someone should see.
+        let newer = self
+            .store
+            .newer(&deployment.target, &deployment.id, NEWER_LOOKED_AT)
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .rev()
+            .find(|d| {
+                d.commit
+                    .as_deref()
+                    .is_some_and(|c| c.eq_ignore_ascii_case(&head))
+            });
+        Some(match newer {
+            Some(newer) => Finished::superseded(
+                &newer.id,
+                format!("{why}: deployment {} deploys it", newer.id),
+            ),
+            None => Finished::failed(why, Vec::new(), Changes::default()),
+        })
     }
 
     /// The build of one attempt; `None` when the attempt lost its lease.
@@ -429,11 +511,12 @@ impl SiteService {
             return Ok(None);
         }
         let changes = Changes::default;
-        if let Some(error) = self
+        if let Some(refused) = self
             .push_superseded(deployment, &repository, &branch, &commit)
             .await
         {
-            return Ok(failed(error, Vec::new(), changes()));
+            warn!(deployment = %key, status = %refused.status, error = ?refused.error, "not the head of its branch; the live deploy is unchanged");
+            return Ok(Some(refused));
         }
         let out_of_time = |phase: Phase, log_tail: Vec<String>| {
             let error = budget.out_of_time(phase);
@@ -521,22 +604,39 @@ impl SiteService {
             return Ok(out_of_time(Phase::Publish, built.log_tail));
         }
         // Again at the last moment: main can move on during the build.
-        if let Some(error) = self
+        if let Some(mut refused) = self
             .push_superseded(deployment, &repository, &branch, &commit)
             .await
         {
-            return Ok(failed(error, built.log_tail, changes()));
+            warn!(deployment = %key, status = %refused.status, error = ?refused.error, "not the head of its branch; the live deploy is unchanged");
+            if refused.status == DeploymentStatus::Failed {
+                refused.changes = refused.changes.set("log_tail", &built.log_tail);
+            }
+            return Ok(Some(refused));
         }
         let target = target_of(environment, &branch);
         let until = Some(budget.until());
         let outcome = match self
             .publisher
-            .publish_as(&target, &built.output_dir, &deploy_id, until)
+            .publish_as(
+                &target,
+                &built.output_dir,
+                &deploy_id,
+                Some(&deployment.id),
+                until,
+            )
             .await
         {
             Ok(outcome) => outcome,
             Err(PublishError::OutOfTime { .. }) => {
                 return Ok(out_of_time(Phase::Publish, built.log_tail))
+            }
+            Err(e @ PublishError::Superseded { .. }) => {
+                let PublishError::Superseded { newer, .. } = &e else {
+                    unreachable!()
+                };
+                info!(deployment = %key, newer = %newer, "superseded by a newer deployment; the live deploy is the newer one's");
+                return Ok(Some(Finished::superseded(newer, e.to_string())));
             }
             Err(e) => return Ok(failed(e.to_string(), built.log_tail, changes())),
         };
@@ -571,8 +671,7 @@ impl SiteService {
             changes: changes()
                 .set("deploy_id", &outcome.deploy_id)
                 .set("uploaded", outcome.uploaded as u64)
-                .set("copied", outcome.copied as u64)
-                .set_some("invalidation", invalidation_text(&outcome.invalidation)),
+                .set("copied", outcome.copied as u64),
             error: None,
         }))
     }
@@ -683,6 +782,7 @@ impl SiteService {
             deployment.status,
             DeploymentStatus::Published | DeploymentStatus::Unchanged | DeploymentStatus::Removed
         );
+        let superseded = deployment.status == DeploymentStatus::Superseded;
         if let (Some(id), Ok(repository)) = (
             deployment.github_deployment_id,
             deployment.site.parse::<Repository>(),
@@ -692,6 +792,16 @@ impl SiteService {
                     DeploymentState::Success,
                     Some(deployment.url.as_str()),
                     "Published".to_owned(),
+                )
+            } else if superseded {
+                // GitHub's word for a deployment another one replaced.
+                (
+                    DeploymentState::Inactive,
+                    None,
+                    format!(
+                        "Superseded by the newer deployment {}; not published",
+                        deployment.superseded_by.as_deref().unwrap_or("?")
+                    ),
                 )
             } else {
                 (
@@ -722,6 +832,17 @@ impl SiteService {
                 _ => format!("{what} is live"),
             };
             Notice::new(Outcome::Succeeded, title, &deployment.environment)
+        } else if superseded {
+            Notice::new(
+                Outcome::Info,
+                format!("{what} was superseded by a newer deployment"),
+                &deployment.environment,
+            )
+            .with_reason(
+                error
+                    .unwrap_or("a newer deployment went live first")
+                    .to_owned(),
+            )
         } else {
             let mut reason = error.unwrap_or("failed").to_owned();
             if let Some(last) = deployment.log_tail.last() {
@@ -744,6 +865,12 @@ impl SiteService {
                 format!(
                     "{what}: {}.\n\n{}\n\nDeployment {}.",
                     deployment.status, deployment.url, deployment.id
+                )
+            } else if superseded {
+                format!(
+                    "{what} was superseded: {}\nThe live site is the newer deployment's.\n\nDeployment {}.",
+                    error.unwrap_or("a newer deployment went live first"),
+                    deployment.id
                 )
             } else {
                 let mut text = format!(
@@ -819,14 +946,6 @@ fn remove_stale_builds(base: &Path, stale_after: Duration) -> usize {
         }
     }
     removed
-}
-
-fn invalidation_text(status: &InvalidationStatus) -> Option<String> {
-    match status {
-        InvalidationStatus::NotNeeded | InvalidationStatus::NotConfigured => None,
-        InvalidationStatus::Created { id } => Some(id.clone()),
-        InvalidationStatus::Failed { message } => Some(format!("failed: {message}")),
-    }
 }
 
 #[cfg(test)]
