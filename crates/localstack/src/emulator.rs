@@ -24,8 +24,28 @@ pub struct Emulator {
 }
 
 impl Emulator {
-    /// Starts `localstack/moto_server.py` with the venv's Python.
+    /// Starts `localstack/moto_server.py` with the venv's Python. The port
+    /// is picked free, then bound by moto: another process can take it in
+    /// between (tests start many servers at once), and moto then exits, so
+    /// a server that exits before it is ready is started again on another
+    /// port, three times at most.
     pub async fn start(root: &Path, log_file: Option<PathBuf>) -> anyhow::Result<Self> {
+        let mut attempt = 1;
+        loop {
+            match Self::start_once(root, log_file.clone()).await {
+                Err(e) if attempt < 3 && e.to_string().contains("exited before it was ready") => {
+                    tracing::warn!(
+                        attempt,
+                        "moto server exited before it was ready; starting it again on another port"
+                    );
+                    attempt += 1;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    async fn start_once(root: &Path, log_file: Option<PathBuf>) -> anyhow::Result<Self> {
         let python = venv_python(root)?;
         let port = free_port()?;
         let mut command = Command::new(&python);
