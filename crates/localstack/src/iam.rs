@@ -31,7 +31,14 @@ pub struct RoleCredentials {
 /// The credentials each template function runs with, by logical id.
 #[derive(Debug, Clone, Default)]
 pub struct FunctionRoles {
-    by_function: HashMap<String, (String, RoleCredentials)>,
+    by_function: HashMap<String, FunctionRole>,
+}
+
+#[derive(Debug, Clone)]
+struct FunctionRole {
+    credentials: RoleCredentials,
+    /// What its role's policies allow (see [`crate::wiring::IamRole::allowed_actions`]).
+    actions: Vec<String>,
 }
 
 impl FunctionRoles {
@@ -40,9 +47,10 @@ impl FunctionRoles {
     /// Call once every resource the policies name is provisioned and
     /// [`Template::name_roles`] has run.
     pub async fn install(emulator: &Emulator, template: &Template) -> anyhow::Result<Self> {
-        let roles: Vec<Value> = template
-            .iam_roles()
-            .into_iter()
+        let iam_roles = template.iam_roles();
+        let roles: Vec<Value> = iam_roles
+            .iter()
+            .cloned()
             .map(|role| {
                 let policies: serde_json::Map<String, Value> = role
                     .policies
@@ -71,11 +79,22 @@ impl FunctionRoles {
             serde_json::from_value(answer["credentials"].clone())
                 .context("the emulator's role credentials")?;
         let mut by_function = HashMap::new();
-        for (function_id, function_name, _) in functions {
+        for (function_id, function_name, role_id) in functions {
             let session = credentials
                 .remove(&function_name)
                 .with_context(|| format!("no session for {function_id} ({function_name})"))?;
-            by_function.insert(function_id, (function_name, session));
+            let actions = iam_roles
+                .iter()
+                .find(|role| role.logical_id == role_id)
+                .map(|role| role.allowed_actions())
+                .unwrap_or_default();
+            by_function.insert(
+                function_id,
+                FunctionRole {
+                    credentials: session,
+                    actions,
+                },
+            );
         }
         Ok(Self { by_function })
     }
@@ -83,9 +102,19 @@ impl FunctionRoles {
     /// The credentials `function_id` (a logical id) runs with.
     pub fn credentials(&self, function_id: &str) -> anyhow::Result<&RoleCredentials> {
         match self.by_function.get(function_id) {
-            Some((_, credentials)) => Ok(credentials),
+            Some(role) => Ok(&role.credentials),
             None => bail!("{function_id} has no Role in cloudformation.template"),
         }
+    }
+
+    /// Every function's access key id with the actions its role allows.
+    pub fn allowed_actions(&self) -> impl Iterator<Item = (&str, &[String])> {
+        self.by_function.values().map(|role| {
+            (
+                role.credentials.access_key_id.as_str(),
+                role.actions.as_slice(),
+            )
+        })
     }
 
     /// Environment for `function_id`'s process: the emulator's endpoint and

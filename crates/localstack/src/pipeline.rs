@@ -297,7 +297,7 @@ impl Pipeline {
         })
         .await?;
         let kvs = KvsDouble::start(&format!("{}-deployer-site-live", options.env)).await?;
-        let site_server = SiteServer::start_with_store(
+        let site_server = SiteServer::start(
             aws_sdk_s3::Client::new(&sdk),
             &site.resources.bucket,
             kvs.clone(),
@@ -399,17 +399,8 @@ impl Pipeline {
         }
         // The Lambda API lets in whom IAM would: each function as its
         // role allows, the operator (tests, the CLI) for everything.
-        let function_ids = [
-            "S3TriggerFunction",
-            "TriggerBuildFunction",
-            "CiDispatchFunction",
-            "SiteBuildFunction",
-            "SiteBuilderFunction",
-        ];
-        for (spec, id) in function_specs.iter().zip(function_ids) {
-            if let Some((_, key)) = spec.env.iter().find(|(k, _)| k == "AWS_ACCESS_KEY_ID") {
-                lambda_api.allow(key, template.role_actions(id)?);
-            }
+        for (key, actions) in roles.allowed_actions() {
+            lambda_api.allow(key, actions.to_vec());
         }
         if let Some((_, key)) = emulator
             .client_env()

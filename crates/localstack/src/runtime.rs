@@ -650,36 +650,13 @@ impl Environment {
         }
         // Whatever its user left running (a detached daemon) goes with it.
         if let Some(sandbox) = &self.spec.sandbox {
-            for pid in processes_of_user(sandbox.uid(self.index)) {
+            for pid in site_build::builder::isolated::processes_of_user(sandbox.uid(self.index)) {
                 // SAFETY: kill(2) takes plain integers and touches no memory of ours.
                 unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
             }
             let _ = std::fs::remove_dir_all(sandbox.tmp(self.index));
         }
     }
-}
-
-/// Every live process whose real user is `uid`, from /proc.
-fn processes_of_user(uid: u32) -> Vec<u32> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
-            continue;
-        };
-        let owner = std::fs::read_to_string(entry.path().join("status"))
-            .ok()
-            .and_then(|status| {
-                status
-                    .lines()
-                    .find_map(|l| l.strip_prefix("Uid:"))
-                    .and_then(|ids| ids.split_whitespace().next())
-                    .and_then(|id| id.parse::<u32>().ok())
-            });
-        if owner == Some(uid) {
-            found.push(pid);
-        }
-    }
-    found
 }
 
 /// The Runtime API of an environment answers only its own processes, as

@@ -11,15 +11,12 @@
 //! `site-target` cookie). `/` and `/dir/` are `index.html`, a last segment
 //! without a dot is `{path}/index.html`.
 //!
-//! Started with [`SiteServer::start_with_store`] (as the pipeline does), it
-//! reads the live deploy id from the KeyValueStore double as the router
+//! It reads the live deploy id from the KeyValueStore double as the router
 //! reads it from the KeyValueStore (`kvs.get(target)`, a value that is not
 //! a deploy id is the router's 404) and fetches
 //! `deploys/{target}/{deploy_id}{rewritten uri}` from the bucket as the
-//! distribution's origin request does. Started with [`SiteServer::start`],
-//! it reads the S3 pointer through `site_build::Publisher::resolve`
-//! instead (for tests of the publisher alone). Either way a target with
-//! nothing live is the router's 404, a file the live deploy lacks is the
+//! distribution's origin request does. A target with nothing live is the
+//! router's 404, a file the live deploy lacks is the
 //! 403 S3 answers CloudFront (it may not list the bucket). Files are served
 //! with the `Content-Type` and `Cache-Control` stored on the object (the
 //! manifest's, which the publisher writes on it) and the headers of the
@@ -33,7 +30,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
-use site_build::{PreviewSlug, PublishError, PublishTarget, Publisher, ResolvedObject};
+use site_build::ResolvedObject;
 
 use crate::kvs::KvsDouble;
 use crate::lambda_api::AbortOnDrop;
@@ -142,9 +139,8 @@ pub fn rewrite_uri(uri: &str) -> String {
 struct SiteState {
     s3: aws_sdk_s3::Client,
     bucket: String,
-    publisher: Publisher,
-    /// Where the live deploy ids come from; `None`: the S3 pointers.
-    store: Option<KvsDouble>,
+    /// Where the live deploy ids come from, as for the router.
+    store: KvsDouble,
 }
 
 /// The site's viewer-facing server on loopback.
@@ -156,29 +152,15 @@ pub struct SiteServer {
 }
 
 impl SiteServer {
-    /// Serves the live deploys in `bucket` on a free loopback port (IPv4,
-    /// and IPv6 on the same port where the machine has it).
-    pub async fn start(s3: aws_sdk_s3::Client, bucket: &str) -> anyhow::Result<Self> {
-        Self::serve(s3, bucket, None).await
-    }
-
     /// Serves the deploys in `bucket` that `store` names live, as the
-    /// router function and the distribution do.
-    pub async fn start_with_store(
+    /// router function and the distribution do, on a free loopback port
+    /// (IPv4, and IPv6 on the same port where the machine has it).
+    pub async fn start(
         s3: aws_sdk_s3::Client,
         bucket: &str,
         store: KvsDouble,
     ) -> anyhow::Result<Self> {
-        Self::serve(s3, bucket, Some(store)).await
-    }
-
-    async fn serve(
-        s3: aws_sdk_s3::Client,
-        bucket: &str,
-        store: Option<KvsDouble>,
-    ) -> anyhow::Result<Self> {
         let state = Arc::new(SiteState {
-            publisher: Publisher::new(s3.clone(), bucket),
             s3,
             bucket: bucket.to_owned(),
             store,
@@ -409,19 +391,15 @@ async fn route(state: &SiteState, request: Request<Body>) -> Response {
         }
     };
     let rewritten = rewrite_uri(&uri);
-    let resolved = match resolve(state, &target, &rewritten).await {
-        Ok(Resolution::Found(found)) => found,
-        Ok(Resolution::NotLive) => {
+    let resolved = match resolve(&state.store, &target, &rewritten) {
+        Resolution::Found(found) => found,
+        Resolution::NotLive => {
             return router_page(
                 StatusCode::NOT_FOUND,
                 &format!("Nothing is published for {}\n", target.name()),
             )
         }
-        Ok(Resolution::NoSuchFile) => return access_denied(),
-        Err(err) => {
-            tracing::warn!(target = %target.name(), uri, error = %err, "site request failed");
-            return (StatusCode::BAD_GATEWAY, err.to_string()).into_response();
-        }
+        Resolution::NoSuchFile => return access_denied(),
     };
     let object = match state
         .s3
@@ -476,35 +454,6 @@ enum Resolution {
 
 /// The file of `target`'s live deploy at the rewritten URI `uri` (exactly
 /// that file: the router has already added any `index.html`).
-async fn resolve(
-    state: &SiteState,
-    target: &HostTarget,
-    uri: &str,
-) -> Result<Resolution, PublishError> {
-    if let Some(store) = &state.store {
-        return Ok(resolve_from_store(store, target, uri));
-    }
-    let publish_target = match target {
-        HostTarget::Production => PublishTarget::Production,
-        HostTarget::Staging => PublishTarget::Staging,
-        HostTarget::Preview(slug) => match PreviewSlug::parse(slug) {
-            Some(slug) => PublishTarget::Preview { slug },
-            None => return Ok(Resolution::NotLive),
-        },
-    };
-    let resolved = state.publisher.resolve(&publish_target, uri).await;
-    let wanted = percent_encoding::percent_decode_str(uri)
-        .decode_utf8()
-        .map(|p| p.trim_start_matches('/').to_owned())
-        .ok();
-    match resolved {
-        Err(PublishError::NotLive { .. }) => Ok(Resolution::NotLive),
-        Err(err) => Err(err),
-        Ok(Some(found)) if Some(&found.path) == wanted.as_ref() => Ok(Resolution::Found(found)),
-        Ok(_) => Ok(Resolution::NoSuchFile),
-    }
-}
-
 /// The router's `DEPLOY_ID`: `^[A-Za-z0-9_-]{1,64}$`.
 fn is_deploy_id(value: &str) -> bool {
     (1..=64).contains(&value.len())
@@ -513,9 +462,11 @@ fn is_deploy_id(value: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
-/// As the router: the store names the live deploy, and the rewritten URI
-/// is the object key under it (S3 decodes the path CloudFront forwards).
-fn resolve_from_store(store: &KvsDouble, target: &HostTarget, uri: &str) -> Resolution {
+/// The file of `target`'s live deploy at the rewritten URI `uri` (exactly
+/// that file: the router has already added any `index.html`). As the
+/// router: the store names the live deploy, and the rewritten URI is the
+/// object key under it (S3 decodes the path CloudFront forwards).
+fn resolve(store: &KvsDouble, target: &HostTarget, uri: &str) -> Resolution {
     let Some(deploy_id) = store.get(&target.name()).filter(|id| is_deploy_id(id)) else {
         return Resolution::NotLive;
     };
@@ -537,6 +488,7 @@ fn resolve_from_store(store: &KvsDouble, target: &HostTarget, uri: &str) -> Reso
 #[cfg(test)]
 mod tests {
     use super::*;
+    use site_build::{PreviewSlug, PublishTarget, Publisher};
 
     #[test]
     fn hosts_map_as_the_router_maps_them() {
@@ -607,11 +559,15 @@ mod tests {
         let branch = "Feature/Login";
         let slug = PreviewSlug::from_branch(branch).to_string();
         assert_ne!(slug, "feature-login", "a hashed slug");
+        // Published as site-build publishes, and named live in the store
+        // as site-build names it.
+        let store = KvsDouble::start("site-server-test").await.unwrap();
         for target in [PublishTarget::Production, PublishTarget::preview(branch)] {
-            publisher.publish(&target, &site_dir).await.unwrap();
+            let published = publisher.publish(&target, &site_dir).await.unwrap();
+            store.put_directly(&target.name(), &published.deploy_id);
         }
         std::fs::remove_dir_all(&site_dir).unwrap();
-        let server = SiteServer::start(s3, "site").await.unwrap();
+        let server = SiteServer::start(s3, "site", store).await.unwrap();
 
         let page = server.get(&HostTarget::Production, "/").await.unwrap();
         assert_eq!((page.status, page.text().as_str()), (200, "<h1>home</h1>"));

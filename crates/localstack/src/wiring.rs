@@ -42,6 +42,36 @@ pub struct S3Notification {
     pub suffix: Option<String>,
 }
 
+impl IamRole {
+    /// The actions its inline policies allow (`Effect: Allow`, intrinsics
+    /// already resolved), for doubles that check callers as moto's IAM
+    /// does: by action, not resource.
+    pub fn allowed_actions(&self) -> Vec<String> {
+        let statements = self
+            .policies
+            .iter()
+            .filter_map(|(_, document)| document.get("Statement"))
+            .flat_map(|statement| match statement {
+                Value::Array(list) => list.clone(),
+                single => vec![single.clone()],
+            });
+        let mut actions = Vec::new();
+        for statement in statements {
+            if statement.get("Effect").and_then(Value::as_str) != Some("Allow") {
+                continue;
+            }
+            match statement.get("Action") {
+                Some(Value::String(action)) => actions.push(action.clone()),
+                Some(Value::Array(list)) => {
+                    actions.extend(list.iter().filter_map(Value::as_str).map(str::to_owned))
+                }
+                _ => {}
+            }
+        }
+        actions
+    }
+}
+
 impl Template {
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let text =
@@ -389,50 +419,6 @@ impl Template {
     }
 
     /// EventBridge rules with a target on `function_id`: (rule name, pattern).
-    /// The actions a function's role allows (`Effect: Allow` statements of its
-    /// inline policies; both branches of an `Fn::If`), for doubles that
-    /// check callers as IAM does: by action, not resource.
-    pub fn role_actions(&self, function_id: &str) -> anyhow::Result<Vec<String>> {
-        let role = self
-            .resource(function_id)?
-            .pointer("/Role/Fn::GetAtt/0")
-            .and_then(Value::as_str)
-            .ok_or_else(|| anyhow!("{function_id} has no Role of this template"))?;
-        let mut actions = Vec::new();
-        let policies = self
-            .resource(role)?
-            .get("Policies")
-            .and_then(Value::as_array);
-        let mut statements: Vec<&Value> = policies
-            .into_iter()
-            .flatten()
-            .filter_map(|p| p.pointer("/PolicyDocument/Statement")?.as_array())
-            .flatten()
-            .collect();
-        while let Some(statement) = statements.pop() {
-            if let Some(branches) = statement.get("Fn::If").and_then(Value::as_array) {
-                statements.extend(
-                    branches
-                        .iter()
-                        .skip(1)
-                        .filter(|b| b.get("Effect").is_some()),
-                );
-                continue;
-            }
-            if statement.get("Effect").and_then(Value::as_str) != Some("Allow") {
-                continue;
-            }
-            match statement.get("Action") {
-                Some(Value::String(action)) => actions.push(action.clone()),
-                Some(Value::Array(list)) => {
-                    actions.extend(list.iter().filter_map(Value::as_str).map(str::to_owned))
-                }
-                _ => {}
-            }
-        }
-        Ok(actions)
-    }
-
     pub fn rules_targeting(&self, function_id: &str) -> Vec<(String, Value)> {
         let Some(resources) = self.doc.get("Resources").and_then(Value::as_object) else {
             return Vec::new();

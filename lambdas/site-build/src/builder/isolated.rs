@@ -239,7 +239,10 @@ impl IsolatedBuilder {
             return;
         }
         for round in 0..20 {
-            let found = processes_of(uid, me);
+            let found: Vec<u32> = processes_of_user(uid)
+                .into_iter()
+                .filter(|&pid| pid != me)
+                .collect();
             if found.is_empty() {
                 return;
             }
@@ -275,37 +278,38 @@ pub fn seal_process() -> std::io::Result<()> {
     }
 }
 
-/// Processes whose real user is `uid`, except `me`, from /proc.
-fn processes_of(uid: u32, me: u32) -> Vec<u32> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if pid == me {
-            continue;
-        }
-        let Ok(status) = std::fs::read_to_string(entry.path().join("status")) else {
-            continue;
-        };
-        let owner = status
-            .lines()
-            .find_map(|l| l.strip_prefix("Uid:"))
-            .and_then(|ids| ids.split_whitespace().next())
-            .and_then(|id| id.parse::<u32>().ok());
-        let zombie = status
-            .lines()
-            .find_map(|l| l.strip_prefix("State:"))
-            .is_some_and(|s| s.trim_start().starts_with('Z'));
-        if owner == Some(uid) && !zombie {
-            found.push(pid);
-        }
-    }
-    found
+/// The live (not zombie) processes whose real user is `uid`, from /proc.
+pub fn processes_of_user(uid: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| {
+            let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+                return false;
+            };
+            let zombie = status
+                .lines()
+                .find_map(|l| l.strip_prefix("State:"))
+                .is_some_and(|s| s.trim_start().starts_with('Z'));
+            !zombie && real_uid(&status) == Some(uid)
+        })
+        .collect()
+}
+
+/// The real user of process `pid`, from /proc.
+pub fn uid_of(pid: u32) -> Option<u32> {
+    real_uid(&std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?)
+}
+
+/// The real uid in a `/proc/{pid}/status` text.
+fn real_uid(status: &str) -> Option<u32> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|ids| ids.split_whitespace().next())
+        .and_then(|id| id.parse().ok())
 }
 
 /// Removes everything inside `dir` (creating it if missing).

@@ -113,9 +113,11 @@ impl SiteService {
             .live_store_arn
             .as_ref()
             .map(|arn| LiveStore::new(aws_sdk_cloudfrontkeyvaluestore::Client::new(sdk), arn));
+        let lambda = aws_sdk_lambda::Client::new(sdk);
+        let s3 = aws_sdk_s3::Client::new(sdk);
         let builder = RemoteBuilder::new(
-            aws_sdk_lambda::Client::new(sdk),
-            aws_sdk_s3::Client::new(sdk),
+            lambda.clone(),
+            s3.clone(),
             &config.bucket,
             &config.builder_function,
         );
@@ -129,8 +131,8 @@ impl SiteService {
             secret,
             notifier,
             live_store,
-            lambda: aws_sdk_lambda::Client::new(sdk),
-            s3: aws_sdk_s3::Client::new(sdk),
+            lambda,
+            s3,
             ses: aws_sdk_sesv2::Client::new(sdk),
             function_name,
             approval_base: OnceCell::new(),
