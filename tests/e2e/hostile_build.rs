@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use site_build::builder::isolated::{processes_of_user, uid_of};
+
 use super::site_recovery::Recovery;
 
 const TOKEN: &str = "ghp_hostilebuildtesttoken0123456789abcdef";
@@ -78,45 +80,14 @@ async fn published(r: &Recovery, target: &str, deploy: &str) -> BTreeMap<String,
     files
 }
 
-/// Processes running as `uid`.
-fn processes_of(uid: u32) -> Vec<u32> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|status| {
-                status
-                    .lines()
-                    .find_map(|l| l.strip_prefix("Uid:"))
-                    .and_then(|ids| ids.split_whitespace().next()?.parse::<u32>().ok())
-                    == Some(uid)
-            })
-        })
-        .collect()
-}
-
-fn uid_of(pid: u32) -> u32 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|ids| ids.split_whitespace().next()?.parse().ok())
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_hostile_build_reaches_no_secret_no_credential_and_nothing_live() {
     assert!(
         localstack::Sandbox::available(),
         "the local stack isolates the builder only when it runs as root (as CI does)"
     );
-    let logs = std::env::temp_dir().join(format!("hostile-logs-{}", std::process::id()));
-    std::fs::create_dir_all(&logs).unwrap();
-    let log_dir = logs.clone();
-    let r = Recovery::start("hostile", move |options| {
+    let r = Recovery::start_logged("hostile", |options| {
         options.github_token = Some(TOKEN.to_owned());
-        options.log_dir = Some(log_dir);
     })
     .await;
     let first = r.publish_first().await;
@@ -279,9 +250,9 @@ async fn a_hostile_build_reaches_no_secret_no_credential_and_nothing_live() {
         before,
         "the lingering process outlived its build"
     );
-    let builder_uid = uid_of(builder_pid);
+    let builder_uid = uid_of(builder_pid).expect("the builder runs");
     assert_ne!(builder_uid, 0);
-    assert_eq!(processes_of(builder_uid), vec![builder_pid]);
+    assert_eq!(processes_of_user(builder_uid), vec![builder_pid]);
 
     // The next build in the same sandbox meets none of it.
     r.repo.write("package.json", &package).unwrap();
@@ -359,10 +330,7 @@ async fn a_hostile_build_reaches_no_secret_no_credential_and_nothing_live() {
         .iter()
         .map(|(key, body)| (key.clone(), String::from_utf8_lossy(body).into_owned()))
         .collect();
-    for entry in std::fs::read_dir(&logs).unwrap().flatten() {
-        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
-        places.push((entry.path().display().to_string(), text));
-    }
+    places.extend(r.logs_of(""));
     for deployment in pipeline.github.deployments() {
         for status in deployment.statuses {
             places.push(("a GitHub status".into(), status.description));
@@ -378,6 +346,5 @@ async fn a_hostile_build_reaches_no_secret_no_credential_and_nothing_live() {
         }
     }
     r.pipeline().stop().await;
-    let _ = std::fs::remove_dir_all(&logs);
     let _ = std::fs::remove_dir_all(&heartbeat);
 }

@@ -126,14 +126,7 @@ async fn a_push_whose_commit_is_no_longer_the_head_fails_and_production_stays() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_function_url_failure_answers_generically_and_logs_the_reason_under_the_request_id() {
-    let logs = std::env::temp_dir().join(format!("site-guard-logs-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&logs);
-    std::fs::create_dir_all(&logs).unwrap();
-    let dir = logs.clone();
-    let r = Recovery::start("guard-errors", move |options| {
-        options.log_dir = Some(dir);
-    })
-    .await;
+    let r = Recovery::start_logged("guard-errors", |_| {}).await;
     r.stack
         .emulator
         .faults()
@@ -156,11 +149,10 @@ async fn a_function_url_failure_answers_generically_and_logs_the_reason_under_th
         json!({"error": "Service Unavailable", "request_id": request_id})
     );
 
-    let log: String = std::fs::read_dir(&logs)
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .filter(|path| path.to_string_lossy().contains("site-build"))
-        .map(|path| std::fs::read_to_string(path).unwrap_or_default())
+    let log: String = r
+        .logs_of("site-build")
+        .into_iter()
+        .map(|(_, text)| text)
         .collect();
     let line = log
         .lines()
@@ -170,5 +162,4 @@ async fn a_function_url_failure_answers_generically_and_logs_the_reason_under_th
         line.contains("DynamoDB TransactWriteItems on table"),
         "{line}"
     );
-    std::fs::remove_dir_all(&logs).unwrap();
 }

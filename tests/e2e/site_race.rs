@@ -249,14 +249,7 @@ async fn an_older_build_that_finishes_last_is_superseded_and_the_newer_commit_st
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_newer_build_whose_switch_loses_to_an_older_one_switches_again_and_wins() {
-    let logs = std::env::temp_dir().join(format!("site-race-logs-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&logs);
-    std::fs::create_dir_all(&logs).unwrap();
-    let dir = logs.clone();
-    let r = Recovery::start("race-new-last", move |options| {
-        options.log_dir = Some(dir);
-    })
-    .await;
+    let r = Recovery::start_logged("race-new-last", |_| {}).await;
     race_branches(&r);
 
     // Both uploads are held; the newer one longer, so the older one
@@ -283,16 +276,14 @@ async fn a_newer_build_whose_switch_loses_to_an_older_one_switches_again_and_win
     let pointer = staging_pointer(&r).await;
     assert_eq!(pointer["previous"], older_deploy.as_str());
     assert_eq!(pointer["newest_deployment"], newer.as_str());
-    let log: String = std::fs::read_dir(&logs)
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .filter(|path| path.to_string_lossy().contains("site-build"))
-        .map(|path| std::fs::read_to_string(path).unwrap_or_default())
+    let log: String = r
+        .logs_of("site-build")
+        .into_iter()
+        .map(|(_, text)| text)
         .collect();
     assert!(
         log.contains("the live pointer moved under an older deployment's publish; switching again"),
         "the newer publish never met a moved pointer"
     );
     r.assert_settled("staging", &newer, "PUBLISHED").await;
-    std::fs::remove_dir_all(&logs).unwrap();
 }

@@ -25,6 +25,16 @@ const POINTER_SWITCHED: &str = "live pointer switched";
 pub(crate) struct Recovery {
     pub(crate) stack: TestStack,
     pub(crate) repo: SampleRepo,
+    /// Where the functions' logs go, with [`Recovery::start_logged`].
+    pub(crate) logs: Option<std::path::PathBuf>,
+}
+
+impl Drop for Recovery {
+    fn drop(&mut self) {
+        if let Some(logs) = &self.logs {
+            let _ = std::fs::remove_dir_all(logs);
+        }
+    }
 }
 
 impl Recovery {
@@ -40,7 +50,45 @@ impl Recovery {
             configure(options);
         })
         .await;
-        Self { stack, repo }
+        Self {
+            stack,
+            repo,
+            logs: None,
+        }
+    }
+
+    /// [`Recovery::start`] with the functions' logs written to a folder of
+    /// this test's own (removed with it), for [`Recovery::logs_of`].
+    pub(crate) async fn start_logged(
+        env: &str,
+        configure: impl FnOnce(&mut localstack::PipelineOptions),
+    ) -> Self {
+        let logs = std::env::temp_dir().join(format!("{env}-logs-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&logs);
+        std::fs::create_dir_all(&logs).unwrap();
+        let dir = logs.clone();
+        let mut r = Self::start(env, move |options| {
+            options.log_dir = Some(dir);
+            configure(options);
+        })
+        .await;
+        r.logs = Some(logs);
+        r
+    }
+
+    /// Each log file whose name contains `function` (every one for ""),
+    /// with its text.
+    pub(crate) fn logs_of(&self, function: &str) -> Vec<(String, String)> {
+        let logs = self.logs.as_ref().expect("started with start_logged");
+        std::fs::read_dir(logs)
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .filter(|path| path.to_string_lossy().contains(function))
+            .map(|path| {
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                (path.display().to_string(), text)
+            })
+            .collect()
     }
 
     pub(crate) fn pipeline(&self) -> &localstack::Pipeline {

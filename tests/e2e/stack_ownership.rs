@@ -3,7 +3,6 @@
 //! naming it.
 
 use aws_sdk_cloudformation::types::{Parameter, Tag};
-use std::time::Duration;
 
 use builddao::BuildStatus;
 use deployer_e2e::{broken_template, param, sample_template, TestStack};
@@ -49,44 +48,16 @@ async fn change_set_outside_deployer(
     template: &str,
     execute: bool,
 ) -> String {
-    let cfn = stack.cfn();
-    let id = cfn
-        .create_change_set()
-        .stack_name(name)
-        .change_set_name("by-hand")
-        .change_set_type(aws_sdk_cloudformation::types::ChangeSetType::Create)
-        .template_body(template)
-        .parameters(
-            Parameter::builder()
-                .parameter_key("Greeting")
-                .parameter_value("made by hand")
-                .build(),
+    let id = stack
+        .change_set_by_hand(
+            name,
+            aws_sdk_cloudformation::types::ChangeSetType::Create,
+            template,
+            "made by hand",
         )
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("CreateChangeSet {name}: {e:?}"))
-        .id()
-        .expect("change set id")
-        .to_owned();
-    localstack::emulator::wait_until("the change set by hand", Duration::from_secs(30), || {
-        let (cfn, id) = (cfn.clone(), id.clone());
-        async move {
-            let described = cfn
-                .describe_change_set()
-                .change_set_name(&id)
-                .send()
-                .await?;
-            Ok((described.status().map(|s| s.as_str()) == Some("CREATE_COMPLETE")).then_some(()))
-        }
-    })
-    .await
-    .unwrap();
+        .await;
     if execute {
-        cfn.execute_change_set()
-            .change_set_name(&id)
-            .send()
-            .await
-            .expect("ExecuteChangeSet by hand");
+        stack.execute_by_hand(&id).await;
     }
     stack.stack(name).await.expect("stack exists").0
 }

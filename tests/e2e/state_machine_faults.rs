@@ -47,41 +47,15 @@ fn times(entered: &HashMap<String, usize>, state: &str) -> usize {
 /// Starts an update of `stack_name` by hand, as an operator would, and
 /// returns once CloudFormation reports it in progress.
 async fn start_update_by_hand(stack: &TestStack, stack_name: &str, greeting: &str) {
-    let cfn = stack.cfn();
-    let change_set = cfn
-        .create_change_set()
-        .stack_name(stack_name)
-        .change_set_name("by-hand")
-        .change_set_type(aws_sdk_cloudformation::types::ChangeSetType::Update)
-        .template_body(sample_template())
-        .parameters(
-            aws_sdk_cloudformation::types::Parameter::builder()
-                .parameter_key("Greeting")
-                .parameter_value(greeting)
-                .build(),
+    let id = stack
+        .change_set_by_hand(
+            stack_name,
+            aws_sdk_cloudformation::types::ChangeSetType::Update,
+            &sample_template(),
+            greeting,
         )
-        .send()
-        .await
-        .expect("CreateChangeSet by hand");
-    let id = change_set.id().expect("change set id").to_owned();
-    localstack::emulator::wait_until("the change set by hand", Duration::from_secs(30), || {
-        let (cfn, id) = (cfn.clone(), id.clone());
-        async move {
-            let described = cfn
-                .describe_change_set()
-                .change_set_name(&id)
-                .send()
-                .await?;
-            Ok((described.status().map(|s| s.as_str()) == Some("CREATE_COMPLETE")).then_some(()))
-        }
-    })
-    .await
-    .unwrap();
-    cfn.execute_change_set()
-        .change_set_name(&id)
-        .send()
-        .await
-        .expect("ExecuteChangeSet by hand");
+        .await;
+    stack.execute_by_hand(&id).await;
     let (status, _) = stack.stack(stack_name).await.expect("stack exists");
     assert_eq!(status, "UPDATE_IN_PROGRESS");
 }

@@ -223,6 +223,64 @@ impl TestStack {
         describe_stack(&self.cfn(), name).await
     }
 
+    /// Makes change set `by-hand` of `kind` on `stack_name` with `template`
+    /// and `Greeting` = `greeting`, as an operator would outside Deployer,
+    /// and waits until it can be executed. Returns its id.
+    pub async fn change_set_by_hand(
+        &self,
+        stack_name: &str,
+        kind: aws_sdk_cloudformation::types::ChangeSetType,
+        template: &str,
+        greeting: &str,
+    ) -> String {
+        let cfn = self.cfn();
+        let id = cfn
+            .create_change_set()
+            .stack_name(stack_name)
+            .change_set_name("by-hand")
+            .change_set_type(kind)
+            .template_body(template)
+            .parameters(
+                aws_sdk_cloudformation::types::Parameter::builder()
+                    .parameter_key("Greeting")
+                    .parameter_value(greeting)
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("CreateChangeSet {stack_name} by hand: {e:?}"))
+            .id()
+            .expect("change set id")
+            .to_owned();
+        localstack::emulator::wait_until("the change set by hand", Duration::from_secs(30), || {
+            let (cfn, id) = (cfn.clone(), id.clone());
+            async move {
+                let described = cfn
+                    .describe_change_set()
+                    .change_set_name(&id)
+                    .send()
+                    .await?;
+                Ok(
+                    (described.status().map(|s| s.as_str()) == Some("CREATE_COMPLETE"))
+                        .then_some(()),
+                )
+            }
+        })
+        .await
+        .unwrap();
+        id
+    }
+
+    /// Executes a change set made by [`Self::change_set_by_hand`].
+    pub async fn execute_by_hand(&self, id: &str) {
+        self.cfn()
+            .execute_change_set()
+            .change_set_name(id)
+            .send()
+            .await
+            .expect("ExecuteChangeSet by hand");
+    }
+
     /// Executions of the deployment state machine.
     pub async fn executions(&self) -> Vec<aws_sdk_sfn::types::ExecutionListItem> {
         self.sfn()
