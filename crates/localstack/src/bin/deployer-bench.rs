@@ -66,6 +66,7 @@ async fn function_benchmarks(root: &Path, emulator: Arc<Emulator>) -> anyhow::Re
     let mut options =
         PipelineOptions::new(root.clone(), "dev").parameter("PollIntervalSeconds", "1");
     options.profile = "release".into();
+    let release_dir = options.target_dir.join("release");
     let pipeline = Pipeline::start(emulator.clone(), options).await?;
     let template = std::fs::read(root.join("examples/sample-app/cloudformation.template"))?;
 
@@ -102,12 +103,12 @@ async fn function_benchmarks(root: &Path, emulator: Arc<Emulator>) -> anyhow::Re
         "Cold start under the loopback Runtime API ({COLD_RUNS} cold starts each, median; RSS max)"
     );
     println!(
-        "{:<16} {:>10} {:>22} {:>14}",
+        "{:<26} {:>10} {:>22} {:>14}",
         "function", "init ms", "init + 1st invoke ms", "peak RSS MB"
     );
     let hello_spec = FunctionSpec {
         name: "hello-lambda".into(),
-        binary: root.join("target/release/hello-lambda"),
+        binary: release_dir.join("hello-lambda"),
         env: pipeline.function_specs[0].env.clone(),
         timeout: Duration::from_secs(30),
         log_file: None,
@@ -132,88 +133,120 @@ async fn function_benchmarks(root: &Path, emulator: Arc<Emulator>) -> anyhow::Re
         .push(("BUILDS_TABLE".into(), quiet_table.into()));
     let tb_spec = pipeline.function_specs[1].clone();
     let dispatch_spec = pipeline.function_specs[2].clone();
+    // site-build's init reads its webhook secret, GitHub token and Slack
+    // URL from SSM; its first invocation asks what rollback can reach in
+    // production (a pointer GET: nothing is live).
+    let site_spec = pipeline.function_specs[3].clone();
     pipeline.ecs_fixture("app", &[("api", 3)]).await?;
     let mut event_id = 0u64;
     let mut version = 100u64;
-    let mut hello_init = 0.0;
+    // The release builds measured: this tree's, or the ones given as
+    // BENCH_COMPARE="label=DIR,…" (DIR holds the release binaries of one
+    // revision: bench/compare-revisions.sh). Each function's builds are
+    // measured one after another, so they share the machine's load alike.
+    let mut releases = vec![(String::new(), release_dir.clone())];
+    if let Ok(compare) = std::env::var("BENCH_COMPARE") {
+        releases.clear();
+        for entry in compare.split(',').filter(|e| !e.is_empty()) {
+            let (label, dir) = entry
+                .split_once('=')
+                .with_context(|| format!("BENCH_COMPARE entry {entry:?} is not label=DIR"))?;
+            releases.push((format!(" ({label})"), PathBuf::from(dir)));
+        }
+    }
+    let mut hello_init = vec![0.0; releases.len()];
     for (label, spec) in [
         ("hello-lambda", hello_spec),
         ("s3-trigger", s3_spec),
         ("trigger-build", tb_spec),
         ("ci-dispatch", dispatch_spec),
+        ("site-build", site_spec),
     ] {
-        let function = Function::serve(spec, localstack::emulator::REGION).await?;
-        let mut inits = Vec::new();
-        let mut totals = Vec::new();
-        let mut rss = 0u64;
-        for _ in 0..COLD_RUNS {
-            let event = match label {
-                "s3-trigger" => {
-                    // A fresh upload each time; the pipeline's own s3-trigger
-                    // sees it too, which does not affect this instance.
-                    version += 1;
-                    let prefix = format!("bench/main/{version}.abcd/");
-                    put_in(
-                        &pipeline,
-                        quiet_bucket,
-                        &format!("{prefix}cloudformation.template"),
-                        template.clone(),
-                    )
-                    .await?;
-                    let key = format!("{prefix}cloudformation-params.json");
-                    put_in(
-                        &pipeline,
-                        quiet_bucket,
-                        &key,
-                        br#"{"Greeting": "bench"}"#.to_vec(),
-                    )
-                    .await?;
-                    s3_event(quiet_bucket, &key)
-                }
-                "trigger-build" => stream_batch.clone(),
-                "ci-dispatch" => {
-                    event_id += 1;
-                    ssm_event(event_id)
-                }
-                _ => json!({}),
-            };
+        for (build, (build_label, release_dir)) in releases.iter().enumerate() {
+            let mut spec = spec.clone();
+            if let Some(file) = spec.binary.file_name() {
+                spec.binary = release_dir.join(file);
+            }
+            let function = Function::serve(spec, localstack::emulator::REGION).await?;
+            let mut inits = Vec::new();
+            let mut totals = Vec::new();
+            let mut rss = 0u64;
+            for _ in 0..COLD_RUNS {
+                let event = match label {
+                    "s3-trigger" => {
+                        // A fresh upload each time; the pipeline's own s3-trigger
+                        // sees it too, which does not affect this instance.
+                        version += 1;
+                        let prefix = format!("bench/main/{version}.abcd/");
+                        put_in(
+                            &pipeline,
+                            quiet_bucket,
+                            &format!("{prefix}cloudformation.template"),
+                            template.clone(),
+                        )
+                        .await?;
+                        let key = format!("{prefix}cloudformation-params.json");
+                        put_in(
+                            &pipeline,
+                            quiet_bucket,
+                            &key,
+                            br#"{"Greeting": "bench"}"#.to_vec(),
+                        )
+                        .await?;
+                        s3_event(quiet_bucket, &key)
+                    }
+                    "trigger-build" => stream_batch.clone(),
+                    "ci-dispatch" => {
+                        event_id += 1;
+                        ssm_event(event_id)
+                    }
+                    "site-build" => json!({"deploys": {"environment": "production"}}),
+                    _ => json!({}),
+                };
+                function.stop().await;
+                function
+                    .invoke(&event)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{label}: {e}"))?;
+                let figures = function.figures().await;
+                inits.push(figures.init.as_secs_f64() * 1000.0);
+                totals.push(
+                    figures
+                        .init_and_first_invoke
+                        .unwrap_or_default()
+                        .as_secs_f64()
+                        * 1000.0,
+                );
+                rss = rss.max(function.peak_rss_kib().await.unwrap_or(0));
+            }
             function.stop().await;
-            function
-                .invoke(&event)
-                .await
-                .map_err(|e| anyhow::anyhow!("{label}: {e}"))?;
-            let figures = function.figures().await;
-            inits.push(figures.init.as_secs_f64() * 1000.0);
-            totals.push(
-                figures
-                    .init_and_first_invoke
-                    .unwrap_or_default()
-                    .as_secs_f64()
-                    * 1000.0,
+            let init = median(&mut inits);
+            if label == "hello-lambda" {
+                hello_init[build] = init;
+            }
+            let ratio = if hello_init[build] > 0.0 {
+                format!("  ({:.2}x hello init)", init / hello_init[build])
+            } else {
+                String::new()
+            };
+            println!(
+                "{:<26} {:>10.1} {:>22.1} {:>14.1}{ratio}",
+                format!("{label}{build_label}"),
+                init,
+                median(&mut totals),
+                rss as f64 / 1024.0
             );
-            rss = rss.max(function.peak_rss_kib().await.unwrap_or(0));
         }
-        function.stop().await;
-        let init = median(&mut inits);
-        if label == "hello-lambda" {
-            hello_init = init;
-        }
-        let ratio = if hello_init > 0.0 {
-            format!("  ({:.2}x hello init)", init / hello_init)
-        } else {
-            String::new()
-        };
-        println!(
-            "{:<16} {:>10.1} {:>22.1} {:>14.1}{ratio}",
-            label,
-            init,
-            median(&mut totals),
-            rss as f64 / 1024.0
-        );
     }
 
     println!("\nRelease zips (dist/, from `make package`)");
-    for name in ["s3-trigger", "trigger-build", "ci-dispatch", "site-build"] {
+    for name in [
+        "s3-trigger",
+        "trigger-build",
+        "ci-dispatch",
+        "site-build",
+        "site-builder",
+    ] {
         let path = root.join("dist").join(format!("{name}.zip"));
         match std::fs::metadata(&path) {
             Ok(meta) => println!("{:<16} {:>8.2} MB", name, meta.len() as f64 / 1_048_576.0),
