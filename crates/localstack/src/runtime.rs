@@ -156,6 +156,11 @@ struct Shared {
     waiting: Mutex<HashMap<String, oneshot::Sender<Outcome>>>,
     init_error: Mutex<Option<String>>,
     first_next: Mutex<Option<Instant>>,
+    /// Invocations a `/next` took for a process that was gone by then, to
+    /// go out before the queue's.
+    returned: Mutex<std::collections::VecDeque<Invocation>>,
+    /// The Runtime API's own port.
+    port: u16,
 }
 
 /// One function: a pool of execution environments, each a process behind
@@ -413,12 +418,17 @@ impl Environment {
         index: usize,
     ) -> anyhow::Result<Arc<Self>> {
         let (sender, receiver) = mpsc::channel(16);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let local = listener.local_addr()?;
+        let endpoint = local.to_string();
         let shared = Arc::new(Shared {
             function_arn: function_arn.to_owned(),
             queue: Mutex::new(receiver),
             waiting: Mutex::new(HashMap::new()),
             init_error: Mutex::new(None),
             first_next: Mutex::new(None),
+            returned: Mutex::new(std::collections::VecDeque::new()),
+            port: local.port(),
         });
         let app = Router::new()
             .route("/2018-06-01/runtime/invocation/next", get(next))
@@ -429,9 +439,6 @@ impl Environment {
             .route("/2018-06-01/runtime/invocation/{id}/error", post(error))
             .route("/2018-06-01/runtime/init/error", post(init_error))
             .with_state(shared.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let local = listener.local_addr()?;
-        let endpoint = local.to_string();
         // SAFETY: geteuid takes nothing and cannot fail.
         let own_user = spec
             .sandbox
@@ -499,6 +506,8 @@ impl Environment {
             .env("AWS_LAMBDA_LOG_FORMAT", "JSON")
             .envs(self.spec.env.iter().map(|(k, v)| (k, v)))
             .kill_on_drop(true)
+            // A process group of its own, which stopping it kills whole.
+            .process_group(0)
             .stdin(std::process::Stdio::null());
         command
             .stdout(std::process::Stdio::piped())
@@ -632,8 +641,17 @@ impl Environment {
 
     async fn abandon(&self, id: &str) {
         self.shared.waiting.lock().await.remove(id);
-        // Drop an invocation the process never picked up.
-        let mut queue = self.shared.queue.lock().await;
+        // Drop an invocation the process never picked up. A `/next` that
+        // holds the queue is waiting in it, so nothing is queued: never
+        // wait for it (it may wait for ever).
+        self.shared
+            .returned
+            .lock()
+            .await
+            .retain(|stale| stale.id != id);
+        let Ok(mut queue) = self.shared.queue.try_lock() else {
+            return;
+        };
         while let Ok(stale) = queue.try_recv() {
             if stale.id != id {
                 tracing::warn!(id = stale.id, "dropping queued invocation after crash");
@@ -669,7 +687,11 @@ async fn only_from_user(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    match socket_owner(peer.port(), port) {
+    // /proc/net/tcp is read a page at a time, and sockets opening and
+    // closing in between can make a read miss a line: a connection not
+    // found is looked for again before it counts as no one's.
+    let owner = (0..5).find_map(|_| socket_owner(peer.port(), port));
+    match owner {
         Some(uid) if uid == own_user => next.run(request).await,
         owner => {
             tracing::warn!(?owner, own_user, %peer, "refused a Runtime API call from another user's process");
@@ -697,16 +719,58 @@ fn socket_owner(from_port: u16, to_port: u16) -> Option<u32> {
     })
 }
 
+/// Whether the loopback connection from `from_port` to `to_port` is still
+/// established (its client end, in /proc/net/tcp). A read can miss a line
+/// (see [`only_from_user`]), so a connection not found is looked for again.
+fn connection_open(from_port: u16, to_port: u16) -> bool {
+    let local = format!(":{from_port:04X}");
+    let remote = format!(":{to_port:04X}");
+    (0..3).any(|_| {
+        std::fs::read_to_string("/proc/net/tcp").is_ok_and(|table| {
+            table.lines().skip(1).any(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                matches!(
+                    (fields.get(1), fields.get(2), fields.get(3)),
+                    (Some(l), Some(r), Some(&"01")) if l.ends_with(&local) && r.ends_with(&remote)
+                )
+            })
+        })
+    })
+}
+
 /// Stops an execution environment as Lambda does: the function's process
 /// and every process it started (npm and its children run in process groups
 /// of their own, so killing the function's group would miss them). A
 /// process that detached itself (double fork) is no longer a descendant and
 /// survives: docs/local-stack.md.
 fn stop_environment(pid: u32) {
-    for process in std::iter::once(pid).chain(descendants(pid)) {
+    // Its descendants are found while their parents still live (a child
+    // that left the process group is found only so), then its process
+    // group is killed: whatever it forks, even in the instant the scan of
+    // /proc could miss, is in it.
+    let doomed: Vec<u32> = std::iter::once(pid).chain(descendants(pid)).collect();
+    // SAFETY: kill(2) takes plain integers and touches no memory of ours.
+    unsafe { libc::kill(-(pid as libc::pid_t), libc::SIGKILL) };
+    for process in &doomed {
         // SAFETY: kill(2) takes plain integers and touches no memory of ours.
-        unsafe { libc::kill(process as libc::pid_t, libc::SIGKILL) };
+        unsafe { libc::kill(*process as libc::pid_t, libc::SIGKILL) };
     }
+    // SIGKILL is delivered, not yet acted on: wait (2 s at most) until each
+    // has exited, so its sockets are closed once the environment is stopped
+    // and a `/next` it left behind is seen to be gone.
+    let started = Instant::now();
+    while doomed.iter().any(|pid| running(*pid)) && started.elapsed() < Duration::from_secs(2) {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Whether `pid` exists and has not exited (a zombie has).
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X")
+    })
 }
 
 /// Every live process under `pid` (its children, theirs, …), from /proc.
@@ -739,20 +803,47 @@ fn descendants(pid: u32) -> Vec<u32> {
     found
 }
 
-async fn next(State(shared): State<Arc<Shared>>) -> Response {
+async fn next(
+    State(shared): State<Arc<Shared>>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
+) -> Response {
     {
         let mut first = shared.first_next.lock().await;
         if first.is_none() {
             *first = Some(Instant::now());
         }
     }
-    let invocation = {
-        let mut queue = shared.queue.lock().await;
-        queue.recv().await
+    // The process that asked may be gone: killed while it long-polled
+    // (stopped, crashed, timed out), which this server does not notice on
+    // its own. Such a request must neither hold the queue nor take the
+    // next process's invocation to a dead socket.
+    let invocation = loop {
+        tokio::select! {
+            invocation = async {
+                if let Some(returned) = shared.returned.lock().await.pop_front() {
+                    return Some(returned);
+                }
+                shared.queue.lock().await.recv().await
+            } => break invocation,
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {
+                if !connection_open(peer.port(), shared.port) {
+                    return StatusCode::GONE.into_response();
+                }
+            }
+        }
     };
-    let Some(invocation) = invocation else {
-        return StatusCode::GONE.into_response();
-    };
+    if let Some(invocation) = invocation {
+        if !connection_open(peer.port(), shared.port) {
+            shared.returned.lock().await.push_front(invocation);
+            return StatusCode::GONE.into_response();
+        }
+        return deliver(&shared, invocation);
+    }
+    StatusCode::GONE.into_response()
+}
+
+/// The `/next` answer carrying `invocation`.
+fn deliver(shared: &Shared, invocation: Invocation) -> Response {
     let mut headers = HeaderMap::new();
     let header = |v: &str| HeaderValue::from_str(v).unwrap_or(HeaderValue::from_static(""));
     headers.insert("lambda-runtime-aws-request-id", header(&invocation.id));
@@ -847,6 +938,21 @@ mod tests {
     use super::*;
     use crate::test_function::ScriptFunction;
     use serde_json::json;
+
+    #[tokio::test]
+    async fn a_function_stopped_while_it_waits_for_work_starts_cold_and_answers() {
+        // Stopped while its process long-polls /next (what a cold-start
+        // bench does every time): the server never sees that connection
+        // close. Each next invocation must reach the new process, not the
+        // dead one's /next, and come back.
+        let script =
+            ScriptFunction::start_with_timeout("restarts", 1, Duration::from_secs(5)).await;
+        for n in 0..8 {
+            script.function.stop().await;
+            let outcome = script.function.invoke(&json!({"n": n})).await;
+            assert_eq!(outcome, Ok(json!({"echo": {"n": n}})), "cold start {n}");
+        }
+    }
 
     #[tokio::test]
     async fn an_invocation_past_its_timeout_is_stopped_and_reported_as_a_timeout() {

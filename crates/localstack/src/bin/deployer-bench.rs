@@ -136,11 +136,24 @@ async fn function_benchmarks(root: &Path, emulator: Arc<Emulator>) -> anyhow::Re
         .send()
         .await?;
     create_builds_table(&pipeline, quiet_table).await?;
+    // Its role may not touch them (the emulator enforces IAM), so this
+    // instance signs as the operator: the same calls, other permissions.
     let mut s3_spec = pipeline.function_specs[0].clone();
-    s3_spec.env.retain(|(k, _)| k != "BUILDS_TABLE");
+    s3_spec.env.retain(|(k, _)| {
+        !matches!(
+            k.as_str(),
+            "BUILDS_TABLE" | "AWS_ACCESS_KEY_ID" | "AWS_SECRET_ACCESS_KEY" | "AWS_SESSION_TOKEN"
+        )
+    });
     s3_spec
         .env
         .push(("BUILDS_TABLE".into(), quiet_table.into()));
+    s3_spec.env.extend(
+        emulator
+            .client_env()
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("AWS_ACCESS_KEY_ID") || k.starts_with("AWS_SECRET")),
+    );
     let tb_spec = pipeline.function_specs[1].clone();
     let dispatch_spec = pipeline.function_specs[2].clone();
     // site-build's init reads its webhook secret, GitHub token and Slack

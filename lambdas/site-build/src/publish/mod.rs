@@ -640,31 +640,36 @@ impl Publisher {
         deploy_id: &str,
         deployment: Option<&str>,
     ) -> Result<Written, PublishError> {
+        // The local scan (hashing every file) and the two reads of what is
+        // live (pointer, then its manifest) overlap: neither needs the other.
         let root = dir.to_path_buf();
-        let site = tokio::task::spawn_blocking(move || LocalSite::scan(&root))
-            .await
-            .expect("scanning the site does not panic")?;
+        let scan = tokio::task::spawn_blocking(move || LocalSite::scan(&root));
+        let read_live = async {
+            let live = self.read_pointer(target).await?;
+            let live_manifest = match &live {
+                Some((pointer, _)) => {
+                    let manifest = self.read_manifest(&pointer.manifest_key).await?;
+                    if manifest.is_none() {
+                        warn!(
+                            target = %target,
+                            deploy_id = %pointer.deploy_id,
+                            key = %pointer.manifest_key,
+                            "the live deploy has no manifest; uploading every file"
+                        );
+                    }
+                    manifest
+                }
+                None => None,
+            };
+            Ok::<_, PublishError>((live, live_manifest))
+        };
+        let (site, read) = tokio::join!(scan, read_live);
+        let site = site.expect("scanning the site does not panic")?;
+        let (live, live_manifest) = read?;
         let files = site.entries();
-
-        let live = self.read_pointer(target).await?;
         if let Some(newer) = superseding(live.as_ref().map(|(p, _)| p), deployment) {
             return Err(self.superseded(target, deployment, newer));
         }
-        let live_manifest = match &live {
-            Some((pointer, _)) => {
-                let manifest = self.read_manifest(&pointer.manifest_key).await?;
-                if manifest.is_none() {
-                    warn!(
-                        target = %target,
-                        deploy_id = %pointer.deploy_id,
-                        key = %pointer.manifest_key,
-                        "the live deploy has no manifest; uploading every file"
-                    );
-                }
-                manifest
-            }
-            None => None,
-        };
         let previous = live.as_ref().map(|(pointer, _)| pointer.deploy_id.clone());
         if let Some(manifest) = &live_manifest {
             if manifest.files == files {
