@@ -85,10 +85,7 @@ async fn refusal(request: reqwest::RequestBuilder) -> (u16, String, String) {
 
 /// A KVS SDK client as the operator (the harness's credentials).
 fn operator_client(stack: &TestStack) -> kvs_sdk::Client {
-    let config = kvs_sdk::config::Builder::from(&stack.pipeline.sdk)
-        .endpoint_url(stack.pipeline.kvs.endpoint_url())
-        .build();
-    kvs_sdk::Client::from_conf(config)
+    kvs_client(&stack.pipeline.kvs, &stack.pipeline.sdk)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -352,17 +349,30 @@ async fn publish_rollback_and_preview_removal_go_through_the_key_value_store() {
     assert_eq!(page.text(), format!("Nothing is published for {key}\n"));
 }
 
+/// Status and error code of every PutKey the double answered, in order.
+fn put_outcomes(kvs: &KvsDouble) -> Vec<(u16, Option<String>)> {
+    kvs.calls()
+        .into_iter()
+        .filter(|c| c.method == "PUT")
+        .map(|c| (c.status, c.error))
+        .collect()
+}
+
+/// A KVS SDK client signing with `config`'s credentials, at the double.
+fn kvs_client(kvs: &KvsDouble, config: &aws_config::SdkConfig) -> kvs_sdk::Client {
+    kvs_sdk::Client::from_conf(
+        kvs_sdk::config::Builder::from(config)
+            .endpoint_url(kvs.endpoint_url())
+            .build(),
+    )
+}
+
 /// site-build's LiveStore and Publisher, signing as its role does.
 async fn site_build_clients(stack: &TestStack) -> (LiveStore, Publisher) {
     let p = &stack.pipeline;
     let config = p.function_sdk_config("SiteBuildFunction").await.unwrap();
-    let kvs = kvs_sdk::Client::from_conf(
-        kvs_sdk::config::Builder::from(&config)
-            .endpoint_url(p.kvs.endpoint_url())
-            .build(),
-    );
     (
-        LiveStore::new(kvs, &p.kvs.arn),
+        LiveStore::new(kvs_client(&p.kvs, &config), &p.kvs.arn),
         Publisher::new(aws_sdk_s3::Client::new(&config), &p.site_resources.bucket),
     )
 }
@@ -420,12 +430,7 @@ async fn racing_publishes_reaching_the_store_out_of_order_leave_it_on_the_s3_poi
         kvs.get("staging").as_deref(),
         Some(newer.deploy_id.as_str())
     );
-    let puts: Vec<(u16, Option<String>)> = kvs
-        .calls()
-        .into_iter()
-        .filter(|c| c.method == "PUT")
-        .map(|c| (c.status, c.error))
-        .collect();
+    let puts = put_outcomes(&kvs);
     assert_eq!(
         puts,
         [
@@ -444,13 +449,7 @@ async fn the_key_value_store_lets_in_only_what_each_role_allows_and_a_throttled_
     let stack = TestStack::start("kvsiam", &[]).await;
     let p = &stack.pipeline;
     let kvs = p.kvs.clone();
-    let client_as = |config: &aws_config::SdkConfig| {
-        kvs_sdk::Client::from_conf(
-            kvs_sdk::config::Builder::from(config)
-                .endpoint_url(kvs.endpoint_url())
-                .build(),
-        )
-    };
+    let client_as = |config: &aws_config::SdkConfig| kvs_client(&kvs, config);
 
     // The builder runs repository code: its role has no KVS action at all.
     let builder = client_as(&p.function_sdk_config("SiteBuilderFunction").await.unwrap());
@@ -507,12 +506,7 @@ async fn the_key_value_store_lets_in_only_what_each_role_allows_and_a_throttled_
             .as_deref(),
         Some(published.deploy_id.as_str())
     );
-    let puts: Vec<(u16, Option<String>)> = kvs
-        .calls()
-        .into_iter()
-        .filter(|c| c.method == "PUT")
-        .map(|c| (c.status, c.error))
-        .collect();
+    let puts = put_outcomes(&kvs);
     assert_eq!(
         puts,
         [(429, Some("ThrottlingException".to_owned())), (200, None)]
