@@ -328,6 +328,7 @@ pub fn ledger_build(n: u64, bucket: &str) -> builddao::NewBuild {
         parameters: Default::default(),
         uploaded_unix_ms: (1_800_000_000 + n as i64) * 1000,
         origin: format!("upload-{n}").into_bytes(),
+        uploaded_by: None,
     }
 }
 

@@ -533,6 +533,7 @@ mod tests {
             parameters: Default::default(),
             uploaded_unix_ms: 1_800_000_000_000,
             origin: b"x".to_vec(),
+            uploaded_by: None,
         };
         let mut build = new.into_build("2027-01-15T08:00:00Z".into());
         build.status = status;
