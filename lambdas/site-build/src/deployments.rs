@@ -72,6 +72,9 @@ impl fmt::Display for DeploymentStatus {
 pub enum DeploymentAction {
     Build,
     Remove,
+    /// A kept deploy put back live (`deployer site rollback`): recorded
+    /// PUBLISHED once the pointer moved.
+    Rollback,
 }
 
 /// The key of one deployment: its target's name and its id.
