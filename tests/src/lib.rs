@@ -10,6 +10,8 @@ use builddao::{Build, BuildKey, BuildStatus, BuildStore};
 use localstack::{Emulator, Pipeline, PipelineOptions};
 use serde_json::{json, Value};
 
+pub mod webdriver;
+
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .parent()

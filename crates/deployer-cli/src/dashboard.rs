@@ -1007,7 +1007,7 @@ async fn charts_page(State(app): State<Arc<App>>, uri: Uri) -> Response {
     let body = format!(
         "<p><a href=\"{}\">← grid</a></p>{form}<h2>{} in {}, last {days} days</h2>\
          <p><span class=\"metric\" id=\"m-live\"><b>{}</b>went live</span><span class=\"metric\"><b>{}</b>mean lead time</span>\
-         <span class=\"metric\"><b>{}</b>change failure rate</span><span class=\"metric\"><b>{}</b>mean time to restore</span></p>{}{}{}{}",
+         <span class=\"metric\" id=\"m-failures\"><b>{}</b>change failure rate</span><span class=\"metric\"><b>{}</b>mean time to restore</span></p>{}{}{}{}",
         esc(&link(&app, "/", &[])),
         esc(if target.is_empty() { "every target" } else { &target }),
         esc(&env),
