@@ -101,6 +101,18 @@ async fn cell_until(
     }
 }
 
+/// After an answer, the page lands on the target's history.
+async fn landed_on_history(browser: &Browser) {
+    let url = browser.current_url().await.unwrap();
+    if !url.contains("/target?") {
+        let page = browser
+            .text(&browser.find("body").await.unwrap())
+            .await
+            .unwrap();
+        panic!("the answer did not land on the history: {url}\n{page}");
+    }
+}
+
 async fn not_pwned(browser: &Browser) {
     let pwned = browser
         .script("return window.__pwned === undefined;")
@@ -207,6 +219,7 @@ async fn the_dashboard_shows_every_target_approves_in_the_page_and_shows_markup_
         "nothing is approved before the confirmation"
     );
     browser.click(&confirm).await.unwrap();
+    landed_on_history(&browser).await;
     let done = stack.wait_terminal(&sample.key()).await;
     assert_eq!(done.status, BuildStatus::Success, "{done:?}");
     let (version, _) = cell_until(&browser, &url, "stack:sample-app", |_, c| c == "live").await;
@@ -248,7 +261,9 @@ async fn the_dashboard_shows_every_target_approves_in_the_page_and_shows_markup_
             .contains(HOSTILE_REASON),
         "{rejected:?}"
     );
-    // The history page the rejection lands on shows both as text.
+    // The history page the rejection landed on shows both as text.
+    let history_url = browser.current_url().await.unwrap();
+    browser.goto(&history_url).await.unwrap();
     let branch_cell = browser.find("#history td.branch").await.unwrap();
     assert_eq!(browser.text(&branch_cell).await.unwrap(), HOSTILE_BRANCH);
     let history = browser
@@ -279,7 +294,11 @@ async fn the_dashboard_shows_every_target_approves_in_the_page_and_shows_markup_
     // Charts from the ledger: four deployments went live, one failed.
     let charts = browser.find("#charts-link").await.unwrap();
     let charts = browser.attribute(&charts, "href").await.unwrap().unwrap();
-    browser.goto(&format!("{charts}&days=7")).await.unwrap();
+    let origin = url.split_once("/?").unwrap().0;
+    browser
+        .goto(&format!("{origin}{charts}&days=7"))
+        .await
+        .unwrap();
     let live = browser
         .text(&browser.find("#m-live b").await.unwrap())
         .await

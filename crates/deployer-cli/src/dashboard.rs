@@ -152,7 +152,7 @@ fn nonce() -> String {
 }
 
 /// A page: the HTML, with headers that keep it to this origin and out of
-/// frames, and the token out of Referer headers.
+/// frames, and the token out of Referer headers sent elsewhere.
 fn page(status: StatusCode, title: &str, body: &str, script: Option<&str>) -> Response {
     let nonce = nonce();
     let script = script
@@ -180,9 +180,12 @@ fn page(status: StatusCode, title: &str, body: &str, script: Option<&str>) -> Re
         headers.insert(header::CONTENT_SECURITY_POLICY, value);
     }
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    // Links out (consoles) carry no Referer, so the token stays here;
+    // "no-referrer" would also make the browser send `Origin: null` with
+    // the page's own approvals.
     headers.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        HeaderValue::from_static("same-origin"),
     );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
@@ -854,7 +857,7 @@ fn measure(deployments: &[Deployment], days: i64, now: OffsetDateTime) -> Measur
 
 /// A bar chart as inline SVG: one bar per day, the greatest value marked.
 fn bar_chart(id: &str, title: &str, unit: &str, bars: &[(String, f64)]) -> String {
-    let (width, height, left, bottom, top) = (560.0, 200.0, 44.0, 28.0, 26.0);
+    let (width, height, left, bottom, top) = (560.0, 200.0, 44.0, 28.0, 36.0);
     let max = bars.iter().map(|(_, v)| *v).fold(0.0, f64::max);
     let scale = if max > 0.0 {
         (height - bottom - top) / max
@@ -878,7 +881,7 @@ fn bar_chart(id: &str, title: &str, unit: &str, bars: &[(String, f64)]) -> Strin
         height - bottom,
         left - 4.0,
         top + 8.0,
-        esc(&format!("{} {unit}", round(max))),
+        esc(&round(max)),
         left - 4.0,
         height - bottom,
     );
@@ -895,6 +898,15 @@ fn bar_chart(id: &str, title: &str, unit: &str, bars: &[(String, f64)]) -> Strin
             round(*value),
             esc(unit)
         );
+        if *value > 0.0 {
+            let _ = write!(
+                svg,
+                "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"10\" text-anchor=\"middle\">{}</text>",
+                x + slot * 0.35,
+                height - bottom - h - 3.0,
+                round(*value)
+            );
+        }
         if i % every == 0 {
             let _ = write!(
                 svg,
