@@ -183,7 +183,7 @@ impl Install {
             sites.truncate(per_kind);
             all.extend(sites);
         }
-        all.sort_by(|a, b| b.started_at.cmp(&a.started_at));
+        all.sort_by_key(|d| std::cmp::Reverse(d.started_at));
         Ok(all)
     }
 
