@@ -1113,7 +1113,18 @@ mod tests {
         let (expression, condition, names, values) = update.build();
         assert_eq!(
             expression,
-            "SET #status = :to, updated_at = :now, #s0 = :s0 REMOVE #r0"
+            "SET #status = :to, updated_at = :now, \
+             #transitions = list_append(if_not_exists(#transitions, :no_changes), :change), \
+             #s0 = :s0 REMOVE #r0"
+        );
+        // The status change is appended to the history in the same write,
+        // with the error as its reason.
+        let change: Vec<StatusChange> =
+            serde_dynamo::from_attribute_value(values[":change"].clone()).unwrap();
+        assert_eq!(change.len(), 1);
+        assert_eq!(
+            (change[0].status, change[0].reason.as_str()),
+            (DeploymentStatus::Failed, "x")
         );
         assert_eq!(
             condition,
@@ -1123,6 +1134,19 @@ mod tests {
         assert_eq!(values[":lease_holder"], AttributeValue::S("req-1".into()));
         assert_eq!(values[":lease_attempt"], AttributeValue::N("2".into()));
         assert_eq!(values[":from"], AttributeValue::S("BUILDING".into()));
+    }
+
+    #[test]
+    fn a_change_that_keeps_the_status_adds_no_history() {
+        let update = StatusUpdate::new(
+            DeploymentStatus::Building,
+            DeploymentStatus::Building,
+            Changes::default().set("phase", "uploading"),
+        );
+        let (expression, _, names, values) = update.build();
+        assert!(!expression.contains("transitions"), "{expression}");
+        assert!(!names.contains_key("#transitions"));
+        assert!(!values.contains_key(":change"));
     }
 
     #[test]
