@@ -220,6 +220,12 @@ async fn the_dashboard_shows_every_target_approves_in_the_page_and_shows_markup_
     );
     browser.click(&confirm).await.unwrap();
     landed_on_history(&browser).await;
+    // The target's history: the build's parameters (all new: its first
+    // build) and the change set it showed.
+    let added = browser.find("#history .diff-add").await.unwrap();
+    assert_eq!(browser.text(&added).await.unwrap(), "+ Greeting = hello");
+    let history = browser.text(&browser.find("#history").await.unwrap()).await.unwrap();
+    assert!(history.contains("change set: 2 change(s)"), "{history}");
     let done = stack.wait_terminal(&sample.key()).await;
     assert_eq!(done.status, BuildStatus::Success, "{done:?}");
     let (version, _) = cell_until(&browser, &url, "stack:sample-app", |_, c| c == "live").await;

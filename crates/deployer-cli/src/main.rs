@@ -308,7 +308,15 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                 });
             if *json {
                 let mut view = public_view(&tracked.build);
-                view["transitions"] = serde_json::to_value(&tracked.transitions)?;
+                let transitions: Vec<StatusChange> = tracked
+                    .transitions
+                    .iter()
+                    .map(|c| StatusChange {
+                        at: display_time(&c.at),
+                        ..c.clone()
+                    })
+                    .collect();
+                view["transitions"] = serde_json::to_value(&transitions)?;
                 println!("{}", serde_json::to_string_pretty(&view)?);
             } else {
                 print_build(&tracked);
@@ -479,7 +487,7 @@ async fn watch(
                     serde_json::json!({
                         "build": build.id().to_string(),
                         "status": change.status,
-                        "at": change.at,
+                        "at": display_time(&change.at),
                         "reason": change.reason,
                     })
                 );
@@ -604,11 +612,17 @@ fn display_time(at: &str) -> String {
     ledger::parse_time(at).map_or_else(|| at.to_owned(), ledger::rfc3339)
 }
 
-/// A build without its task token (the token is a credential).
+/// A build without its task token (the token is a credential), its times
+/// in the one format every listing uses.
 fn public_view(build: &Build) -> serde_json::Value {
     let mut value = serde_json::to_value(build).unwrap_or_default();
     if let Some(map) = value.as_object_mut() {
         map.remove("approval_token");
+        for field in ["created_at", "updated_at", "finished_at"] {
+            if let Some(serde_json::Value::String(at)) = map.get_mut(field) {
+                *at = display_time(at);
+            }
+        }
     }
     value
 }

@@ -192,7 +192,7 @@ async fn wait_for(
     path: &str,
 ) -> anyhow::Result<crate::SitePage> {
     let site = pipeline.site.clone();
-    wait_until(
+    let page = wait_until(
         &format!("{} to serve {path}", target.name()),
         Duration::from_secs(300),
         || {
@@ -204,5 +204,27 @@ async fn wait_for(
         },
     )
     .await
-    .context("see target/local/*-site-build.log")
+    .context("see target/local/*-site-build.log")?;
+    // Served once the live pointer moved; the deployment's record says
+    // PUBLISHED a moment later, in the write that ends it.
+    let store = site_build::deployments::DeploymentStore::new(
+        aws_sdk_dynamodb::Client::new(&pipeline.sdk),
+        &pipeline.site_resources.deployments_table,
+    );
+    let name = target.name();
+    wait_until(
+        &format!("the {name} deployment to be recorded PUBLISHED"),
+        Duration::from_secs(60),
+        || {
+            let (store, name) = (store.clone(), name.clone());
+            async move {
+                let newest = store.list(&name, 1).await?.into_iter().next();
+                Ok(newest
+                    .filter(|d| d.status == site_build::deployments::DeploymentStatus::Published)
+                    .map(|_| ()))
+            }
+        },
+    )
+    .await?;
+    Ok(page)
 }
