@@ -1,14 +1,20 @@
 //! The CloudFront KeyValueStore the router reads: the local stack's double
 //! takes only SigV4A-signed requests with the caller's key, the real
 //! site-build binary moves it on publish, rollback and preview removal,
-//! and the site server serves what it names.
+//! and the site server serves what it names. IAM is checked as AWS would
+//! (by the caller's role), a throttled write is retried, and racing
+//! publishes that reach the store out of order leave it naming the S3
+//! pointer's deploy.
 
 use std::time::{Duration, SystemTime};
 
 use aws_sdk_cloudfrontkeyvaluestore as kvs_sdk;
 use deployer_e2e::TestStack;
-use localstack::kvs::{KvsDouble, SIGV4A};
+use localstack::kvs::{KvsDouble, KvsFault, SIGV4A};
 use localstack::{HostTarget, SampleRepo};
+use reqwest::Method;
+use site_build::live_store::LiveStore;
+use site_build::{PublishTarget, Publisher};
 
 /// The double's DescribeKeyValueStore URL for its own store.
 fn describe_url(kvs: &KvsDouble) -> String {
@@ -344,4 +350,172 @@ async fn publish_rollback_and_preview_removal_go_through_the_key_value_store() {
     let page = pipeline.site.get(&preview, "/").await.unwrap();
     assert_eq!(page.status, 404);
     assert_eq!(page.text(), format!("Nothing is published for {key}\n"));
+}
+
+/// site-build's LiveStore and Publisher, signing as its role does.
+async fn site_build_clients(stack: &TestStack) -> (LiveStore, Publisher) {
+    let p = &stack.pipeline;
+    let config = p.function_sdk_config("SiteBuildFunction").await.unwrap();
+    let kvs = kvs_sdk::Client::from_conf(
+        kvs_sdk::config::Builder::from(&config)
+            .endpoint_url(p.kvs.endpoint_url())
+            .build(),
+    );
+    (
+        LiveStore::new(kvs, &p.kvs.arn),
+        Publisher::new(aws_sdk_s3::Client::new(&config), &p.site_resources.bucket),
+    )
+}
+
+/// A one-page site under the system's temporary folder.
+fn site_dir(label: &str, page: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("kvs-{label}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("index.html"), page).unwrap();
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_publishes_reaching_the_store_out_of_order_leave_it_on_the_s3_pointers_deploy() {
+    let stack = TestStack::start("kvsrace", &[]).await;
+    let kvs = stack.pipeline.kvs.clone();
+    let (store, publisher) = site_build_clients(&stack).await;
+    let target = PublishTarget::Staging;
+    let older_site = site_dir("older", "<h1>older</h1>");
+    let newer_site = site_dir("newer", "<h1>newer</h1>");
+
+    // The older publish switches S3, then its store write is held after
+    // it read the store's ETag and the S3 pointer (naming its deploy) ...
+    let older = publisher.publish(&target, &older_site).await.unwrap();
+    kvs.fault_next(Method::PUT, KvsFault::Hold(Duration::from_secs(2)));
+    let older_sync = tokio::spawn({
+        let (store, publisher, target) = (store.clone(), publisher.clone(), target.clone());
+        async move { store.sync(&publisher, &target).await }
+    });
+    localstack::emulator::wait_until(
+        "the older write to be held",
+        Duration::from_secs(10),
+        || {
+            let kvs = kvs.clone();
+            async move { Ok((kvs.holding() == 1).then_some(())) }
+        },
+    )
+    .await
+    .unwrap();
+    // ... while the newer publish switches S3 and writes the store first.
+    let newer = publisher.publish(&target, &newer_site).await.unwrap();
+    assert_eq!(newer.previous.as_deref(), Some(older.deploy_id.as_str()));
+    assert_eq!(
+        store.sync(&publisher, &target).await.unwrap().as_deref(),
+        Some(newer.deploy_id.as_str())
+    );
+    assert_eq!(kvs.holding(), 1, "the older write is still held");
+
+    // The older write lands last: refused on its stale ETag, it reads the
+    // pointer again and follows it.
+    let older_wrote = older_sync.await.unwrap().unwrap();
+    assert_eq!(older_wrote.as_deref(), Some(newer.deploy_id.as_str()));
+    assert_eq!(
+        kvs.get("staging").as_deref(),
+        Some(newer.deploy_id.as_str())
+    );
+    let puts: Vec<(u16, Option<String>)> = kvs
+        .calls()
+        .into_iter()
+        .filter(|c| c.method == "PUT")
+        .map(|c| (c.status, c.error))
+        .collect();
+    assert_eq!(
+        puts,
+        [
+            (200, None),
+            (409, Some("ConflictException".to_owned())),
+            (200, None)
+        ],
+        "the newer write, the held older one refused, its retry"
+    );
+    let _ = std::fs::remove_dir_all(older_site);
+    let _ = std::fs::remove_dir_all(newer_site);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_key_value_store_lets_in_only_what_each_role_allows_and_a_throttled_write_is_retried() {
+    let stack = TestStack::start("kvsiam", &[]).await;
+    let p = &stack.pipeline;
+    let kvs = p.kvs.clone();
+    let client_as = |config: &aws_config::SdkConfig| {
+        kvs_sdk::Client::from_conf(
+            kvs_sdk::config::Builder::from(config)
+                .endpoint_url(kvs.endpoint_url())
+                .build(),
+        )
+    };
+
+    // The builder runs repository code: its role has no KVS action at all.
+    let builder = client_as(&p.function_sdk_config("SiteBuilderFunction").await.unwrap());
+    let denied = builder
+        .describe_key_value_store()
+        .kvs_arn(&kvs.arn)
+        .send()
+        .await
+        .expect_err("the builder's role is refused");
+    let message = format!("{}", aws_sdk_s3::error::DisplayErrorContext(&denied));
+    assert!(
+        message.contains("AccessDeniedException")
+            && message.contains("cloudfront-keyvaluestore:DescribeKeyValueStore"),
+        "{message}"
+    );
+
+    // site-build's role: what the template grants (describe, put, delete),
+    // and nothing else.
+    let site_build = client_as(&p.function_sdk_config("SiteBuildFunction").await.unwrap());
+    site_build
+        .describe_key_value_store()
+        .kvs_arn(&kvs.arn)
+        .send()
+        .await
+        .expect("site-build may describe the store");
+    kvs.put_directly("production", "deploy-p");
+    let denied = site_build
+        .get_key()
+        .kvs_arn(&kvs.arn)
+        .key("production")
+        .send()
+        .await
+        .expect_err("GetKey is not granted");
+    let message = format!("{}", aws_sdk_s3::error::DisplayErrorContext(&denied));
+    assert!(
+        message.contains("AccessDeniedException")
+            && message.contains("cloudfront-keyvaluestore:GetKey"),
+        "{message}"
+    );
+
+    // A throttled write: the SDK retries, the store follows the pointer.
+    let (store, publisher) = site_build_clients(&stack).await;
+    let site = site_dir("throttled", "<h1>throttled</h1>");
+    let published = publisher
+        .publish(&PublishTarget::Production, &site)
+        .await
+        .unwrap();
+    kvs.fault_next(Method::PUT, KvsFault::Throttle);
+    assert_eq!(
+        store
+            .sync(&publisher, &PublishTarget::Production)
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(published.deploy_id.as_str())
+    );
+    let puts: Vec<(u16, Option<String>)> = kvs
+        .calls()
+        .into_iter()
+        .filter(|c| c.method == "PUT")
+        .map(|c| (c.status, c.error))
+        .collect();
+    assert_eq!(
+        puts,
+        [(429, Some("ThrottlingException".to_owned())), (200, None)]
+    );
+    let _ = std::fs::remove_dir_all(site);
 }

@@ -2,16 +2,17 @@
 //! unchanged sites write nothing, one changed file uploads one file,
 //! readers only ever see complete deploys, rollback without uploads (to the
 //! previous deploy or any kept one), retention, racing publishes of one
-//! target (the newer deployment wins), removal of a closed PR's preview.
+//! target (the newer deployment wins), removal of a closed PR's preview,
+//! and what each deploy costs in S3 requests, counted by the emulator.
 //! The publisher never calls CloudFront (see tests/e2e/site_router.rs).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use localstack::Emulator;
+use localstack::{Caller, Emulator};
 use site_build::{PruneOutcome, PublishError, PublishOutcome, PublishTarget, Publisher};
 
 use aws_sdk_s3::config::interceptors::BeforeSerializationInterceptorContextRef;
@@ -66,7 +67,7 @@ impl Intercept for RecordWrites {
 
 /// One emulator with the site bucket.
 struct SiteStack {
-    _emulator: Emulator,
+    emulator: Emulator,
     s3: aws_sdk_s3::Client,
     writes: Arc<WriteLog>,
 }
@@ -89,7 +90,7 @@ impl SiteStack {
             .await
             .expect("CreateBucket");
         Self {
-            _emulator: emulator,
+            emulator,
             s3,
             writes,
         }
@@ -97,6 +98,26 @@ impl SiteStack {
 
     fn publisher(&self) -> Publisher {
         Publisher::new(self.s3.clone(), BUCKET)
+    }
+
+    /// The S3 requests that reached the emulator from this test (the
+    /// administrator's), by operation, since the last call: every attempt.
+    async fn requests(&self, before: &mut BTreeMap<String, u64>) -> BTreeMap<String, u64> {
+        let now = self
+            .emulator
+            .faults()
+            .calls_to(&Caller::Admin, "s3")
+            .await
+            .expect("the fault engine's call counts");
+        let delta = now
+            .iter()
+            .filter_map(|(op, n)| {
+                let was = before.get(op).copied().unwrap_or(0);
+                (*n > was).then(|| (op.clone(), n - was))
+            })
+            .collect();
+        *before = now;
+        delta
     }
 
     /// Keys written by PutObject / CopyObject since the last call, sorted.
@@ -808,4 +829,91 @@ async fn prune_keeps_the_live_deploy_and_the_newest_n_and_rollback_reaches_each(
     // Pruning again changes nothing.
     let again = stack.publisher().prune(&target, KEEP).await.unwrap();
     assert!(again.pruned_deploys.is_empty(), "{again:?}");
+}
+
+/// The request model of a deploy (docs/site-build.md, "What a deploy
+/// costs"), for a site of `n` files, with `keep` deploys kept for rollback,
+/// counted at the emulator: a one-page change is 2 GETs (pointer, live
+/// manifest), 3 PUTs (the page, the manifest, the pointer) and n − 1
+/// copies inside S3; the prune after it reads the pointer, lists the
+/// deploys, checks the manifests of the `keep` newest and, once there is a
+/// deploy past them, deletes it: HEAD and DELETE of its manifest, one
+/// listing and one DeleteObjects per 1,000 keys. An unchanged site costs
+/// the 2 GETs; a first publish a GET (no pointer) and n + 2 PUTs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deploy_costs_what_the_request_model_says() {
+    const N: usize = 30;
+    const KEEP: usize = 2;
+    let stack = SiteStack::start().await;
+    let publisher = stack.publisher();
+    let target = PublishTarget::Production;
+    let site = TempSite::new("cost");
+    for i in 0..N - 1 {
+        site.write(
+            &format!("posts/{i}/index.html"),
+            &format!("<p>post {i}</p>"),
+        );
+    }
+    site.write("index.html", "<h1>version 0</h1>");
+    let model = |pairs: &[(&str, usize)]| -> BTreeMap<String, u64> {
+        pairs
+            .iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(op, n)| ((*op).to_owned(), *n as u64))
+            .collect()
+    };
+    let mut seen = BTreeMap::new();
+    stack.requests(&mut seen).await;
+
+    let first = publisher.publish(&target, site.path()).await.unwrap();
+    assert_eq!((first.uploaded, first.copied), (N, 0));
+    assert_eq!(
+        stack.requests(&mut seen).await,
+        model(&[("GetObject", 1), ("PutObject", N + 2)]),
+        "first publish"
+    );
+
+    let unchanged = publisher.publish(&target, site.path()).await.unwrap();
+    assert!(unchanged.unchanged);
+    assert_eq!(
+        stack.requests(&mut seen).await,
+        model(&[("GetObject", 2)]),
+        "unchanged publish"
+    );
+
+    // One-page changes, each followed by the prune site-build runs after
+    // a publish. Deploys 1..=KEEP prune nothing; the next one prunes the
+    // first deploy.
+    for version in 1..=KEEP + 1 {
+        site.write("index.html", &format!("<h1>version {version}</h1>"));
+        let outcome = publisher.publish(&target, site.path()).await.unwrap();
+        assert_eq!((outcome.uploaded, outcome.copied), (1, N - 1));
+        assert_eq!(
+            stack.requests(&mut seen).await,
+            model(&[("GetObject", 2), ("PutObject", 3), ("CopyObject", N - 1)]),
+            "one-page change {version}"
+        );
+
+        let pruned = publisher.prune(&target, KEEP).await.unwrap();
+        let deploys = version + 1;
+        let checked = (deploys - 1).min(KEEP);
+        let doomed = deploys.saturating_sub(KEEP + 1);
+        assert_eq!(pruned.pruned_deploys.len(), doomed, "{pruned:?}");
+        assert_eq!(pruned.deleted_objects, doomed * (N + 1), "{pruned:?}");
+        assert_eq!(
+            stack.requests(&mut seen).await,
+            model(&[
+                ("GetObject", 1),
+                ("ListObjectsV2", 1 + doomed),
+                ("HeadObject", checked + doomed),
+                ("DeleteObject", doomed),
+                ("DeleteObjects", doomed),
+            ]),
+            "prune after one-page change {version} ({deploys} deploys, keep {KEEP})"
+        );
+    }
+    assert_eq!(
+        stack.view(&target, "/").await,
+        format!("<h1>version {}</h1>", KEEP + 1)
+    );
 }

@@ -15,7 +15,9 @@
 //! The router imports `cloudfront` for its KeyValueStore; this test gives it
 //! a stand-in module of its own whose `kvs().get` reads a map the test sets
 //! per case and throws for a missing key, as the runtime does. The events
-//! are CloudFront Functions' viewer-request event shape.
+//! are CloudFront Functions' viewer-request event shape. One test feeds it
+//! the KeyValueStore double's items after a real publish and follows each
+//! rewritten URI to the object the publish wrote.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
@@ -322,4 +324,90 @@ fn every_deploy_has_cache_keys_of_its_own_so_nothing_needs_invalidating() {
     let empty =
         router.run(&[json!({"kvs": {}, "event": viewer_request(SITE, "/", json!({}), json!({}))})]);
     assert_eq!(empty, [json!({"status": 404})]);
+}
+
+/// The router against the data a publish leaves: the KeyValueStore
+/// double's items after site-build's Publisher and LiveStore have published
+/// production and staging. Every URI the router rewrites to is an object
+/// the publish wrote, holding the page the local site server serves for
+/// the same viewer path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_router_resolves_what_a_publish_wrote_from_the_stores_data() {
+    use deployer_e2e::TestStack;
+    use localstack::HostTarget;
+    use site_build::live_store::LiveStore;
+    use site_build::{PublishTarget, Publisher};
+
+    let stack = TestStack::start("routerdata", &[]).await;
+    let p = &stack.pipeline;
+    let config = p.function_sdk_config("SiteBuildFunction").await.unwrap();
+    let store = LiveStore::new(
+        aws_sdk_cloudfrontkeyvaluestore::Client::from_conf(
+            aws_sdk_cloudfrontkeyvaluestore::config::Builder::from(&config)
+                .endpoint_url(p.kvs.endpoint_url())
+                .build(),
+        ),
+        &p.kvs.arn,
+    );
+    let s3 = aws_sdk_s3::Client::new(&config);
+    let bucket = &p.site_resources.bucket;
+    let publisher = Publisher::new(s3.clone(), bucket);
+    let root = std::env::temp_dir().join(format!("router-data-{}", std::process::id()));
+    for (target, label) in [
+        (PublishTarget::Production, "production"),
+        (PublishTarget::Staging, "staging"),
+    ] {
+        let dir = root.join(label);
+        for (path, body) in [
+            ("index.html", format!("{label} home")),
+            ("about/index.html", format!("{label} about")),
+            ("robots.txt", format!("{label} robots")),
+        ] {
+            std::fs::create_dir_all(dir.join(path).parent().unwrap()).unwrap();
+            std::fs::write(dir.join(path), body).unwrap();
+        }
+        publisher.publish(&target, &dir).await.unwrap();
+        store.sync(&publisher, &target).await.unwrap();
+    }
+    let _ = std::fs::remove_dir_all(&root);
+
+    let kvs = p.kvs.items();
+    assert_eq!(kvs.len(), 2, "{kvs:?}");
+    let router = RouterDir::new(&router_code(&template()));
+    let cases = [
+        (SITE, HostTarget::Production, "/", "production home"),
+        (SITE, HostTarget::Production, "/about", "production about"),
+        (SITE, HostTarget::Production, "/about/", "production about"),
+        (
+            SITE,
+            HostTarget::Production,
+            "/robots.txt",
+            "production robots",
+        ),
+        (STAGING, HostTarget::Staging, "/", "staging home"),
+        (STAGING, HostTarget::Staging, "/about/", "staging about"),
+    ];
+    let events: Vec<Value> = cases
+        .iter()
+        .map(|(host, _, path, _)| {
+            json!({"kvs": kvs, "event": viewer_request(host, path, json!({}), json!({}))})
+        })
+        .collect();
+    let results = router.run(&events);
+    for ((_, target, path, expected), result) in cases.iter().zip(results) {
+        let uri = result["uri"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{path}: no rewrite: {result}"));
+        let object = s3
+            .get_object()
+            .bucket(bucket)
+            .key(&uri[1..])
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{path} → {uri}: no such object: {e:?}"));
+        let body = object.body.collect().await.unwrap().into_bytes();
+        assert_eq!(String::from_utf8_lossy(&body), *expected, "{path} → {uri}");
+        let served = p.site.get(target, path).await.unwrap();
+        assert_eq!(served.text(), *expected, "the site server, {path}");
+    }
 }

@@ -13,6 +13,10 @@ use crate::faults::Faults;
 use crate::iam::RoleCredentials;
 
 pub const REGION: &str = "us-east-1";
+
+/// The access key id of the harness's administrator; the fault engine
+/// names its calls by it ([`crate::Caller::Admin`]).
+pub const ADMIN_ACCESS_KEY: &str = "testing";
 pub const ACCOUNT_ID: &str = "123456789012";
 
 /// A running moto server on a loopback port; stopped when dropped.
@@ -102,7 +106,7 @@ impl Emulator {
     /// administrator (IAM user `deployer-admin`, allowed everything).
     pub async fn sdk_config(&self) -> aws_config::SdkConfig {
         self.sdk_config_with(aws_sdk_s3::config::Credentials::new(
-            "testing",
+            ADMIN_ACCESS_KEY,
             "testing",
             None,
             None,
@@ -144,7 +148,7 @@ impl Emulator {
     /// Environment for a process that talks to the emulator as the
     /// harness's administrator (the `deployer` CLI, scripts).
     pub fn client_env(&self) -> Vec<(String, String)> {
-        self.env_with_keys("testing", "testing", None)
+        self.env_with_keys(ADMIN_ACCESS_KEY, "testing", None)
     }
 
     /// Environment for a process that talks to the emulator with a role

@@ -26,6 +26,8 @@ pub enum Caller {
     Function(String),
     /// The deployment state machine's service integrations.
     StateMachine,
+    /// The harness's administrator (tests, the CLI in tests, benches).
+    Admin,
     Any,
 }
 
@@ -38,6 +40,7 @@ impl Caller {
         match self {
             Caller::Function(name) => name,
             Caller::StateMachine => STATE_MACHINE_CALLER,
+            Caller::Admin => crate::emulator::ADMIN_ACCESS_KEY,
             Caller::Any => "*",
         }
     }
@@ -260,6 +263,25 @@ impl Faults {
             .get(&format!("{} {service} {operation}", caller.key()))
             .copied()
             .unwrap_or(0))
+    }
+
+    /// Every operation `caller` called on `service` so far, with how often
+    /// (faulted or not).
+    pub async fn calls_to(
+        &self,
+        caller: &Caller,
+        service: &str,
+    ) -> anyhow::Result<std::collections::BTreeMap<String, u64>> {
+        let state: EngineState = serde_json::from_value(
+            self.control(reqwest::Method::GET, "/_deployer/faults", None)
+                .await?,
+        )?;
+        let prefix = format!("{} {service} ", caller.key());
+        Ok(state
+            .calls
+            .into_iter()
+            .filter_map(|(key, n)| Some((key.strip_prefix(&prefix)?.to_owned(), n)))
+            .collect())
     }
 
     /// How long CloudFormation keeps change sets pending and stack

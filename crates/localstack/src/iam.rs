@@ -146,3 +146,13 @@ fn placeholder_resources(document: Value) -> Value {
         other => other,
     }
 }
+
+/// Whether an IAM action pattern (`service:Action`, `service:*`, `*`,
+/// case-insensitive) covers `action`.
+pub(crate) fn action_matches(pattern: &str, action: &str) -> bool {
+    let (pattern, action) = (pattern.to_ascii_lowercase(), action.to_ascii_lowercase());
+    match pattern.strip_suffix('*') {
+        Some(prefix) => action.starts_with(prefix),
+        None => pattern == action,
+    }
+}

@@ -16,6 +16,12 @@
 //! loopback answers to `123456789012.127.0.0.1`, so the store's ARN names
 //! the account [`LOOPBACK_ACCOUNT`] (`127`) and [`KvsDouble::endpoint_url`]
 //! is `http://0.0.1:PORT`, which the rules turn into `http://127.0.0.1:PORT`.
+//!
+//! Once any caller is given actions ([`KvsDouble::allow`]), each signed
+//! request is also checked as IAM would: its access key must be allowed the
+//! action (`cloudfront-keyvaluestore:PutKey` …), else `AccessDeniedException`.
+//! [`KvsDouble::fault_next`] makes the next request of one method wait or
+//! be throttled, as AWS sometimes does.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -105,11 +111,27 @@ impl Store {
     }
 }
 
+/// What [`KvsDouble::fault_next`] does to a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KvsFault {
+    /// Held this long after it arrived, then carried out as usual.
+    Hold(std::time::Duration),
+    /// Refused with `ThrottlingException` (429), which the SDK retries.
+    Throttle,
+}
+
 #[derive(Debug)]
 struct KvsState {
     store: Mutex<Store>,
     credentials: Mutex<HashMap<String, Credentials>>,
     calls: Mutex<Vec<KvsCall>>,
+    /// Access key id → the IAM actions it is allowed (`*` patterns); empty:
+    /// no IAM check.
+    allowed: Mutex<HashMap<String, Vec<String>>>,
+    /// Faults armed for the next requests of a method, in order.
+    faults: Mutex<Vec<(Method, KvsFault)>>,
+    /// Requests being held by a [`KvsFault::Hold`] now.
+    holding: std::sync::atomic::AtomicUsize,
 }
 
 /// The KeyValueStore double: one store, served on a loopback port.
@@ -140,6 +162,9 @@ impl KvsDouble {
             store: Mutex::new(store),
             credentials: Mutex::new(HashMap::new()),
             calls: Mutex::new(Vec::new()),
+            allowed: Mutex::new(HashMap::new()),
+            faults: Mutex::new(Vec::new()),
+            holding: std::sync::atomic::AtomicUsize::new(0),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let port = listener.local_addr()?.port();
@@ -173,6 +198,33 @@ impl KvsDouble {
             .lock()
             .expect("kvs lock")
             .insert(access_key_id.to_owned(), credentials);
+    }
+
+    /// Allows `access_key_id` the IAM `actions` (patterns such as
+    /// `cloudfront-keyvaluestore:*`). From the first call on, every caller
+    /// needs its action allowed.
+    pub fn allow(&self, access_key_id: &str, actions: Vec<String>) {
+        self.state
+            .allowed
+            .lock()
+            .expect("kvs lock")
+            .insert(access_key_id.to_owned(), actions);
+    }
+
+    /// The next request with `method` (`PUT`, `GET`, `DELETE`) that is
+    /// signed and allowed gets `fault`; faults armed for one method apply
+    /// in the order they were armed, one request each.
+    pub fn fault_next(&self, method: Method, fault: KvsFault) {
+        self.state
+            .faults
+            .lock()
+            .expect("kvs lock")
+            .push((method, fault));
+    }
+
+    /// How many requests a [`KvsFault::Hold`] is holding now.
+    pub fn holding(&self) -> usize {
+        self.state.holding.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Registers the credentials a process environment holds
@@ -294,10 +346,33 @@ async fn serve(State(state): State<Arc<KvsState>>, request: Request<Body>) -> Re
             return record(&state, call, error_response(&error), Some(error.code));
         }
     };
-    let outcome = match authenticate(&state, &parts.method, &parts.uri, &parts.headers, &body) {
+    let outcome = match authenticate(&state, &parts.method, &parts.uri, &parts.headers, &body)
+        .and_then(|key| authorize(&state, key, &parts.method, &parts.uri))
+    {
         Ok(key) => {
             call.access_key_id = Some(key);
-            operate(&state, &parts.method, &parts.uri, &parts.headers, &body)
+            let fault = {
+                let mut faults = state.faults.lock().expect("kvs lock");
+                faults
+                    .iter()
+                    .position(|(method, _)| *method == parts.method)
+                    .map(|at| faults.remove(at).1)
+            };
+            match fault {
+                Some(KvsFault::Throttle) => Err(KvsError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "ThrottlingException",
+                    "Rate exceeded (a fault armed by the test)".to_owned(),
+                )),
+                Some(KvsFault::Hold(delay)) => {
+                    use std::sync::atomic::Ordering;
+                    state.holding.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(delay).await;
+                    state.holding.fetch_sub(1, Ordering::SeqCst);
+                    operate(&state, &parts.method, &parts.uri, &parts.headers, &body)
+                }
+                None => operate(&state, &parts.method, &parts.uri, &parts.headers, &body),
+            }
         }
         Err(err) => Err(err),
     };
@@ -356,6 +431,48 @@ fn parse_authorization(value: &str) -> Option<Authorization<'_>> {
 }
 
 /// Checks the request's SigV4A signature; the caller's access key id.
+/// The IAM action a request asks for.
+fn action_of(method: &Method, uri: &axum::http::Uri) -> &'static str {
+    let keys = uri.path().split('/').filter(|s| !s.is_empty()).count();
+    match (method.as_str(), keys) {
+        ("GET", 2) => "DescribeKeyValueStore",
+        ("GET", 3) => "ListKeys",
+        ("GET", _) => "GetKey",
+        ("PUT", _) => "PutKey",
+        ("DELETE", _) => "DeleteKey",
+        ("POST", _) => "UpdateKeys",
+        _ => "Unknown",
+    }
+}
+
+/// `key` back when IAM allows it the request's action (or nobody was
+/// given any actions), else `AccessDeniedException` as AWS words it.
+fn authorize(
+    state: &KvsState,
+    key: String,
+    method: &Method,
+    uri: &axum::http::Uri,
+) -> Result<String, KvsError> {
+    let allowed = state.allowed.lock().expect("kvs lock");
+    if allowed.is_empty() {
+        return Ok(key);
+    }
+    let action = format!("{SERVICE}:{}", action_of(method, uri));
+    let arn = state.store.lock().expect("kvs lock").arn.clone();
+    if allowed.get(&key).is_some_and(|patterns| {
+        patterns
+            .iter()
+            .any(|p| crate::iam::action_matches(p, &action))
+    }) {
+        return Ok(key);
+    }
+    Err(KvsError::new(
+        StatusCode::FORBIDDEN,
+        "AccessDeniedException",
+        format!("User: {key} is not authorized to perform: {action} on resource: {arn} because no identity-based policy allows the {action} action"),
+    ))
+}
+
 fn authenticate(
     state: &KvsState,
     method: &Method,

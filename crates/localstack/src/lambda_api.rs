@@ -399,16 +399,6 @@ fn access_key_id(headers: &HeaderMap) -> Option<String> {
     Some(credential.split('/').next()?.to_owned())
 }
 
-/// Whether an IAM action pattern (`service:Action`, `service:*`, `*`,
-/// case-insensitive) covers `action`.
-fn action_matches(pattern: &str, action: &str) -> bool {
-    let (pattern, action) = (pattern.to_ascii_lowercase(), action.to_ascii_lowercase());
-    match pattern.strip_suffix('*') {
-        Some(prefix) => action.starts_with(prefix),
-        None => pattern == action,
-    }
-}
-
 impl ApiState {
     /// `None` when the caller may perform `action` on `function`.
     fn refuse(&self, headers: &HeaderMap, action: &str, function: &str) -> Option<Response> {
@@ -430,7 +420,10 @@ impl ApiState {
                 "The security token included in the request is invalid.",
             ));
         };
-        if allowed.iter().any(|p| action_matches(p, action)) {
+        if allowed
+            .iter()
+            .any(|p| crate::iam::action_matches(p, action))
+        {
             return None;
         }
         Some(aws_error(

@@ -16,6 +16,7 @@ pub mod pipeline;
 pub mod runtime;
 pub mod sample_repo;
 pub mod site_server;
+pub mod slow_s3;
 #[cfg(test)]
 mod test_function;
 pub mod wiring;

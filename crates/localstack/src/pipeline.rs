@@ -401,17 +401,14 @@ impl Pipeline {
         }
         // The Lambda API lets in whom IAM would: each function as its
         // role allows, the operator (tests, the CLI) for everything.
+        // So does the KeyValueStore, which also checks signatures with the
+        // callers' own keys.
         for (key, actions) in roles.allowed_actions() {
             lambda_api.allow(key, actions.to_vec());
+            kvs.allow(key, actions.to_vec());
         }
-        if let Some((_, key)) = emulator
-            .client_env()
-            .into_iter()
-            .find(|(k, _)| k == "AWS_ACCESS_KEY_ID")
-        {
-            lambda_api.allow(&key, vec!["*".to_owned()]);
-        }
-        // The KeyValueStore checks signatures with the callers' own keys.
+        lambda_api.allow(crate::emulator::ADMIN_ACCESS_KEY, vec!["*".to_owned()]);
+        kvs.allow(crate::emulator::ADMIN_ACCESS_KEY, vec!["*".to_owned()]);
         for spec in &function_specs {
             kvs.register_env(&spec.env);
         }

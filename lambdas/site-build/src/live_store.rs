@@ -1,10 +1,19 @@
 //! The CloudFront side of the live pointer: a KeyValueStore the viewer-request
-//! router function reads (`{target}` → live deploy id). Written right after
-//! the S3 pointer, on every publish (an unchanged publish rewrites it too,
-//! so a retry heals a store that missed an update), rollback and removal.
+//! router function reads (`{target}` → live deploy id). Brought in line with
+//! the S3 pointer right after every publish (an unchanged publish too, so a
+//! retry heals a store that missed an update) and rollback; a removal takes
+//! the key out before the files go.
+//!
+//! The S3 pointer is the source of truth; the store follows it. What is
+//! written is what the S3 pointer names when it is read, never what the
+//! caller published: two publishes of one target that switch S3 in one
+//! order and reach the store in the other still leave the store naming the
+//! S3 pointer's deploy (see [`LiveStore::sync`]).
 
 use aws_sdk_cloudfrontkeyvaluestore::error::DisplayErrorContext;
 use tracing::info;
+
+use crate::publish::{PublishTarget, Publisher};
 
 /// Writes race with other publishes through the store's ETag; a lost race
 /// is retried this many times.
@@ -51,31 +60,70 @@ impl LiveStore {
         Ok(out.e_tag)
     }
 
-    /// Points `target` at `deploy_id`.
-    pub async fn point(&self, target: &str, deploy_id: &str) -> Result<(), LiveStoreError> {
+    /// Makes the store name the deploy `target`'s S3 pointer names now,
+    /// and answers it (`None`: the target has no pointer, and no key).
+    ///
+    /// The store's ETag is read before the S3 pointer. A write by anyone
+    /// else in between changes the ETag, so this write's `If-Match` fails
+    /// and the retry reads the pointer again. The last write to succeed
+    /// therefore read the pointer after every earlier one did: an older
+    /// publish that reaches the store last cannot put its deploy back.
+    pub async fn sync(
+        &self,
+        publisher: &Publisher,
+        target: &PublishTarget,
+    ) -> Result<Option<String>, LiveStoreError> {
+        let key = target.name();
         let mut last = String::new();
         for _ in 0..ATTEMPTS {
-            let etag = self.etag(target).await?;
-            match self
-                .client
-                .put_key()
-                .kvs_arn(&self.arn)
-                .key(target)
-                .value(deploy_id)
-                .if_match(etag)
-                .send()
+            let etag = self.etag(&key).await?;
+            let live = publisher
+                .live(target)
                 .await
-            {
-                Ok(_) => {
-                    info!(target, deploy_id, "CloudFront router points at the deploy");
-                    return Ok(());
+                .map_err(|e| self.error(&key, format!("reading the S3 pointer: {e}")))?
+                .map(|pointer| pointer.deploy_id);
+            let written = match &live {
+                Some(deploy_id) => self
+                    .client
+                    .put_key()
+                    .kvs_arn(&self.arn)
+                    .key(&key)
+                    .value(deploy_id)
+                    .if_match(etag)
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| (is_conflict(&e), DisplayErrorContext(&e).to_string())),
+                None => match self
+                    .client
+                    .delete_key()
+                    .kvs_arn(&self.arn)
+                    .key(&key)
+                    .if_match(etag)
+                    .send()
+                    .await
+                {
+                    Ok(_) => Ok(()),
+                    Err(e)
+                        if e.as_service_error()
+                            .is_some_and(|s| s.is_resource_not_found_exception()) =>
+                    {
+                        Ok(())
+                    }
+                    Err(e) => Err((is_conflict(&e), DisplayErrorContext(&e).to_string())),
+                },
+            };
+            match written {
+                Ok(()) => {
+                    info!(target = %key, deploy_id = live.as_deref().unwrap_or("none"), "CloudFront router follows the S3 pointer");
+                    return Ok(live);
                 }
-                Err(e) if is_conflict(&e) => last = DisplayErrorContext(&e).to_string(),
-                Err(e) => return Err(self.error(target, DisplayErrorContext(&e).to_string())),
+                Err((true, message)) => last = message,
+                Err((false, message)) => return Err(self.error(&key, message)),
             }
         }
         Err(self.error(
-            target,
+            &key,
             format!("still conflicting after {ATTEMPTS} attempts: {last}"),
         ))
     }

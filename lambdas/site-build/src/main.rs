@@ -18,20 +18,29 @@ async fn main() -> Result<(), Error> {
     let sdk = aws_config::load_from_env().await;
     let ssm = aws_sdk_ssm::Client::new(&sdk);
 
-    let secret = WebhookSecret::new(config.github_secret.resolve(&ssm).await?)
-        .map_err(|_| "the GitHub webhook secret is empty")?;
-    let token = match &config.github_token {
-        Some(secret) => Some(
-            GitHubToken::new(secret.resolve(&ssm).await?)
-                .map_err(|e| format!("the GitHub token: {e}"))?,
-        ),
+    // The three secrets in one round trip's time, not three.
+    let optional = |source: Option<notify::SecretSource>| {
+        let ssm = ssm.clone();
+        async move {
+            match source {
+                Some(source) => source.resolve(&ssm).await.map(Some),
+                None => Ok(None),
+            }
+        }
+    };
+    let (secret, token, slack) = tokio::try_join!(
+        config.github_secret.resolve(&ssm),
+        optional(config.github_token.clone()),
+        optional(config.slack_webhook.clone()),
+    )?;
+    let secret = WebhookSecret::new(secret).map_err(|_| "the GitHub webhook secret is empty")?;
+    let token = match token {
+        Some(token) => Some(GitHubToken::new(token).map_err(|e| format!("the GitHub token: {e}"))?),
         None => None,
     };
     let mut targets = Vec::new();
-    if let Some(secret) = &config.slack_webhook {
-        targets.push(notify::Target::Slack(notify::SecretUrl::new(
-            secret.resolve(&ssm).await?,
-        )?));
+    if let Some(url) = slack {
+        targets.push(notify::Target::Slack(notify::SecretUrl::new(url)?));
     }
     let publisher = Publisher::new(aws_sdk_s3::Client::new(&sdk), &config.bucket);
     let service = SiteService::new(

@@ -12,8 +12,14 @@
 //!   repository behind a GitHub double, `npm ci` with a cold then a warm
 //!   npm cache, `npm run build`, publish), median of 3 rounds.
 //!
+//! - site-build's publisher beside `aws s3 sync` again, on s3s-fs behind
+//!   20 ms of latency per request (`localstack::slow_s3`), at 2,000 and
+//!   20,000 files, with the Publisher's requests per deploy.
+//!
 //! `deployer-bench functions` runs only the first four, `deployer-bench
-//! site` only the last two (see docs/benchmarks.md).
+//! site` the last three, `deployer-bench s3s` only the last one (see
+//! docs/benchmarks.md). `BENCH_COMPARE` measures cold starts of other
+//! revisions' release builds (bench/compare-revisions.sh).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -46,7 +52,11 @@ async fn main() -> anyhow::Result<()> {
         None => (true, true),
         Some("functions") => (true, false),
         Some("site") => (false, true),
-        Some(other) => bail!("unknown part {other:?}: deployer-bench [functions | site]"),
+        Some("s3s") => {
+            let aws = localstack::emulator::venv_python(&root)?.with_file_name("aws");
+            return slow_store_benchmark(&root, &aws).await;
+        }
+        Some(other) => bail!("unknown part {other:?}: deployer-bench [functions | site | s3s]"),
     };
     let emulator = Arc::new(Emulator::start(&root, None).await?);
     if functions {
@@ -66,6 +76,7 @@ async fn function_benchmarks(root: &Path, emulator: Arc<Emulator>) -> anyhow::Re
     let mut options =
         PipelineOptions::new(root.clone(), "dev").parameter("PollIntervalSeconds", "1");
     options.profile = "release".into();
+    let release_dir = options.target_dir.join("release");
     let pipeline = Pipeline::start(emulator.clone(), options).await?;
     let template = std::fs::read(root.join("examples/sample-app/cloudformation.template"))?;
 
@@ -102,12 +113,12 @@ async fn function_benchmarks(root: &Path, emulator: Arc<Emulator>) -> anyhow::Re
         "Cold start under the loopback Runtime API ({COLD_RUNS} cold starts each, median; RSS max)"
     );
     println!(
-        "{:<16} {:>10} {:>22} {:>14}",
+        "{:<26} {:>10} {:>22} {:>14}",
         "function", "init ms", "init + 1st invoke ms", "peak RSS MB"
     );
     let hello_spec = FunctionSpec {
         name: "hello-lambda".into(),
-        binary: root.join("target/release/hello-lambda"),
+        binary: release_dir.join("hello-lambda"),
         env: pipeline.function_specs[0].env.clone(),
         timeout: Duration::from_secs(30),
         log_file: None,
@@ -132,88 +143,120 @@ async fn function_benchmarks(root: &Path, emulator: Arc<Emulator>) -> anyhow::Re
         .push(("BUILDS_TABLE".into(), quiet_table.into()));
     let tb_spec = pipeline.function_specs[1].clone();
     let dispatch_spec = pipeline.function_specs[2].clone();
+    // site-build's init reads its webhook secret, GitHub token and Slack
+    // URL from SSM; its first invocation asks what rollback can reach in
+    // production (a pointer GET: nothing is live).
+    let site_spec = pipeline.function_specs[3].clone();
     pipeline.ecs_fixture("app", &[("api", 3)]).await?;
     let mut event_id = 0u64;
     let mut version = 100u64;
-    let mut hello_init = 0.0;
+    // The release builds measured: this tree's, or the ones given as
+    // BENCH_COMPARE="label=DIR,…" (DIR holds the release binaries of one
+    // revision: bench/compare-revisions.sh). Each function's builds are
+    // measured one after another, so they share the machine's load alike.
+    let mut releases = vec![(String::new(), release_dir.clone())];
+    if let Ok(compare) = std::env::var("BENCH_COMPARE") {
+        releases.clear();
+        for entry in compare.split(',').filter(|e| !e.is_empty()) {
+            let (label, dir) = entry
+                .split_once('=')
+                .with_context(|| format!("BENCH_COMPARE entry {entry:?} is not label=DIR"))?;
+            releases.push((format!(" ({label})"), PathBuf::from(dir)));
+        }
+    }
+    let mut hello_init = vec![0.0; releases.len()];
     for (label, spec) in [
         ("hello-lambda", hello_spec),
         ("s3-trigger", s3_spec),
         ("trigger-build", tb_spec),
         ("ci-dispatch", dispatch_spec),
+        ("site-build", site_spec),
     ] {
-        let function = Function::serve(spec, localstack::emulator::REGION).await?;
-        let mut inits = Vec::new();
-        let mut totals = Vec::new();
-        let mut rss = 0u64;
-        for _ in 0..COLD_RUNS {
-            let event = match label {
-                "s3-trigger" => {
-                    // A fresh upload each time; the pipeline's own s3-trigger
-                    // sees it too, which does not affect this instance.
-                    version += 1;
-                    let prefix = format!("bench/main/{version}.abcd/");
-                    put_in(
-                        &pipeline,
-                        quiet_bucket,
-                        &format!("{prefix}cloudformation.template"),
-                        template.clone(),
-                    )
-                    .await?;
-                    let key = format!("{prefix}cloudformation-params.json");
-                    put_in(
-                        &pipeline,
-                        quiet_bucket,
-                        &key,
-                        br#"{"Greeting": "bench"}"#.to_vec(),
-                    )
-                    .await?;
-                    s3_event(quiet_bucket, &key)
-                }
-                "trigger-build" => stream_batch.clone(),
-                "ci-dispatch" => {
-                    event_id += 1;
-                    ssm_event(event_id)
-                }
-                _ => json!({}),
-            };
+        for (build, (build_label, release_dir)) in releases.iter().enumerate() {
+            let mut spec = spec.clone();
+            if let Some(file) = spec.binary.file_name() {
+                spec.binary = release_dir.join(file);
+            }
+            let function = Function::serve(spec, localstack::emulator::REGION).await?;
+            let mut inits = Vec::new();
+            let mut totals = Vec::new();
+            let mut rss = 0u64;
+            for _ in 0..COLD_RUNS {
+                let event = match label {
+                    "s3-trigger" => {
+                        // A fresh upload each time; the pipeline's own s3-trigger
+                        // sees it too, which does not affect this instance.
+                        version += 1;
+                        let prefix = format!("bench/main/{version}.abcd/");
+                        put_in(
+                            &pipeline,
+                            quiet_bucket,
+                            &format!("{prefix}cloudformation.template"),
+                            template.clone(),
+                        )
+                        .await?;
+                        let key = format!("{prefix}cloudformation-params.json");
+                        put_in(
+                            &pipeline,
+                            quiet_bucket,
+                            &key,
+                            br#"{"Greeting": "bench"}"#.to_vec(),
+                        )
+                        .await?;
+                        s3_event(quiet_bucket, &key)
+                    }
+                    "trigger-build" => stream_batch.clone(),
+                    "ci-dispatch" => {
+                        event_id += 1;
+                        ssm_event(event_id)
+                    }
+                    "site-build" => json!({"deploys": {"environment": "production"}}),
+                    _ => json!({}),
+                };
+                function.stop().await;
+                function
+                    .invoke(&event)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{label}: {e}"))?;
+                let figures = function.figures().await;
+                inits.push(figures.init.as_secs_f64() * 1000.0);
+                totals.push(
+                    figures
+                        .init_and_first_invoke
+                        .unwrap_or_default()
+                        .as_secs_f64()
+                        * 1000.0,
+                );
+                rss = rss.max(function.peak_rss_kib().await.unwrap_or(0));
+            }
             function.stop().await;
-            function
-                .invoke(&event)
-                .await
-                .map_err(|e| anyhow::anyhow!("{label}: {e}"))?;
-            let figures = function.figures().await;
-            inits.push(figures.init.as_secs_f64() * 1000.0);
-            totals.push(
-                figures
-                    .init_and_first_invoke
-                    .unwrap_or_default()
-                    .as_secs_f64()
-                    * 1000.0,
+            let init = median(&mut inits);
+            if label == "hello-lambda" {
+                hello_init[build] = init;
+            }
+            let ratio = if hello_init[build] > 0.0 {
+                format!("  ({:.2}x hello init)", init / hello_init[build])
+            } else {
+                String::new()
+            };
+            println!(
+                "{:<26} {:>10.1} {:>22.1} {:>14.1}{ratio}",
+                format!("{label}{build_label}"),
+                init,
+                median(&mut totals),
+                rss as f64 / 1024.0
             );
-            rss = rss.max(function.peak_rss_kib().await.unwrap_or(0));
         }
-        function.stop().await;
-        let init = median(&mut inits);
-        if label == "hello-lambda" {
-            hello_init = init;
-        }
-        let ratio = if hello_init > 0.0 {
-            format!("  ({:.2}x hello init)", init / hello_init)
-        } else {
-            String::new()
-        };
-        println!(
-            "{:<16} {:>10.1} {:>22.1} {:>14.1}{ratio}",
-            label,
-            init,
-            median(&mut totals),
-            rss as f64 / 1024.0
-        );
     }
 
     println!("\nRelease zips (dist/, from `make package`)");
-    for name in ["s3-trigger", "trigger-build", "ci-dispatch", "site-build"] {
+    for name in [
+        "s3-trigger",
+        "trigger-build",
+        "ci-dispatch",
+        "site-build",
+        "site-builder",
+    ] {
         let path = root.join("dist").join(format!("{name}.zip"));
         match std::fs::metadata(&path) {
             Ok(meta) => println!("{:<16} {:>8.2} MB", name, meta.len() as f64 / 1_048_576.0),
@@ -484,18 +527,33 @@ impl SiteSummary {
     fn bytes(&self) -> u64 {
         self.kinds.iter().map(|(_, _, b)| b).sum()
     }
+
+    /// `2000 files, 28.6 MB: 100 css 0.9 MB, …`
+    fn describe(&self) -> String {
+        let kinds: Vec<String> = self
+            .kinds
+            .iter()
+            .map(|(kind, n, bytes)| format!("{n} {kind} {:.1} MB", *bytes as f64 / 1_048_576.0))
+            .collect();
+        format!(
+            "{} files, {:.1} MB: {}",
+            self.files(),
+            self.bytes() as f64 / 1_048_576.0,
+            kinds.join(", ")
+        )
+    }
 }
 
-/// A built site of [`SITE_FILES`] files as a bundler leaves it: 700 HTML
-/// pages, 100 CSS and 400 JS bundles with content hashes in their names,
-/// 780 images (PNG, JPEG, WebP, SVG; 1–50 KB), 16 fonts and the root
-/// files. Deterministic: the same bytes on every run.
-fn generate_site(dir: &Path) -> anyhow::Result<SiteSummary> {
+/// A built site of `scale` × [`SITE_FILES`] files as a bundler leaves it:
+/// per 2,000, 700 HTML pages, 100 CSS and 400 JS bundles with content
+/// hashes in their names, 780 images (PNG, JPEG, WebP, SVG; 1–50 KB), 16
+/// fonts; and the 4 root files. Deterministic: the same bytes on every run.
+fn generate_site(dir: &Path, scale: usize) -> anyhow::Result<SiteSummary> {
     let mut rng = Rng(0x5eed_0000_0000_2000);
     let mut files: Vec<(&'static str, String, Vec<u8>)> = Vec::new();
 
     let mut css = Vec::new();
-    for i in 0..100 {
+    for i in 0..100 * scale {
         let len = rng.size(1_000, 30_000);
         let mut body = String::new();
         let mut rule = 0;
@@ -513,7 +571,7 @@ fn generate_site(dir: &Path) -> anyhow::Result<SiteSummary> {
         files.push(("css", path, body.into_bytes()));
     }
     let mut js = Vec::new();
-    for i in 0..400 {
+    for i in 0..400 * scale {
         let len = rng.size(1_000, 50_000);
         let mut body = String::new();
         let mut function = 0;
@@ -529,7 +587,7 @@ fn generate_site(dir: &Path) -> anyhow::Result<SiteSummary> {
         js.push(path.clone());
         files.push(("js", path, body.into_bytes()));
     }
-    for i in 0..16 {
+    for i in 0..16 * scale {
         let len = rng.size(20_000, 50_000);
         files.push((
             "fonts",
@@ -537,7 +595,7 @@ fn generate_site(dir: &Path) -> anyhow::Result<SiteSummary> {
             rng.binary(b"wOF2", len),
         ));
     }
-    for i in 0..780 {
+    for i in 0..780 * scale {
         let len = rng.size(1_000, 50_000);
         let (ext, bytes) = match i % 4 {
             0 => ("png", rng.binary(b"\x89PNG\r\n\x1a\n", len)),
@@ -567,8 +625,13 @@ fn generate_site(dir: &Path) -> anyhow::Result<SiteSummary> {
         "about/index.html".to_owned(),
         "blog/index.html".to_owned(),
     ];
-    pages.extend((0..480).map(|i| format!("blog/post-{i}/index.html")));
-    pages.extend((0..216).map(|i| format!("docs/section-{}/page-{i}.html", i % 12)));
+    pages.extend((0..480 * scale).map(|i| format!("blog/post-{i}/index.html")));
+    // 216 per 2,000, and for each further 2,000 the share of the 4 fixed
+    // pages and the 4 root files, which a site has once.
+    pages.extend(
+        (0..216 * scale + 8 * (scale - 1))
+            .map(|i| format!("docs/section-{}/page-{i}.html", i % 12)),
+    );
     for path in &pages {
         let len = rng.size(2_000, 30_000);
         let html = format!(
@@ -601,7 +664,11 @@ fn generate_site(dir: &Path) -> anyhow::Result<SiteSummary> {
         "site.webmanifest".into(),
         br#"{"name": "Bench site", "icons": []}"#.to_vec(),
     ));
-    anyhow::ensure!(files.len() == SITE_FILES, "generated {} files", files.len());
+    anyhow::ensure!(
+        files.len() == SITE_FILES * scale,
+        "generated {} files",
+        files.len()
+    );
 
     let mut kinds: Vec<(&'static str, usize, u64)> = Vec::new();
     for (kind, path, bytes) in &files {
@@ -754,23 +821,23 @@ async fn publish(
 /// uploaded `expect` files.
 async fn aws_sync(
     aws: &Path,
-    emulator: &Emulator,
+    store: &Store,
     site: &Path,
     bucket: &str,
     expect: usize,
-    emulator_pid: Option<&str>,
 ) -> anyhow::Result<Sample> {
+    let emulator_pid = store.pid.as_deref();
     let mut command = tokio::process::Command::new(aws);
     command
         .args(["s3", "sync"])
         .arg(site)
         .arg(format!("s3://{bucket}"))
-        .args(["--endpoint-url", &emulator.endpoint, "--no-progress"])
+        .arg("--no-progress")
         // Defaults only: no profile or config of the machine's user.
         .env_remove("AWS_PROFILE")
         .env("AWS_CONFIG_FILE", "/dev/null")
         .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-        .envs(emulator.client_env())
+        .envs(store.cli_env.iter().cloned())
         .stdin(std::process::Stdio::null());
     let clock = Clock::start(emulator_pid);
     let output = command
@@ -830,12 +897,212 @@ fn verdict(met: bool) -> &'static str {
     }
 }
 
-/// site-build's publisher beside `aws s3 sync`, same site, same emulator,
-/// same run, each into fresh buckets.
+/// An S3 endpoint the site bench publishes to, with both tools.
+struct Store {
+    /// How the tables name it.
+    name: String,
+    s3: aws_sdk_s3::Client,
+    /// The server process, for its CPU time.
+    pid: Option<String>,
+    /// The aws CLI's environment (endpoint and keys).
+    cli_env: Vec<(String, String)>,
+    /// Counts the Publisher's requests, when `s3` was built with it.
+    counter: Option<RequestCounter>,
+}
+
+/// Counts the requests an S3 client sends, by operation, each attempt
+/// (what S3 bills), from the HTTP request about to go out.
+#[derive(Debug, Clone, Default)]
+struct RequestCounter(Arc<std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>>);
+
+impl RequestCounter {
+    /// The counts so far, and a fresh start.
+    fn take(&self) -> std::collections::BTreeMap<&'static str, u64> {
+        std::mem::take(&mut *self.0.lock().expect("counter lock"))
+    }
+}
+
+impl aws_sdk_s3::config::Intercept for RequestCounter {
+    fn name(&self) -> &'static str {
+        "RequestCounter"
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextRef<'_>,
+        _components: &aws_sdk_s3::config::RuntimeComponents,
+        _cfg: &mut aws_sdk_s3::config::ConfigBag,
+    ) -> Result<(), aws_sdk_s3::error::BoxError> {
+        let request = context.request();
+        let query = request.uri().split_once('?').map_or("", |(_, q)| q);
+        let operation = match request.method() {
+            "GET" if query.contains("list-type=2") => "ListObjectsV2",
+            "GET" => "GetObject",
+            "HEAD" => "HeadObject",
+            "PUT" if request.headers().contains_key("x-amz-copy-source") => "CopyObject",
+            "PUT" => "PutObject",
+            "POST" if query.contains("delete") => "DeleteObjects",
+            "DELETE" => "DeleteObject",
+            _ => "other",
+        };
+        *self
+            .0
+            .lock()
+            .expect("counter lock")
+            .entry(operation)
+            .or_default() += 1;
+        Ok(())
+    }
+}
+
+fn describe_counts(counts: &std::collections::BTreeMap<&'static str, u64>) -> String {
+    let total: u64 = counts.values().sum();
+    let each: Vec<String> = counts.iter().map(|(op, n)| format!("{op} {n}")).collect();
+    format!("{total:>6} ({})", each.join(", "))
+}
+
+/// The three steps of [`beside_sync`], each with the Publisher's samples
+/// and sync's, and the bucket the Publisher's last run left live.
+struct Compared {
+    rows: [(Vec<Sample>, Vec<Sample>); 3],
+    /// The Publisher's requests in each step of the last run (when counted).
+    requests: [std::collections::BTreeMap<&'static str, u64>; 3],
+    last_bucket: String,
+}
+
+/// The Publisher beside `aws s3 sync` on `store`, `runs` times, each run in
+/// fresh buckets named after `tag`: first publish, unchanged, one page
+/// changed (the site's `index.html` is edited in place).
+async fn beside_sync(
+    store: &Store,
+    aws: &Path,
+    site: &Path,
+    files: usize,
+    runs: usize,
+    tag: &str,
+) -> anyhow::Result<Compared> {
+    let pid = store.pid.as_deref();
+    let target = PublishTarget::Production;
+    let mut rows: [(Vec<Sample>, Vec<Sample>); 3] = Default::default();
+    let mut requests: [std::collections::BTreeMap<&'static str, u64>; 3] = Default::default();
+    let counted = |step: usize, requests: &mut [std::collections::BTreeMap<_, _>; 3]| {
+        if let Some(counter) = &store.counter {
+            requests[step] = counter.take();
+        }
+    };
+    let index = site.join("index.html");
+    let mut last_bucket = String::new();
+    for run in 0..runs {
+        let bucket = format!("bench-publish-{tag}-{run}");
+        create_bucket(&store.s3, &bucket).await?;
+        let publisher = Publisher::new(store.s3.clone(), &bucket);
+        let sync_bucket = format!("bench-sync-{tag}-{run}");
+        create_bucket(&store.s3, &sync_bucket).await?;
+
+        // Odd runs time sync first, so neither tool always meets a
+        // fresher server.
+        let sync_first = run % 2 == 1;
+        counted(0, &mut requests);
+        let (ours, theirs) = in_order(
+            sync_first,
+            publish(&publisher, &target, site, (files, 0, false), pid),
+            aws_sync(aws, store, site, &sync_bucket, files),
+        )
+        .await?;
+        counted(0, &mut requests);
+        anyhow::ensure!(object_count(&store.s3, &sync_bucket).await? == files);
+        rows[0].0.push(ours.0);
+        rows[0].1.push(theirs);
+        if let Some(counter) = &store.counter {
+            counter.take();
+        }
+
+        let (ours, theirs) = in_order(
+            sync_first,
+            publish(&publisher, &target, site, (0, 0, true), pid),
+            aws_sync(aws, store, site, &sync_bucket, 0),
+        )
+        .await?;
+        rows[1].0.push(ours.0);
+        rows[1].1.push(theirs);
+        counted(1, &mut requests);
+
+        // One page edited: the Publisher uploads it and copies the rest
+        // inside S3 into the new deploy; sync uploads the one file.
+        let mut page = std::fs::read(&index)?;
+        page.extend_from_slice(format!("<!-- edit {tag} {run} -->\n").as_bytes());
+        std::fs::write(&index, page)?;
+        let (ours, theirs) = in_order(
+            sync_first,
+            publish(&publisher, &target, site, (1, files - 1, false), pid),
+            aws_sync(aws, store, site, &sync_bucket, 1),
+        )
+        .await?;
+        rows[2].0.push(ours.0);
+        rows[2].1.push(theirs);
+        counted(2, &mut requests);
+        last_bucket = bucket;
+    }
+    Ok(Compared {
+        rows,
+        requests,
+        last_bucket,
+    })
+}
+
+impl Compared {
+    fn print(&self, server: &str, one_page_target: Option<f64>) {
+        let labels = [
+            ("first publish", Some(FIRST_PUBLISH_TARGET)),
+            ("unchanged", Some(UNCHANGED_TARGET)),
+            ("one page changed", one_page_target),
+        ];
+        println!(
+            "{:<18} {:>13} {:>15} {:>9} {:>13}   {:>26} {:>26}",
+            "",
+            "Publisher ms",
+            "aws s3 sync ms",
+            "speed-up",
+            "target",
+            format!("Publisher CPU s / {server}'s"),
+            format!("aws CLI CPU s / {server}'s"),
+        );
+        for ((label, target), (ours, theirs)) in labels.iter().zip(self.rows.iter()) {
+            let (ours, theirs) = (median_sample(ours), median_sample(theirs));
+            let ratio = theirs.ms / ours.ms;
+            let target = match target {
+                Some(t) if *t >= 1.0 => {
+                    format!("{:>6} {:<6}", format!(">={t:.0}x"), verdict(ratio >= *t))
+                }
+                // Below 1: "within 1/t of sync's time".
+                Some(t) => format!("{:>6} {:<6}", format!(">={t:.1}x"), verdict(ratio >= *t)),
+                None => format!("{:>13}", "-"),
+            };
+            println!(
+                "{label:<18} {:>13.0} {:>15.0} {:>8.2}x {target}   {:>26} {:>26}",
+                ours.ms,
+                theirs.ms,
+                ratio,
+                format!("{:.1} / {:.1}", ours.client_cpu, ours.emulator_cpu),
+                format!("{:.1} / {:.1}", theirs.client_cpu, theirs.emulator_cpu),
+            );
+        }
+        if self.requests.iter().any(|r| !r.is_empty()) {
+            println!("Publisher's S3 requests per deploy (last run, each attempt):");
+            for ((label, _), counts) in labels.iter().zip(self.requests.iter()) {
+                println!("  {label:<18} {}", describe_counts(counts));
+            }
+        }
+    }
+}
+
+/// site-build's publisher beside `aws s3 sync`, same site, same server,
+/// same run, each into fresh buckets: on the emulator, then on s3s-fs with
+/// S3-like latency, at 2,000 and 20,000 files.
 async fn site_publish_benchmark(root: &Path, emulator: &Emulator) -> anyhow::Result<()> {
     let scratch = Scratch::new("site")?;
     let site = scratch.join("site");
-    let summary = generate_site(&site)?;
+    let summary = generate_site(&site, 1)?;
     let aws = localstack::emulator::venv_python(root)?.with_file_name("aws");
     if !aws.is_file() {
         bail!(
@@ -843,111 +1110,37 @@ async fn site_publish_benchmark(root: &Path, emulator: &Emulator) -> anyhow::Res
             aws.display()
         );
     }
-    let moto = emulator_pid(emulator);
-    let moto = moto.as_deref();
-    let s3 = aws_sdk_s3::Client::new(&emulator.sdk_config().await);
+    let moto = Store {
+        name: "moto".into(),
+        s3: aws_sdk_s3::Client::new(&emulator.sdk_config().await),
+        pid: emulator_pid(emulator),
+        cli_env: emulator.client_env(),
+        counter: None,
+    };
+    let s3 = moto.s3.clone();
     let target = PublishTarget::Production;
     let files = summary.files();
-    let kinds: Vec<String> = summary
-        .kinds
-        .iter()
-        .map(|(kind, n, bytes)| format!("{n} {kind} {:.1} MB", *bytes as f64 / 1_048_576.0))
-        .collect();
     println!(
-        "\nPublishing a generated site ({files} files, {:.1} MB: {}) to the emulator: \
-         site-build's Publisher (concurrency {}, in this {} build) beside `aws s3 sync` \
+        "\nPublishing a generated site ({}) to the emulator: \
+         site-build's Publisher (uploads {} at once, copies {}, in this {} build) beside `aws s3 sync` \
          (awscli defaults: 10 requests at once), fresh buckets, median of {SITE_RUNS} runs",
-        summary.bytes() as f64 / 1_048_576.0,
-        kinds.join(", "),
+        summary.describe(),
         site_build::publish::DEFAULT_CONCURRENCY,
+        site_build::publish::DEFAULT_COPY_CONCURRENCY,
         if cfg!(debug_assertions) {
             "debug"
         } else {
             "release"
         },
     );
-
-    // Per row: the Publisher's samples, then sync's.
-    let mut rows: [(Vec<Sample>, Vec<Sample>); 3] = Default::default();
-    let index = site.join("index.html");
-    let mut last_bucket = String::new();
-    for run in 0..SITE_RUNS {
-        let bucket = format!("bench-publish-{run}");
-        create_bucket(&s3, &bucket).await?;
-        let publisher = Publisher::new(s3.clone(), &bucket);
-        let sync_bucket = format!("bench-sync-{run}");
-        create_bucket(&s3, &sync_bucket).await?;
-
-        // Odd runs time sync first, so neither tool always meets a
-        // fresher emulator.
-        let sync_first = run % 2 == 1;
-        let (ours, theirs) = in_order(
-            sync_first,
-            publish(&publisher, &target, &site, (files, 0, false), moto),
-            aws_sync(&aws, emulator, &site, &sync_bucket, files, moto),
-        )
-        .await?;
-        anyhow::ensure!(object_count(&s3, &sync_bucket).await? == files);
-        rows[0].0.push(ours.0);
-        rows[0].1.push(theirs);
-
-        let (ours, theirs) = in_order(
-            sync_first,
-            publish(&publisher, &target, &site, (0, 0, true), moto),
-            aws_sync(&aws, emulator, &site, &sync_bucket, 0, moto),
-        )
-        .await?;
-        rows[1].0.push(ours.0);
-        rows[1].1.push(theirs);
-
-        // One page edited: the Publisher uploads it and copies the rest
-        // inside S3 into the new deploy; sync uploads the one file.
-        let mut page = std::fs::read(&index)?;
-        page.extend_from_slice(format!("<!-- edit {run} -->\n").as_bytes());
-        std::fs::write(&index, page)?;
-        let (ours, theirs) = in_order(
-            sync_first,
-            publish(&publisher, &target, &site, (1, files - 1, false), moto),
-            aws_sync(&aws, emulator, &site, &sync_bucket, 1, moto),
-        )
-        .await?;
-        rows[2].0.push(ours.0);
-        rows[2].1.push(theirs);
-        last_bucket = bucket;
-    }
-
-    let labels = [
-        ("first publish", Some(FIRST_PUBLISH_TARGET)),
-        ("unchanged", Some(UNCHANGED_TARGET)),
-        ("one page changed", None),
-    ];
-    println!(
-        "{:<18} {:>13} {:>15} {:>9} {:>13}   {:>26} {:>26}",
-        "",
-        "Publisher ms",
-        "aws s3 sync ms",
-        "speed-up",
-        "target",
-        "Publisher CPU s / moto's",
-        "aws CLI CPU s / moto's"
+    let compared = beside_sync(&moto, &aws, &site, files, SITE_RUNS, "moto").await?;
+    compared.print("moto", None);
+    let first = (
+        median_sample(&compared.rows[0].0),
+        median_sample(&compared.rows[0].1),
     );
-    let first = (median_sample(&rows[0].0), median_sample(&rows[0].1));
-    for ((label, target), (ours, theirs)) in labels.iter().zip(rows.iter()) {
-        let (ours, theirs) = (median_sample(ours), median_sample(theirs));
-        let ratio = theirs.ms / ours.ms;
-        let target = match target {
-            Some(t) => format!("{:>6} {:<6}", format!(">={t:.0}x"), verdict(ratio >= *t)),
-            None => format!("{:>13}", "-"),
-        };
-        println!(
-            "{label:<18} {:>13.0} {:>15.0} {:>8.2}x {target}   {:>26} {:>26}",
-            ours.ms,
-            theirs.ms,
-            ratio,
-            format!("{:.1} / {:.1}", ours.client_cpu, ours.emulator_cpu),
-            format!("{:.1} / {:.1}", theirs.client_cpu, theirs.emulator_cpu),
-        );
-    }
+    let last_bucket = compared.last_bucket.clone();
+    let moto = moto.pid.as_deref();
     println!(
         "(one page changed: the Publisher uploads 1 file and copies {} inside S3 into its new deploy; sync uploads 1)",
         files - 1
@@ -1022,6 +1215,69 @@ async fn site_publish_benchmark(root: &Path, emulator: &Emulator) -> anyhow::Res
         "unchanged publish of the same {files} paths at 64 bytes each, fastest of 5: {:.0} ms (per-file cost; the rest of the {fastest:.0} ms is per byte)",
         tiny_ms.iter().copied().fold(f64::INFINITY, f64::min)
     );
+
+    slow_store_benchmark(root, &aws).await
+}
+
+/// What a request costs on the S3-like server: first byte no sooner than this.
+const SLOW_S3_LATENCY: Duration = Duration::from_millis(20);
+/// The one-page change, on that server: within 2× of sync's time.
+const ONE_PAGE_TARGET: f64 = 0.5;
+
+/// The Publisher beside `aws s3 sync` on s3s-fs behind [`SLOW_S3_LATENCY`]:
+/// a server that, like S3, is not the bottleneck and makes each request
+/// wait, so requests in flight count. 2,000 files ([`SITE_RUNS`] runs) and
+/// 20,000 (1 run).
+async fn slow_store_benchmark(root: &Path, aws: &Path) -> anyhow::Result<()> {
+    let scratch = Scratch::new("slow-s3")?;
+    let server = localstack::slow_s3::SlowS3::start(
+        &root.join(".tools/bin/s3s-fs"),
+        &scratch.join("server"),
+        SLOW_S3_LATENCY,
+    )
+    .await?;
+    let counter = RequestCounter::default();
+    let config = server.sdk_config().await;
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&config)
+            .interceptor(counter.clone())
+            .build(),
+    );
+    let store = Store {
+        name: "s3s-fs".into(),
+        s3,
+        pid: server.pid().map(|pid| pid.to_string()),
+        cli_env: server.client_env(),
+        counter: Some(counter),
+    };
+    for (scale, runs) in [(1, SITE_RUNS), (10, 1)] {
+        let site = scratch.join(&format!("site-{scale}"));
+        let summary = generate_site(&site, scale)?;
+        println!(
+            "\nPublishing a generated site ({}) to {} (s3s-fs 0.14.1, crates.io) behind {} ms of latency per request: \
+             Publisher (uploads {} at once, copies {}) beside `aws s3 sync` (10 at once), fresh buckets, {}",
+            summary.describe(),
+            store.name,
+            SLOW_S3_LATENCY.as_millis(),
+            site_build::publish::DEFAULT_CONCURRENCY,
+            site_build::publish::DEFAULT_COPY_CONCURRENCY,
+            if runs == 1 {
+                "1 run".to_owned()
+            } else {
+                format!("median of {runs} runs")
+            },
+        );
+        let compared = beside_sync(
+            &store,
+            aws,
+            &site,
+            summary.files(),
+            runs,
+            &format!("slow{scale}"),
+        )
+        .await?;
+        compared.print(&store.name, Some(ONE_PAGE_TARGET));
+    }
     Ok(())
 }
 

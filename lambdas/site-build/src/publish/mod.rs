@@ -57,9 +57,15 @@ const PATH_SAFE: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'~')
     .remove(b'/');
 
-/// Uploads and copies in flight at once: enough to hide S3's per-request
-/// latency, few enough for a Lambda's sockets and memory.
+/// Uploads in flight at once: enough to hide S3's per-request latency, few
+/// enough for a Lambda's bandwidth and memory (each streams a file).
 pub const DEFAULT_CONCURRENCY: usize = 32;
+
+/// Copies inside S3 in flight at once. A copy carries no bytes through the
+/// Lambda, so only S3 bounds them: 3,500 PUT/COPY/POST/DELETE requests per
+/// second per prefix, which 128 copies at 20–40 ms each approach without
+/// passing (docs/site-build.md, "What a deploy costs").
+pub const DEFAULT_COPY_CONCURRENCY: usize = 128;
 
 /// The result of [`Publisher::publish`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -289,7 +295,10 @@ enum Transferred {
 pub struct Publisher {
     s3: aws_sdk_s3::Client,
     bucket: String,
+    /// Uploads at once.
     concurrency: usize,
+    /// Copies inside S3 at once.
+    copy_concurrency: usize,
 }
 
 impl Publisher {
@@ -298,11 +307,20 @@ impl Publisher {
             s3,
             bucket: bucket.into(),
             concurrency: DEFAULT_CONCURRENCY,
+            copy_concurrency: DEFAULT_COPY_CONCURRENCY,
         }
     }
 
+    /// Uploads and copies at once: `concurrency` of each.
     pub fn with_concurrency(mut self, concurrency: usize) -> Self {
         self.concurrency = concurrency.max(1);
+        self.copy_concurrency = self.concurrency;
+        self
+    }
+
+    /// Copies inside S3 at once (uploads unchanged).
+    pub fn with_copy_concurrency(mut self, copies: usize) -> Self {
+        self.copy_concurrency = copies.max(1);
         self
     }
 
@@ -692,19 +710,16 @@ impl Publisher {
 
         let new_prefix = target.deploy_prefix(deploy_id);
         info!(target = %target, deploy_id = %deploy_id, files = transfers.len(), "uploading the deploy");
-        let written = stream::iter(transfers)
-            .map(|transfer| self.transfer(&new_prefix, transfer))
-            .buffer_unordered(self.concurrency)
-            .try_fold(
-                (0usize, 0usize, 0u64),
-                |(uploaded, copied, bytes), done| async move {
-                    Ok(match done {
-                        Transferred::Uploaded { bytes: b } => (uploaded + 1, copied, bytes + b),
-                        Transferred::Copied => (uploaded, copied + 1, bytes),
-                    })
-                },
-            )
-            .await;
+        // Uploads and copies side by side, each at its own concurrency.
+        let (copies, uploads): (Vec<Transfer>, Vec<Transfer>) = transfers
+            .into_iter()
+            .partition(|transfer| transfer.copy_from.is_some());
+        let written = futures::future::try_join(
+            self.transfer_all(&new_prefix, uploads, self.concurrency),
+            self.transfer_all(&new_prefix, copies, self.copy_concurrency),
+        )
+        .await
+        .map(|((u1, c1, b1), (u2, c2, b2))| (u1 + u2, c1 + c2, b1 + b2));
         let (uploaded, copied, bytes_uploaded) = match written {
             Ok(counts) => counts,
             Err(err) => return Err(self.abandon(target, deploy_id, err).await),
@@ -775,6 +790,28 @@ impl Publisher {
                 Ok(Settled::Discarded { deleted_objects })
             }
         }
+    }
+
+    /// `transfers`, `concurrency` at once: (uploaded, copied, bytes uploaded).
+    async fn transfer_all(
+        &self,
+        new_prefix: &str,
+        transfers: Vec<Transfer>,
+        concurrency: usize,
+    ) -> Result<(usize, usize, u64), PublishError> {
+        stream::iter(transfers)
+            .map(|transfer| self.transfer(new_prefix, transfer))
+            .buffer_unordered(concurrency)
+            .try_fold(
+                (0usize, 0usize, 0u64),
+                |(uploaded, copied, bytes), done| async move {
+                    Ok(match done {
+                        Transferred::Uploaded { bytes: b } => (uploaded + 1, copied, bytes + b),
+                        Transferred::Copied => (uploaded, copied + 1, bytes),
+                    })
+                },
+            )
+            .await
     }
 
     async fn transfer(

@@ -475,7 +475,7 @@ impl SiteService {
             .unwrap_or("unknown");
         let outcome = self.publisher.rollback_to(&target, to).await?;
         if let Some(store) = &self.live_store {
-            store.point(&target.name(), &outcome.deploy_id).await?;
+            store.sync(&self.publisher, &target).await?;
         }
         info!(target = %target, from = %outcome.rolled_back_from, to = %outcome.deploy_id, by, "rolled back");
         self.record_rollback(

@@ -307,7 +307,7 @@ impl SiteService {
             Settled::Live(outcome) => Some(outcome),
         };
         if let (Some(store), Some(_)) = (&self.live_store, &outcome) {
-            store.point(&target.name(), pending).await?;
+            store.sync(&self.publisher, &target).await?;
         }
         let mut interruptions = deployment.interruptions.clone();
         interruptions.push(interruption.to_string());
@@ -655,7 +655,7 @@ impl SiteService {
             "published"
         );
         if let Some(store) = &self.live_store {
-            if let Err(e) = store.point(&target.name(), &outcome.deploy_id).await {
+            if let Err(e) = store.sync(&self.publisher, &target).await {
                 let error = format!(
                     "deploy {} is live in S3, but CloudFront still serves the previous one: {e}; run the build again to retry",
                     outcome.deploy_id
