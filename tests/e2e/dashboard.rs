@@ -224,7 +224,10 @@ async fn the_dashboard_shows_every_target_approves_in_the_page_and_shows_markup_
     // build) and the change set it showed.
     let added = browser.find("#history .diff-add").await.unwrap();
     assert_eq!(browser.text(&added).await.unwrap(), "+ Greeting = hello");
-    let history = browser.text(&browser.find("#history").await.unwrap()).await.unwrap();
+    let history = browser
+        .text(&browser.find("#history").await.unwrap())
+        .await
+        .unwrap();
     assert!(history.contains("change set: 2 change(s)"), "{history}");
     let done = stack.wait_terminal(&sample.key()).await;
     assert_eq!(done.status, BuildStatus::Success, "{done:?}");
