@@ -1,7 +1,8 @@
 # Deployer: build, test, lint, package and run the suite.
 # Everything a fresh machine needs is installed by `make setup` (run by the
 # targets that need it): a Python venv with pinned moto server, cargo-lambda,
-# cfn-lint and checkov, and the npm ASL linter.
+# cfn-lint and checkov, the npm ASL linter, and Debian's chromium and
+# chromium-driver for the dashboard's browser test.
 
 SHELL := /bin/bash
 VENV := .venv
@@ -19,9 +20,18 @@ KEEP ?=
 
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup build test unit e2e lint fmt clippy template-lint package deploy bench demo chaos clean
+.PHONY: setup browser build test unit e2e lint fmt clippy template-lint package deploy bench demo chaos clean
 
-setup: $(STAMP_PY) $(STAMP_NPM)
+setup: $(STAMP_PY) $(STAMP_NPM) browser
+
+# The dashboard's browser test drives headless Chromium through chromedriver,
+# both from Debian's packages; installed once, when either is missing.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  echo "installing chromium and chromium-driver (the dashboard's browser test)"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium chromium-driver >/dev/null; }
 
 $(CARGO_DENY):
 	cargo install --locked --quiet --root $(TOOLS) cargo-deny@0.20.2

@@ -368,6 +368,38 @@ def _patch_dynamodb_atomic_writes():
         setattr(DynamoDBBackend, name, atomic(getattr(DynamoDBBackend, name)))
 
 
+def _patch_cloudformation_template_url_decoding():
+    """CloudFormation reads a TemplateURL's object key percent-decoded, as S3 does.
+
+    moto looks the key up exactly as the URL spells it, so the template of a
+    build whose branch holds a space, a quote or `<` (which the URL must
+    percent-encode) was "not found" and the change set failed with a 500.
+    """
+    from urllib.parse import unquote, urlparse
+
+    from moto.cloudformation import models as cfn_models
+    from moto.cloudformation import responses as cfn_responses
+    from moto.cloudformation import utils as cfn_utils
+
+    def get_stack_from_s3_url(template_url, account_id, partition):
+        from moto.s3.models import s3_backends
+
+        parts = urlparse(template_url)
+        path = parts.path.lstrip("/")
+        path_style = "localhost" in template_url or (
+            parts.netloc.endswith("amazonaws.com") and parts.netloc.startswith("s3")
+        )
+        if path_style:
+            bucket_name, key_name = path.split("/", 1)
+        else:
+            bucket_name, key_name = parts.netloc.split(".")[0], path
+        key = s3_backends[account_id][partition].get_object(bucket_name, unquote(key_name))
+        return key.value.decode("utf-8")
+
+    for module in (cfn_utils, cfn_models, cfn_responses):
+        module.get_stack_from_s3_url = get_stack_from_s3_url
+
+
 def _patch_update_diff_parameter_defaults():
     """A parameter left at its default is not "changed" by an update that names it.
 
@@ -424,6 +456,7 @@ def main(argv=None):
     _patch_send_task_failure_cause()
     _patch_cloudformation_pace()
     _patch_update_diff_parameter_defaults()
+    _patch_cloudformation_template_url_decoding()
     _patch_dynamodb_atomic_writes()
     _patch_aws_sdk_error_names()
     default_user_config["stepfunctions"] = {"execute_state_machine": True}

@@ -75,6 +75,31 @@ async fn upload_becomes_a_deployed_stack_with_merged_parameters() {
     let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(shown["status"], "SUCCESS");
     assert!(shown.get("approval_token").is_none());
+    // One time format, whoever wrote the time (the state machine's
+    // `$$.State.EnteredTime` on the emulator is `…+00:00` in microseconds).
+    let mut times = vec![
+        &shown["created_at"],
+        &shown["updated_at"],
+        &shown["finished_at"],
+    ];
+    times.extend(
+        shown["transitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| &c["at"]),
+    );
+    assert!(times.len() >= 6, "{shown}");
+    for at in times {
+        let at = at.as_str().unwrap();
+        assert!(
+            at.len() == 20
+                && at.ends_with('Z')
+                && time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339)
+                    .is_ok(),
+            "{at} is not RFC 3339 UTC to the second"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -295,6 +295,40 @@ async fn throttling_and_5xx_are_retried_but_an_unknown_service_is_reported_once(
         .await
         .unwrap();
     assert_eq!(again["status"], "duplicate");
+
+    // The ledger: one record per redeploy whatever the retries; the one
+    // ECS refused is FAILED with ECS's reason.
+    let history = |service: &'static str| {
+        let stack = &stack;
+        async move {
+            let out = stack
+                .deployer(&["history", &format!("service:{service}"), "--json"])
+                .await;
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            serde_json::from_slice::<Value>(&out.stdout).unwrap()["deployments"].clone()
+        }
+    };
+    let api = history("shop_service_api_dev").await;
+    assert_eq!(api.as_array().unwrap().len(), 1, "{api}");
+    assert_eq!(
+        api[0]["state"], "IN_FLIGHT",
+        "ECS has not reported the rollout: {api}"
+    );
+    assert_eq!(api[0]["by"], "action.dev");
+    let ghost = history("shop_service_ghost_dev").await;
+    assert_eq!(ghost.as_array().unwrap().len(), 1, "{ghost}");
+    assert_eq!(ghost[0]["state"], "FAILED");
+    assert!(
+        ghost[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("ServiceNotFound"),
+        "{ghost}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

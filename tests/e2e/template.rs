@@ -949,3 +949,71 @@ fn every_granted_resource_is_this_installs_own_and_star_only_where_aws_requires_
         ]
     );
 }
+
+/// Every deployment table is the ledger's record of its kind and has the
+/// `ledger` index (install-wide key, then the record's time-ordered `sk`);
+/// only ci-dispatch writes redeploy records, and only Put and Update them.
+#[test]
+fn every_deployment_table_has_the_ledger_index_and_only_ci_dispatch_writes_redeploys() {
+    let doc = template();
+    for (table, hash) in [
+        ("BuildsTable", "env"),
+        ("ServiceDeploymentsTable", "env"),
+        ("SiteDeploymentsTable", "site"),
+    ] {
+        let props = &doc["Resources"][table]["Properties"];
+        let index = as_list(&props["GlobalSecondaryIndexes"])
+            .into_iter()
+            .find(|i| i["IndexName"] == "ledger")
+            .unwrap_or_else(|| panic!("{table} has no ledger index"));
+        let keys: Vec<(&str, &str)> = index["KeySchema"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| {
+                (
+                    k["AttributeName"].as_str().unwrap(),
+                    k["KeyType"].as_str().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(keys, [(hash, "HASH"), ("sk", "RANGE")], "{table}");
+        assert!(
+            as_list(&props["AttributeDefinitions"])
+                .iter()
+                .any(|a| a["AttributeName"] == hash && a["AttributeType"] == "S"),
+            "{table} defines {hash}"
+        );
+    }
+    let writers: Vec<(String, Vec<Value>)> = resources(&doc, "AWS::IAM::Role")
+        .into_iter()
+        .filter_map(|(id, role)| {
+            let statements: Vec<Value> = as_list(&role["Properties"]["Policies"])
+                .iter()
+                .flat_map(|p| as_list(&p["PolicyDocument"]["Statement"]))
+                .filter(|s| {
+                    as_list(&s["Resource"])
+                        .iter()
+                        .any(|r| r["Fn::GetAtt"][0] == "ServiceDeploymentsTable")
+                })
+                .collect();
+            (!statements.is_empty()).then_some((id, statements))
+        })
+        .collect();
+    assert_eq!(writers.len(), 1, "{writers:?}");
+    assert_eq!(writers[0].0, "CiDispatchRole");
+    let actions: Vec<Value> = writers[0]
+        .1
+        .iter()
+        .flat_map(|s| as_list(&s["Action"]))
+        .collect();
+    assert_eq!(
+        actions,
+        [json!("dynamodb:PutItem"), json!("dynamodb:UpdateItem")]
+    );
+    assert_eq!(
+        doc["Resources"]["CiDispatchFunction"]["Properties"]["Environment"]["Variables"]
+            ["SERVICE_DEPLOYMENTS_TABLE"],
+        json!({"Ref": "ServiceDeploymentsTable"})
+    );
+}

@@ -10,6 +10,8 @@ use builddao::{Build, BuildKey, BuildStatus, BuildStore};
 use localstack::{Emulator, Pipeline, PipelineOptions};
 use serde_json::{json, Value};
 
+pub mod webdriver;
+
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -328,6 +330,7 @@ pub fn ledger_build(n: u64, bucket: &str) -> builddao::NewBuild {
         parameters: Default::default(),
         uploaded_unix_ms: (1_800_000_000 + n as i64) * 1000,
         origin: format!("upload-{n}").into_bytes(),
+        uploaded_by: None,
     }
 }
 

@@ -14,7 +14,9 @@ pub use model::{
     Build, BuildId, BuildKey, BuildStatus, InvalidBuildId, NewBuild, StatusChange, TrackedBuild,
 };
 pub use order::{build_sk, is_build_sk, SK_MARKER};
-pub use store::{BuildPage, BuildStore, Created, StoreError, Transition};
+pub use store::{
+    BuildPage, BuildStore, Created, StoreError, TrackedPage, Transition, LEDGER_INDEX,
+};
 
 /// RFC 3339 timestamp of "now", the format every timestamp attribute uses
 /// (Step Functions writes `$$.State.EnteredTime` in the same format).

@@ -160,6 +160,10 @@ pub struct Build {
     pub updated_at: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<String>,
+    /// Who uploaded the trigger file: the S3 event's
+    /// `userIdentity.principalId` (absent on builds stored before it was kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uploaded_by: Option<String>,
 }
 
 /// A build with its history: every status change, oldest first, as the
@@ -227,6 +231,8 @@ pub struct NewBuild {
     /// Bytes that identify the upload: the same upload always yields the same
     /// build key, so a replayed notification cannot create a second build.
     pub origin: Vec<u8>,
+    /// The uploader's principal, as the S3 event names it.
+    pub uploaded_by: Option<String>,
 }
 
 impl NewBuild {
@@ -264,6 +270,7 @@ impl NewBuild {
             created_at: now.clone(),
             updated_at: now,
             finished_at: None,
+            uploaded_by: self.uploaded_by,
         }
     }
 }
@@ -285,6 +292,7 @@ mod tests {
             parameters: BTreeMap::new(),
             uploaded_unix_ms: at_ms,
             origin: origin.to_vec(),
+            uploaded_by: None,
         }
     }
 

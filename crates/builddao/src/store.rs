@@ -54,6 +54,30 @@ pub struct BuildPage {
     pub next: Option<String>,
 }
 
+/// One page of builds with their histories, newest first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrackedPage {
+    pub builds: Vec<TrackedBuild>,
+    /// Pass back for the next (older) page.
+    pub next: Option<BuildKey>,
+}
+
+/// The builds table's index of every build of the install by `env`, then
+/// `sk` (upload time first): the ledger's "newest first" across repos.
+pub const LEDGER_INDEX: &str = "ledger";
+
+/// The key a Query resumes after: the table's, and the index's with it.
+fn start_key(after: &BuildKey, index: bool) -> HashMap<String, AttributeValue> {
+    let mut key = HashMap::from([
+        ("pk".to_owned(), AttributeValue::S(after.pk())),
+        ("sk".to_owned(), AttributeValue::S(after.sk.clone())),
+    ]);
+    if index {
+        key.insert("env".to_owned(), AttributeValue::S(after.env.clone()));
+    }
+    key
+}
+
 /// The builds table.
 #[derive(Debug, Clone)]
 pub struct BuildStore {
@@ -151,10 +175,17 @@ impl BuildStore {
 
     /// A build with its history (consistent read).
     pub async fn get_tracked(&self, key: &BuildKey) -> Result<Option<TrackedBuild>, StoreError> {
-        let Some(item) = self.get_item(key).await? else {
-            return Ok(None);
-        };
-        let history = item.get(TRANSITIONS).cloned();
+        self.get_item(key)
+            .await?
+            .map(|item| self.decode_tracked(item))
+            .transpose()
+    }
+
+    fn decode_tracked(
+        &self,
+        mut item: HashMap<String, AttributeValue>,
+    ) -> Result<TrackedBuild, StoreError> {
+        let history = item.remove(TRANSITIONS);
         let build = self.decode(item)?;
         let transitions = match history {
             None => Vec::new(),
@@ -165,7 +196,71 @@ impl BuildStore {
                     source,
                 })?,
         };
-        Ok(Some(TrackedBuild { build, transitions }))
+        Ok(TrackedBuild { build, transitions })
+    }
+
+    /// Builds of `repo` in `env` with their histories, newest first.
+    pub async fn list_tracked(
+        &self,
+        repo: &str,
+        env: &str,
+        limit: i32,
+        after: Option<&BuildKey>,
+    ) -> Result<TrackedPage, StoreError> {
+        let pk = partition_key(repo, env);
+        let mut query = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", AttributeValue::S(pk))
+            .scan_index_forward(false)
+            .limit(limit);
+        if let Some(after) = after {
+            query = query.set_exclusive_start_key(Some(start_key(after, false)));
+        }
+        let out = query.send().await.map_err(|e| self.aws_error("Query", e))?;
+        self.tracked_page(out.items, out.last_evaluated_key)
+    }
+
+    /// Builds of every repo in `env` with their histories, newest first
+    /// (the table's [`LEDGER_INDEX`]: `env`, then `sk`).
+    pub async fn list_env(
+        &self,
+        env: &str,
+        limit: i32,
+        after: Option<&BuildKey>,
+    ) -> Result<TrackedPage, StoreError> {
+        let mut query = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(LEDGER_INDEX)
+            .key_condition_expression("#env = :env")
+            .expression_attribute_names("#env", "env")
+            .expression_attribute_values(":env", AttributeValue::S(env.to_owned()))
+            .scan_index_forward(false)
+            .limit(limit);
+        if let Some(after) = after {
+            query = query.set_exclusive_start_key(Some(start_key(after, true)));
+        }
+        let out = query.send().await.map_err(|e| self.aws_error("Query", e))?;
+        self.tracked_page(out.items, out.last_evaluated_key)
+    }
+
+    fn tracked_page(
+        &self,
+        items: Option<Vec<HashMap<String, AttributeValue>>>,
+        last: Option<HashMap<String, AttributeValue>>,
+    ) -> Result<TrackedPage, StoreError> {
+        let builds = items
+            .unwrap_or_default()
+            .into_iter()
+            .map(|item| self.decode_tracked(item))
+            .collect::<Result<Vec<_>, _>>()?;
+        // The page's last build is where the next one starts.
+        let next = last.and_then(|_| builds.last().map(|b| b.build.key()));
+        Ok(TrackedPage { builds, next })
     }
 
     async fn get_item(

@@ -1,7 +1,9 @@
-//! `deployer`: follow builds and answer approvals from a terminal.
+//! `deployer`: what is deployed where, follow builds and answer approvals
+//! from a terminal or the loopback dashboard.
 //!
 //! It talks to whatever endpoint the AWS SDK environment points at
-//! (`AWS_ENDPOINT_URL` for the local stack).
+//! (`AWS_ENDPOINT_URL` for the local stack), with the operator's own
+//! credentials.
 
 use std::time::Duration;
 
@@ -9,7 +11,11 @@ use anyhow::{bail, Context};
 use builddao::{Build, BuildKey, BuildStatus, BuildStore, StatusChange, TrackedBuild};
 use clap::{Parser, Subcommand};
 
+mod dashboard;
+mod listing;
+mod records;
 mod site;
+mod table;
 
 #[derive(Parser)]
 #[command(
@@ -18,9 +24,26 @@ mod site;
     about = "Follow Deployer builds, answer approvals, roll the site back"
 )]
 struct Cli {
-    /// Environment the builds deploy to.
-    #[arg(long, global = true, env = "DEPLOYER_ENV", default_value = "dev")]
-    env: String,
+    /// Environment (install) to read and act on [default: dev; `status`
+    /// and `dashboard` show every one of --envs when it is not given].
+    #[arg(long, global = true, env = "DEPLOYER_ENV")]
+    env: Option<String>,
+    /// Environments `status` and `dashboard` show when --env is not given.
+    #[arg(
+        long,
+        global = true,
+        env = "DEPLOYER_ENVS",
+        default_value = "dev,stg,prd",
+        value_delimiter = ','
+    )]
+    envs: Vec<String>,
+    /// ECS redeploy ledger table (default: {env}-deployer-service-deployments).
+    #[arg(long, global = true, env = "DEPLOYER_SERVICE_TABLE")]
+    service_table: Option<String>,
+    /// The site repository (`owner/name`) whose deployments the site table
+    /// holds (default: read from its newest production or staging deployment).
+    #[arg(long, global = true, env = "DEPLOYER_SITE_REPOSITORY")]
+    site_repository: Option<String>,
     /// Builds table (default: {env}-deployer-builds).
     #[arg(long, global = true, env = "DEPLOYER_BUILDS_TABLE")]
     table: Option<String>,
@@ -36,6 +59,35 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// What is live in each environment: every stack, service and site with
+    /// its version, since when and by whom, and what is in flight or awaits
+    /// approval.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// A target's deployments, newest first: `stack:REPO`, `service:NAME`,
+    /// `site:TARGET` (production, staging, preview/SLUG), or the bare name.
+    History {
+        target: String,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// Continue after this deployment id (printed by the previous page).
+        #[arg(long)]
+        after: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Serve the dashboard on 127.0.0.1 with your AWS credentials: the
+    /// environments x targets grid, histories, approvals and charts.
+    Dashboard {
+        /// Port on 127.0.0.1 (0: any free port).
+        #[arg(long, default_value_t = 0)]
+        port: u16,
+        /// Seconds between two refreshes of the grid in the page.
+        #[arg(long, default_value_t = 10)]
+        refresh: u64,
+    },
     /// Inspect builds.
     #[command(subcommand)]
     Builds(BuildsCommand),
@@ -111,22 +163,99 @@ async fn main() {
     }
 }
 
+impl Cli {
+    fn env(&self) -> &str {
+        self.env.as_deref().unwrap_or("dev")
+    }
+
+    /// The environments `status` and the dashboard show.
+    fn shown_envs(&self) -> Vec<String> {
+        match &self.env {
+            Some(env) => vec![env.clone()],
+            None => self.envs.clone(),
+        }
+    }
+
+    /// One install's tables: the names given on the command line for the
+    /// --env install, `{env}-deployer-*` otherwise.
+    fn install(&self, aws: &aws_config::SdkConfig, env: &str) -> records::Install {
+        let given = self.env.as_deref() == Some(env);
+        let name = |explicit: &Option<String>, suffix: &str| match explicit {
+            Some(table) if given => table.clone(),
+            _ => format!("{env}-deployer-{suffix}"),
+        };
+        let dynamodb = aws_sdk_dynamodb::Client::new(aws);
+        records::Install {
+            env: env.to_owned(),
+            region: aws
+                .region()
+                .map_or_else(|| "us-east-1".to_owned(), |r| r.to_string()),
+            builds: BuildStore::new(dynamodb.clone(), name(&self.table, "builds")),
+            services: ledger::ServiceDeploymentStore::new(
+                dynamodb.clone(),
+                name(&self.service_table, "service-deployments"),
+            ),
+            sites: site_build::deployments::DeploymentStore::new(
+                dynamodb,
+                name(&self.site_table, "site-deployments"),
+            ),
+            site: self
+                .site_repository
+                .clone()
+                .filter(|_| given || self.env.is_none()),
+        }
+    }
+}
+
 async fn run(cli: Cli) -> anyhow::Result<i32> {
     let aws = aws_config::load_from_env().await;
     let table = cli
         .table
         .clone()
-        .unwrap_or_else(|| format!("{}-deployer-builds", cli.env));
+        .unwrap_or_else(|| format!("{}-deployer-builds", cli.env()));
     let store = BuildStore::new(aws_sdk_dynamodb::Client::new(&aws), table);
-    let env = cli.env.as_str();
-    match cli.command {
+    let env = cli.env();
+    match &cli.command {
+        Command::Status { json } => {
+            let installs: Vec<_> = cli
+                .shown_envs()
+                .iter()
+                .map(|env| cli.install(&aws, env))
+                .collect();
+            listing::status(&installs, *json).await
+        }
+        Command::History {
+            target,
+            limit,
+            after,
+            json,
+        } => {
+            let install = cli.install(&aws, env);
+            listing::history(&install, target, *limit, after.as_deref(), *json).await
+        }
+        Command::Dashboard { port, refresh } => {
+            let installs: Vec<_> = cli
+                .shown_envs()
+                .iter()
+                .map(|env| cli.install(&aws, env))
+                .collect();
+            dashboard::serve(
+                &aws,
+                installs,
+                dashboard::Options {
+                    port: *port,
+                    refresh_seconds: *refresh,
+                },
+            )
+            .await
+        }
         Command::Site(command) => {
             let context = site::SiteContext {
-                env: cli.env.clone(),
+                env: env.to_owned(),
                 table: cli.site_table.clone(),
                 function: cli.site_function.clone(),
             };
-            site::run(&aws, context, command).await
+            site::run(&aws, context, command.clone()).await
         }
         Command::Builds(BuildsCommand::List {
             repo,
@@ -134,41 +263,42 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             after,
             json,
         }) => {
-            let page = store.list(&repo, env, limit, after.as_deref()).await?;
-            if json {
+            let page = store.list(repo, env, *limit, after.as_deref()).await?;
+            if *json {
                 let builds: Vec<_> = page.builds.iter().map(public_view).collect();
                 println!(
                     "{}",
                     serde_json::json!({"builds": builds, "next": page.next})
                 );
             } else {
-                // Build keys are 27 characters (before upload-time keys)
-                // to 50; the column fits the page's longest.
-                let width = page
-                    .builds
-                    .iter()
-                    .map(|b| b.sk.len())
-                    .max()
-                    .unwrap_or(0)
-                    .max(5);
-                println!(
-                    "{:<width$} {:<18} {:<20} {:<24} STACK",
-                    "BUILD", "STATUS", "VERSION", "BRANCH"
-                );
+                let now = time::OffsetDateTime::now_utc();
+                let person = listing::for_a_person();
+                let mut rows = table::Table::new(&[
+                    "BUILD", "STATUS", "VERSION", "BRANCH", "CREATED", "STACK",
+                ]);
                 for build in &page.builds {
-                    println!(
-                        "{:<width$} {:<18} {:<20} {:<24} {}",
-                        build.sk, build.status, build.version, build.branch, build.stack_name
+                    let created = ledger::parse_time(&build.created_at).map_or_else(
+                        || build.created_at.clone(),
+                        |at| table::when(at, now, person),
                     );
+                    rows.row(vec![
+                        build.sk.clone(),
+                        build.status.as_str().to_owned(),
+                        build.version.clone(),
+                        build.branch.clone(),
+                        created,
+                        build.stack_name.clone(),
+                    ]);
                 }
+                print!("{}", rows.render());
                 if let Some(next) = page.next {
-                    println!("more: deployer builds list {repo} --env {env} --after {next}");
+                    eprintln!("more: deployer builds list {repo} --env {env} --after {next}");
                 }
             }
             Ok(0)
         }
         Command::Builds(BuildsCommand::Show { repo, build, json }) => {
-            let build = find(&store, &repo, env, build.as_deref()).await?;
+            let build = find(&store, repo, env, build.as_deref()).await?;
             let tracked = store
                 .get_tracked(&build.key())
                 .await?
@@ -176,9 +306,17 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                     build,
                     transitions: Vec::new(),
                 });
-            if json {
+            if *json {
                 let mut view = public_view(&tracked.build);
-                view["transitions"] = serde_json::to_value(&tracked.transitions)?;
+                let transitions: Vec<StatusChange> = tracked
+                    .transitions
+                    .iter()
+                    .map(|c| StatusChange {
+                        at: display_time(&c.at),
+                        ..c.clone()
+                    })
+                    .collect();
+                view["transitions"] = serde_json::to_value(&transitions)?;
                 println!("{}", serde_json::to_string_pretty(&view)?);
             } else {
                 print_build(&tracked);
@@ -192,20 +330,20 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             interval,
             json,
         }) => {
-            let build = find(&store, &repo, env, build.as_deref()).await?;
-            let every = Duration::from_secs(interval.max(1));
+            let build = find(&store, repo, env, build.as_deref()).await?;
+            let every = Duration::from_secs((*interval).max(1));
             watch(
                 &store,
                 build.key(),
-                Duration::from_secs(timeout),
+                Duration::from_secs(*timeout),
                 every,
-                json,
+                *json,
             )
             .await
         }
         Command::Approve { repo, build, by } => {
-            let build = awaiting(&store, &repo, env, build.as_deref()).await?;
-            answer(&aws, &build, Answer::Approve { by }).await?;
+            let build = awaiting(&store, repo, env, build.as_deref()).await?;
+            answer(&aws, &build, Answer::Approve { by: by.clone() }).await?;
             println!(
                 "approved {} ({} {})",
                 build.id(),
@@ -220,8 +358,16 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             reason,
             by,
         } => {
-            let build = awaiting(&store, &repo, env, build.as_deref()).await?;
-            answer(&aws, &build, Answer::Reject { reason, by }).await?;
+            let build = awaiting(&store, repo, env, build.as_deref()).await?;
+            answer(
+                &aws,
+                &build,
+                Answer::Reject {
+                    reason: reason.clone(),
+                    by: by.clone(),
+                },
+            )
+            .await?;
             println!(
                 "rejected {} ({} {})",
                 build.id(),
@@ -233,13 +379,17 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
     }
 }
 
-enum Answer {
+pub enum Answer {
     Approve { by: String },
     Reject { reason: String, by: String },
 }
 
 /// Completes the approval task the build's execution waits on.
-async fn answer(aws: &aws_config::SdkConfig, build: &Build, answer: Answer) -> anyhow::Result<()> {
+pub async fn answer(
+    aws: &aws_config::SdkConfig,
+    build: &Build,
+    answer: Answer,
+) -> anyhow::Result<()> {
     let token = build
         .approval_token
         .clone()
@@ -289,7 +439,7 @@ async fn find(
 }
 
 /// The named build, or the newest one awaiting approval.
-async fn awaiting(
+pub async fn awaiting(
     store: &BuildStore,
     repo: &str,
     env: &str,
@@ -337,7 +487,7 @@ async fn watch(
                     serde_json::json!({
                         "build": build.id().to_string(),
                         "status": change.status,
-                        "at": change.at,
+                        "at": display_time(&change.at),
                         "reason": change.reason,
                     })
                 );
@@ -456,18 +606,23 @@ fn legacy_reason(build: &Build) -> String {
     reason.unwrap_or_default()
 }
 
-/// An RFC 3339 time as UTC to the millisecond (`2026-11-23T10:00:00.123Z`),
-/// whatever precision and offset it was written with; as written if it
-/// does not parse.
+/// An RFC 3339 time as UTC (`2026-11-23T10:00:00Z`), whatever precision
+/// and offset it was written with; as written if it does not parse.
 fn display_time(at: &str) -> String {
-    builddao::utc_millis(at).unwrap_or_else(|| at.to_owned())
+    ledger::parse_time(at).map_or_else(|| at.to_owned(), ledger::rfc3339)
 }
 
-/// A build without its task token (the token is a credential).
+/// A build without its task token (the token is a credential), its times
+/// in the one format every listing uses.
 fn public_view(build: &Build) -> serde_json::Value {
     let mut value = serde_json::to_value(build).unwrap_or_default();
     if let Some(map) = value.as_object_mut() {
         map.remove("approval_token");
+        for field in ["created_at", "updated_at", "finished_at"] {
+            if let Some(serde_json::Value::String(at)) = map.get_mut(field) {
+                *at = display_time(at);
+            }
+        }
     }
     value
 }
@@ -498,10 +653,10 @@ fn print_build(tracked: &TrackedBuild) {
     if build.no_changes == Some(true) {
         println!("result      no changes");
     }
-    println!("created     {}", build.created_at);
-    println!("updated     {}", build.updated_at);
+    println!("created     {}", display_time(&build.created_at));
+    println!("updated     {}", display_time(&build.updated_at));
     if let Some(finished) = &build.finished_at {
-        println!("finished    {finished}");
+        println!("finished    {}", display_time(finished));
     }
     for (name, value) in &build.parameters {
         println!("param       {name}={value}");
@@ -533,6 +688,7 @@ mod tests {
             parameters: Default::default(),
             uploaded_unix_ms: 1_800_000_000_000,
             origin: b"x".to_vec(),
+            uploaded_by: None,
         };
         let mut build = new.into_build("2027-01-15T08:00:00Z".into());
         build.status = status;

@@ -6,7 +6,7 @@ use clap::Subcommand;
 use site_build::deployments::DeploymentStore;
 use site_build::publish::PublishTarget;
 
-#[derive(Subcommand)]
+#[derive(Subcommand, Clone)]
 pub enum SiteCommand {
     /// Deployments of one target, newest first, with the deploy each one
     /// made and whether rollback can reach it (ROLLBACK: `live`, `previous`

@@ -3,6 +3,7 @@
 
 pub mod chaos;
 pub mod delivery;
+pub mod demo;
 pub mod emulator;
 pub mod faults;
 pub mod function_url;

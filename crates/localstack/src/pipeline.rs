@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
-    StreamSpecification, StreamViewType,
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
+    ProjectionType, ScalarAttributeType, StreamSpecification, StreamViewType,
 };
 use serde_json::{json, Value};
 use tokio::task::JoinHandle;
@@ -125,6 +125,8 @@ pub struct Resources {
     pub approval_topic_arn: String,
     pub s3_event_queue_url: String,
     pub dispatch_table: String,
+    /// The ledger of ECS redeploys ci-dispatch writes.
+    pub service_deployments_table: String,
     pub events_queue_url: String,
 }
 
@@ -512,6 +514,14 @@ impl Pipeline {
             "DEPLOYER_SITE_FUNCTION".into(),
             self.site_resources.function_name.clone(),
         ));
+        env.push((
+            "DEPLOYER_SERVICE_TABLE".into(),
+            self.resources.service_deployments_table.clone(),
+        ));
+        env.push((
+            "DEPLOYER_SITE_REPOSITORY".into(),
+            self.site_resources.repository.clone(),
+        ));
         // Lambda's API is the local stand-in, not moto's.
         env.push((
             "AWS_ENDPOINT_URL_LAMBDA".into(),
@@ -772,8 +782,10 @@ async fn provision_site(
         .table_name(&table)
         .attribute_definitions(string_key("pk")?)
         .attribute_definitions(string_key("sk")?)
+        .attribute_definitions(string_key("site")?)
         .key_schema(key("pk", KeyType::Hash)?)
         .key_schema(key("sk", KeyType::Range)?)
+        .global_secondary_indexes(ledger_index("site")?)
         .billing_mode(BillingMode::PayPerRequest)
         .send()
         .await
@@ -973,8 +985,10 @@ async fn provision(
         .table_name(&builds_table)
         .attribute_definitions(string_key("pk")?)
         .attribute_definitions(string_key("sk")?)
+        .attribute_definitions(string_key("env")?)
         .key_schema(key("pk", KeyType::Hash)?)
         .key_schema(key("sk", KeyType::Range)?)
+        .global_secondary_indexes(ledger_index("env")?)
         .billing_mode(BillingMode::PayPerRequest)
         .stream_specification(
             StreamSpecification::builder()
@@ -1119,6 +1133,28 @@ async fn provision(
         .await
         .with_context(|| format!("creating table {dispatch_table}"))?;
     template.set("DispatchTable", dispatch_table.clone());
+    let service_deployments_table = name_of(template, "ServiceDeploymentsTable", "TableName")?;
+    dynamodb
+        .create_table()
+        .table_name(&service_deployments_table)
+        .attribute_definitions(string_key("pk")?)
+        .attribute_definitions(string_key("sk")?)
+        .attribute_definitions(string_key("env")?)
+        .key_schema(key("pk", KeyType::Hash)?)
+        .key_schema(key("sk", KeyType::Range)?)
+        .global_secondary_indexes(ledger_index("env")?)
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await
+        .with_context(|| format!("creating table {service_deployments_table}"))?;
+    template.set("ServiceDeploymentsTable", service_deployments_table.clone());
+    template.set(
+        "ServiceDeploymentsTable.Arn",
+        format!(
+            "arn:aws:dynamodb:{REGION}:{}:table/{service_deployments_table}",
+            crate::emulator::ACCOUNT_ID
+        ),
+    );
     let events_queue = format!("{env}-deployer-local-events");
     let (events_queue_url, events_queue_arn) = emulator.create_queue(&events_queue).await?;
     for (name, pattern) in template.rules_targeting("CiDispatchFunction") {
@@ -1150,6 +1186,7 @@ async fn provision(
         approval_topic_arn,
         s3_event_queue_url,
         dispatch_table,
+        service_deployments_table,
         events_queue_url,
     })
 }
@@ -1166,6 +1203,21 @@ fn string_key(name: &str) -> Result<AttributeDefinition, aws_sdk_dynamodb::error
         .attribute_name(name)
         .attribute_type(ScalarAttributeType::S)
         .build()
+}
+
+/// The `ledger` index the template gives each deployment table: `hash`,
+/// then the table's `sk`, every attribute projected.
+fn ledger_index(hash: &str) -> anyhow::Result<GlobalSecondaryIndex> {
+    Ok(GlobalSecondaryIndex::builder()
+        .index_name("ledger")
+        .key_schema(key(hash, KeyType::Hash)?)
+        .key_schema(key("sk", KeyType::Range)?)
+        .projection(
+            Projection::builder()
+                .projection_type(ProjectionType::All)
+                .build(),
+        )
+        .build()?)
 }
 
 /// One element of a table's key schema.

@@ -274,6 +274,7 @@ mod tests {
             created_at: "2026-01-01T00:00:00Z".into(),
             updated_at: "2026-01-01T00:00:00Z".into(),
             finished_at: None,
+            uploaded_by: None,
         }
     }
 

@@ -47,6 +47,8 @@ pub struct Config {
     pub dispatch_table: String,
     /// How long processed events are remembered.
     pub dedupe_ttl_seconds: u64,
+    /// The ledger of the redeploys this function starts.
+    pub service_deployments_table: Option<String>,
     /// Builds of the deployment state machine (for aws.states events).
     pub builds_table: Option<String>,
     pub stacks_table: Option<String>,
@@ -177,6 +179,7 @@ impl Config {
         let webhook = secret("WEBHOOK_URL", "WEBHOOK_PARAMETER", &mut problems);
         let state_machine_arn = value("STATE_MACHINE_ARN");
         let builds_table = value("BUILDS_TABLE");
+        let service_deployments_table = value("SERVICE_DEPLOYMENTS_TABLE");
         let stacks_table = value("STACKS_TABLE");
         if state_machine_arn.is_some() && builds_table.is_none() {
             problems.push("BUILDS_TABLE is required when STATE_MACHINE_ARN is set".into());
@@ -198,6 +201,7 @@ impl Config {
             dry_run,
             dispatch_table,
             dedupe_ttl_seconds,
+            service_deployments_table,
             builds_table,
             stacks_table,
             state_machine_arn,

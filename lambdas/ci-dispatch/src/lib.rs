@@ -39,6 +39,8 @@ pub enum DispatchError {
     Deploy(DeployError),
     #[error(transparent)]
     Builds(#[from] builddao::StoreError),
+    #[error(transparent)]
+    Ledger(#[from] ledger::LedgerError),
     #[error("{0}")]
     Aws(String),
     /// Another invocation holds the claim and may still be running: this
@@ -72,6 +74,8 @@ enum Started {
         task_definition: String,
         /// Found: an earlier attempt's UpdateService had started it.
         recovered: bool,
+        /// When the attempt that called UpdateService started (Unix ms).
+        started_ms: u64,
     },
     DryRun {
         task_definition: String,
@@ -104,7 +108,17 @@ pub struct Dispatcher {
     pub dynamodb: aws_sdk_dynamodb::Client,
     pub memory: Memory,
     pub builds: Option<BuildStore>,
+    /// The redeploy ledger; `None` records nothing.
+    pub ledger: Option<ledger::ServiceDeploymentStore>,
     pub notifier: Notifier,
+}
+
+/// What set a redeploy off, as the ledger records it.
+struct Cause<'a> {
+    reason: &'a str,
+    /// The event's source (`aws.ecr`, `action.deploy`, …).
+    source: &'a str,
+    image_digest: Option<&'a str>,
 }
 
 /// One service's result within an event.
@@ -203,7 +217,9 @@ impl Dispatcher {
                     }
                 }
             }
-            let outcome = self.route(&envelope.id, trigger, lease).await;
+            let outcome = self
+                .route(&envelope.id, &envelope.source, trigger, lease)
+                .await;
             self.settle(&claim, lease, outcome).await
         }
         .instrument(span)
@@ -248,6 +264,7 @@ impl Dispatcher {
     async fn route(
         &self,
         event_id: &str,
+        source: &str,
         trigger: Trigger,
         lease: &Lease,
     ) -> Result<Value, DispatchError> {
@@ -292,7 +309,12 @@ impl Dispatcher {
                     "image {repository}:{} pushed ({digest})",
                     tag.as_deref().unwrap_or("untagged")
                 );
-                let result = self.deploy(event_id, &[name], None, &reason, lease).await;
+                let cause = Cause {
+                    reason: &reason,
+                    source,
+                    image_digest: Some(&digest),
+                };
+                let result = self.deploy(event_id, &[name], None, &cause, lease).await;
                 self.settle(&image, lease, result).await
             }
             Trigger::ParameterChanged { name, operation } => {
@@ -302,14 +324,13 @@ impl Dispatcher {
                         json!({"status": "skipped", "reason": format!("parameter {name} maps to no service")}),
                     );
                 };
-                self.deploy(
-                    event_id,
-                    &[service],
-                    None,
-                    &format!("parameter {name} {operation}"),
-                    lease,
-                )
-                .await
+                let reason = format!("parameter {name} {operation}");
+                let cause = Cause {
+                    reason: &reason,
+                    source,
+                    image_digest: None,
+                };
+                self.deploy(event_id, &[service], None, &cause, lease).await
             }
             Trigger::EnvFileChanged {
                 bucket,
@@ -329,14 +350,13 @@ impl Dispatcher {
                         json!({"status": "skipped", "reason": format!("s3://{bucket}/{key} is no service's env file")}),
                     );
                 }
-                self.deploy(
-                    event_id,
-                    &users,
-                    None,
-                    &format!("env file s3://{bucket}/{key} {operation}"),
-                    lease,
-                )
-                .await
+                let reason = format!("env file s3://{bucket}/{key} {operation}");
+                let cause = Cause {
+                    reason: &reason,
+                    source,
+                    image_digest: None,
+                };
+                self.deploy(event_id, &users, None, &cause, lease).await
             }
             Trigger::Manual {
                 service,
@@ -354,11 +374,16 @@ impl Dispatcher {
                         return Ok(refused);
                     }
                 }
+                let cause = Cause {
+                    reason: &reason,
+                    source,
+                    image_digest: None,
+                };
                 self.deploy(
                     event_id,
                     &[service],
                     task_definition.as_deref(),
-                    &reason,
+                    &cause,
                     lease,
                 )
                 .await
@@ -384,7 +409,7 @@ impl Dispatcher {
         event_id: &str,
         services: &[String],
         task_definition: Option<&str>,
-        reason: &str,
+        cause: &Cause<'_>,
         lease: &Lease,
     ) -> Result<Value, DispatchError> {
         let targets: Vec<ServiceTarget> = services
@@ -394,7 +419,7 @@ impl Dispatcher {
         let results = join_all(
             targets
                 .iter()
-                .map(|target| self.deploy_once(event_id, target, task_definition, reason, lease)),
+                .map(|target| self.deploy_once(event_id, target, task_definition, cause, lease)),
         )
         .await;
         let mut report = Vec::new();
@@ -416,7 +441,7 @@ impl Dispatcher {
         event_id: &str,
         target: &ServiceTarget,
         task_definition: Option<&str>,
-        reason: &str,
+        cause: &Cause<'_>,
         lease: &Lease,
     ) -> Result<ServiceResult, DispatchError> {
         let claim = format!("deployed#{event_id}#{}#{}", target.cluster, target.service);
@@ -440,7 +465,7 @@ impl Dispatcher {
                 &claim,
                 target,
                 task_definition,
-                reason,
+                cause,
                 lease,
                 previous,
                 &mut attempt,
@@ -471,11 +496,12 @@ impl Dispatcher {
         claim: &str,
         target: &ServiceTarget,
         task_definition: Option<&str>,
-        reason: &str,
+        cause: &Cause<'_>,
         lease: &Lease,
         previous: Option<Attempt>,
         attempt: &mut Option<Attempt>,
     ) -> Result<ServiceResult, DispatchError> {
+        let reason = cause.reason;
         let env = &self.config.env;
         let base = |outcome: Outcome, title: String| {
             Notice::new(outcome, title, env.clone())
@@ -506,8 +532,19 @@ impl Dispatcher {
                 deployment_id,
                 task_definition,
                 recovered,
+                started_ms,
             }) => {
-                let context = json!({"service": target.service, "cluster": target.cluster, "task_definition": task_definition, "reason": reason});
+                let recorded = self
+                    .record_redeploy(
+                        target,
+                        &task_definition,
+                        cause,
+                        Some(&deployment_id),
+                        started_ms,
+                        None,
+                    )
+                    .await?;
+                let context = json!({"service": target.service, "cluster": target.cluster, "task_definition": task_definition, "reason": reason, "ledger": recorded});
                 if let Err(err) = self.memory.remember_deploy(&deployment_id, &context).await {
                     warn!(error = %err, "could not remember the deploy; its completion will be reported without context");
                 }
@@ -532,6 +569,16 @@ impl Dispatcher {
             }
             Err(StartFailure::Ecs(err)) => {
                 warn!(service = %target.service, error = %err, "deploy refused; not retried");
+                let failure = err.to_string();
+                self.record_redeploy(
+                    target,
+                    task_definition.unwrap_or("(newest ACTIVE revision)"),
+                    cause,
+                    None,
+                    memory::now_ms(),
+                    Some(&failure),
+                )
+                .await?;
                 let notice = base(
                     Outcome::Failed,
                     format!("Deploy of {} to {env} failed", target.name),
@@ -571,6 +618,7 @@ impl Dispatcher {
                     deployment_id,
                     task_definition: previous.task_definition,
                     recovered: true,
+                    started_ms: previous.started_ms,
                 });
             }
             info!(service = %target.service, "an earlier attempt left no deployment; deploying");
@@ -599,7 +647,39 @@ impl Dispatcher {
             deployment_id,
             task_definition,
             recovered: false,
+            started_ms: next.started_ms,
         })
+    }
+
+    /// Writes the redeploy's ledger record (once: a replay finds it); its
+    /// key, to close it when ECS reports the rollout's end.
+    async fn record_redeploy(
+        &self,
+        target: &ServiceTarget,
+        task_definition: &str,
+        cause: &Cause<'_>,
+        deployment_id: Option<&str>,
+        started_ms: u64,
+        failure: Option<&str>,
+    ) -> Result<Option<ledger::RecordKey>, DispatchError> {
+        let Some(ledger) = &self.ledger else {
+            return Ok(None);
+        };
+        let redeploy = ledger::StartedRedeploy {
+            env: self.config.env.clone(),
+            cluster: target.cluster.clone(),
+            service: target.service.clone(),
+            name: target.name.clone(),
+            task_definition: task_definition.to_owned(),
+            image_digest: cause.image_digest.map(str::to_owned),
+            deployment_id: deployment_id.map(str::to_owned),
+            started_ms,
+            trigger: cause.reason.to_owned(),
+            triggered_by: cause.source.to_owned(),
+            console_url: self.console_service_url(target),
+            failure: failure.map(str::to_owned),
+        };
+        Ok(Some(ledger.record_started(&redeploy).await?))
     }
 
     /// Refuses a manual deploy whose explicit task definition is not a
@@ -713,6 +793,22 @@ impl Dispatcher {
             _ => Outcome::Info,
         };
         let context = self.memory.deploy_context(deployment_id).await?;
+        let ended = match outcome {
+            Outcome::Succeeded => Some(ledger::EndedRedeploy::Completed),
+            Outcome::Failed => Some(ledger::EndedRedeploy::Failed),
+            _ => None,
+        };
+        let recorded = context
+            .as_ref()
+            .and_then(|c| serde_json::from_value::<ledger::RecordKey>(c["ledger"].clone()).ok());
+        if let (Some(ledger), Some(key), Some(ended)) = (&self.ledger, &recorded, ended) {
+            let why = reason
+                .clone()
+                .unwrap_or_else(|| format!("ECS reported {event_name}"));
+            if !ledger.record_ended(key, ended, &why).await? {
+                info!(%service, %deployment_id, "redeploy record already closed; left unchanged");
+            }
+        }
         let env = &self.config.env;
         let title = match outcome {
             Outcome::Succeeded => format!("Deployed {service} to {env}"),

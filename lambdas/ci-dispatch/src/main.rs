@@ -46,6 +46,10 @@ async fn main() -> Result<(), Error> {
             .builds_table
             .as_ref()
             .map(|table| builddao::BuildStore::new(dynamodb.clone(), table)),
+        ledger: config
+            .service_deployments_table
+            .as_ref()
+            .map(|table| ledger::ServiceDeploymentStore::new(dynamodb.clone(), table)),
         notifier: Notifier::new(targets)?,
         ecs,
         dynamodb,

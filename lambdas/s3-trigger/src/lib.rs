@@ -285,6 +285,11 @@ async fn handle_record(
         parameters,
         uploaded_unix_ms: record.event_time.timestamp_millis(),
         origin: origin.into_bytes(),
+        uploaded_by: record
+            .principal_id
+            .principal_id
+            .clone()
+            .filter(|p| !p.is_empty()),
     };
     let build = new_build.into_build(builddao::now_rfc3339());
     tracing::Span::current().record("build_id", build.id().to_string().as_str());

@@ -72,6 +72,9 @@ impl fmt::Display for DeploymentStatus {
 pub enum DeploymentAction {
     Build,
     Remove,
+    /// A kept deploy put back live (`deployer site rollback`): recorded
+    /// PUBLISHED once the pointer moved.
+    Rollback,
 }
 
 /// The key of one deployment: its target's name and its id.
@@ -173,6 +176,20 @@ pub struct Deployment {
     /// pointer switch, and removed by whoever takes over if it never went live.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending_deploy_id: Option<String>,
+    /// Every status change, oldest first: the record's creation, then one
+    /// entry appended by each write that changes `status`, in that write.
+    /// Records written before the history was kept have none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub transitions: Vec<StatusChange>,
+}
+
+/// One entry of a deployment's history: what it became, when and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusChange {
+    pub status: DeploymentStatus,
+    /// RFC 3339, UTC.
+    pub at: String,
+    pub reason: String,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -209,6 +226,11 @@ impl Deployment {
             created_at,
             expires_at,
         } = new;
+        let first = StatusChange {
+            status: DeploymentStatus::Queued,
+            at: created_at.clone(),
+            reason: format!("{origin} by {triggered_by}"),
+        };
         Self {
             target: key.target,
             id: key.id,
@@ -243,6 +265,7 @@ impl Deployment {
             phase: None,
             interruptions: Vec::new(),
             pending_deploy_id: None,
+            transitions: vec![first],
         }
     }
 
@@ -532,6 +555,86 @@ impl DeploymentStore {
         self.read_all(target, out.items.unwrap_or_default())
     }
 
+    /// A target's deployments, newest first, a page of `limit` starting
+    /// after the deployment id `after`; with the id to continue after.
+    pub async fn page(
+        &self,
+        target: &str,
+        limit: i32,
+        after: Option<&str>,
+    ) -> Result<(Vec<Deployment>, Option<String>), StoreError> {
+        let mut query = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", AttributeValue::S(target.to_owned()))
+            .scan_index_forward(false)
+            .limit(limit);
+        if let Some(after) = after {
+            query = query
+                .exclusive_start_key("pk", AttributeValue::S(target.to_owned()))
+                .exclusive_start_key("sk", AttributeValue::S(after.to_owned()));
+        }
+        let out = query.send().await.map_err(|e| self.error("Query", e))?;
+        let deployments = self.read_all(target, out.items.unwrap_or_default())?;
+        let next = out
+            .last_evaluated_key
+            .and_then(|_| deployments.last().map(|d| d.id.clone()));
+        Ok((deployments, next))
+    }
+
+    /// Every target's deployments of `site`, newest first (the table's
+    /// [`LEDGER_INDEX`]: `site`, then `sk`; claims and the BUILDING list
+    /// carry no `site` and are not in it). Continues after `after`.
+    pub async fn page_site(
+        &self,
+        site: &str,
+        limit: i32,
+        after: Option<&DeploymentKey>,
+    ) -> Result<(Vec<Deployment>, Option<DeploymentKey>), StoreError> {
+        let mut query = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(LEDGER_INDEX)
+            .key_condition_expression("site = :site")
+            .expression_attribute_values(":site", AttributeValue::S(site.to_owned()))
+            .scan_index_forward(false)
+            .limit(limit);
+        if let Some(after) = after {
+            query = query
+                .exclusive_start_key("pk", AttributeValue::S(after.target.clone()))
+                .exclusive_start_key("sk", AttributeValue::S(after.id.clone()))
+                .exclusive_start_key("site", AttributeValue::S(site.to_owned()));
+        }
+        let out = query.send().await.map_err(|e| self.error("Query", e))?;
+        let deployments = out
+            .items
+            .unwrap_or_default()
+            .into_iter()
+            .map(|item| {
+                let key = DeploymentKey {
+                    target: item
+                        .get("pk")
+                        .and_then(|v| v.as_s().ok())
+                        .cloned()
+                        .unwrap_or_default(),
+                    id: item
+                        .get("sk")
+                        .and_then(|v| v.as_s().ok())
+                        .cloned()
+                        .unwrap_or_default(),
+                };
+                self.read(&key, item)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let next = out
+            .last_evaluated_key
+            .and_then(|_| deployments.last().map(Deployment::key));
+        Ok((deployments, next))
+    }
+
     /// Moves a deployment from `from` to `to` with `changes`, only if it is
     /// still in `from` (and `condition` holds, over `values`).
     pub async fn transition(
@@ -784,6 +887,10 @@ impl DeploymentStore {
 /// the sweep finds stranded builds with one Query and no scan.
 pub const BUILDING_INDEX_PK: &str = "building";
 
+/// The table's index of every deployment by `site`, then `sk` (a KSUID,
+/// so newest first across targets).
+pub const LEDGER_INDEX: &str = "ledger";
+
 enum IndexWrite {
     Put,
     Delete,
@@ -832,6 +939,23 @@ impl StatusUpdate {
             (":now".to_owned(), AttributeValue::S(now_rfc3339())),
         ]);
         let mut sets = vec!["#status = :to".to_owned(), "updated_at = :now".to_owned()];
+        if from != to {
+            let change = StatusChange {
+                status: to,
+                at: now_rfc3339(),
+                reason: change_reason(to, &changes),
+            };
+            names.insert("#transitions".to_owned(), "transitions".to_owned());
+            values.insert(
+                ":change".to_owned(),
+                serde_dynamo::to_attribute_value(vec![change]).expect("a status change serialises"),
+            );
+            values.insert(":no_changes".to_owned(), AttributeValue::L(Vec::new()));
+            sets.push(
+                "#transitions = list_append(if_not_exists(#transitions, :no_changes), :change)"
+                    .to_owned(),
+            );
+        }
         for (i, (name, value)) in changes.set.into_iter().enumerate() {
             names.insert(format!("#s{i}"), name);
             values.insert(format!(":s{i}"), value);
@@ -909,6 +1033,38 @@ impl StatusUpdate {
     }
 }
 
+/// Why a deployment became `to`, from what the same write sets: its error,
+/// who superseded or approved it; else what the status itself says.
+fn change_reason(to: DeploymentStatus, changes: &Changes) -> String {
+    let set = |name: &str| {
+        changes
+            .set
+            .iter()
+            .find(|(n, _)| n == name)
+            .and_then(|(_, v)| v.as_s().ok())
+            .cloned()
+    };
+    if let Some(error) = set("error") {
+        return error;
+    }
+    match to {
+        DeploymentStatus::Superseded => match set("superseded_by") {
+            Some(by) => format!("superseded by {by}"),
+            None => "superseded by a newer deployment".to_owned(),
+        },
+        DeploymentStatus::Building => match set("approved_by") {
+            Some(by) => format!("approved by {by}"),
+            None => "build started".to_owned(),
+        },
+        DeploymentStatus::Queued => "queued".to_owned(),
+        DeploymentStatus::AwaitingApproval => "waiting for approval".to_owned(),
+        DeploymentStatus::Published => "published and live".to_owned(),
+        DeploymentStatus::Unchanged => "the build matched what was live".to_owned(),
+        DeploymentStatus::Failed => "failed".to_owned(),
+        DeploymentStatus::Removed => "removed".to_owned(),
+    }
+}
+
 fn claim_pk(claim: &DedupeKey) -> String {
     format!("dedupe#{claim}")
 }
@@ -957,7 +1113,18 @@ mod tests {
         let (expression, condition, names, values) = update.build();
         assert_eq!(
             expression,
-            "SET #status = :to, updated_at = :now, #s0 = :s0 REMOVE #r0"
+            "SET #status = :to, updated_at = :now, \
+             #transitions = list_append(if_not_exists(#transitions, :no_changes), :change), \
+             #s0 = :s0 REMOVE #r0"
+        );
+        // The status change is appended to the history in the same write,
+        // with the error as its reason.
+        let change: Vec<StatusChange> =
+            serde_dynamo::from_attribute_value(values[":change"].clone()).unwrap();
+        assert_eq!(change.len(), 1);
+        assert_eq!(
+            (change[0].status, change[0].reason.as_str()),
+            (DeploymentStatus::Failed, "x")
         );
         assert_eq!(
             condition,
@@ -967,6 +1134,19 @@ mod tests {
         assert_eq!(values[":lease_holder"], AttributeValue::S("req-1".into()));
         assert_eq!(values[":lease_attempt"], AttributeValue::N("2".into()));
         assert_eq!(values[":from"], AttributeValue::S("BUILDING".into()));
+    }
+
+    #[test]
+    fn a_change_that_keeps_the_status_adds_no_history() {
+        let update = StatusUpdate::new(
+            DeploymentStatus::Building,
+            DeploymentStatus::Building,
+            Changes::default().set("phase", "uploading"),
+        );
+        let (expression, _, names, values) = update.build();
+        assert!(!expression.contains("transitions"), "{expression}");
+        assert!(!names.contains_key("#transitions"));
+        assert!(!values.contains_key(":change"));
     }
 
     #[test]

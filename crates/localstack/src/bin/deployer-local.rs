@@ -14,8 +14,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
+use localstack::demo::{self, SAMPLE_BRANCH};
 use localstack::emulator::wait_until;
-use localstack::{Emulator, HostTarget, Pipeline, PipelineOptions, SampleRepo};
+use localstack::{Emulator, Pipeline, PipelineOptions, SampleRepo};
 
 /// How long the demo's CloudFormation keeps change sets and stacks in progress.
 const DEMO_CLOUDFORMATION_PACE: Duration = Duration::from_millis(1500);
@@ -153,10 +154,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         done.stack_name, done.parameters
     );
 
-    redeploy_on_image_push(&pipeline).await?;
-    let preview = publish_sample_site(&pipeline, &repo).await?;
+    demo::redeploy_on_image_push(&pipeline).await?;
+    let preview = demo::publish_sample_site(&pipeline, &repo).await?;
+
+    println!("==> what is deployed where: `deployer status`");
+    let status = tokio::process::Command::new(&cli)
+        .arg("status")
+        .envs(pipeline.cli_env())
+        .output()
+        .await
+        .with_context(|| format!("running {}", cli.display()))?;
+    print!("{}", String::from_utf8_lossy(&status.stdout));
+    eprint!("{}", String::from_utf8_lossy(&status.stderr));
 
     if keep {
+        let (_dashboard, url) = start_dashboard(&cli, &pipeline).await?;
+        println!("==> dashboard (loopback only; the token in the URL is this run's): {url}");
         let exports: Vec<String> = pipeline
             .cli_env()
             .into_iter()
@@ -166,6 +179,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         for line in exports {
             println!("  {line}");
         }
+        println!("  target/{profile}/deployer status");
+        println!("  target/{profile}/deployer history sample-app");
         println!("  target/{profile}/deployer builds list sample-app");
         println!("  target/{profile}/deployer builds show sample-app");
         println!(
@@ -195,90 +210,30 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// ci-dispatch: an image pushed to ECR redeploys its ECS service, and Slack
-/// (a local sink here) hears when it starts and when ECS says it completed.
-async fn redeploy_on_image_push(pipeline: &Pipeline) -> anyhow::Result<()> {
-    println!(
-        "==> ECS: service app_service_web_{} on cluster app_cluster_{}",
-        pipeline.resources.env, pipeline.resources.env
-    );
-    pipeline.ecs_fixture("app", &[("web", 2)]).await?;
-    println!("==> pushing image app_service_web:latest (an ECR PUSH event on EventBridge)");
-    pipeline
-        .put_events(&[serde_json::json!({
-            "source": "aws.ecr",
-            "detail-type": "ECR Image Action",
-            "detail": {"action-type": "PUSH", "result": "SUCCESS", "repository-name": "app_service_web",
-                       "image-digest": "sha256:0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0", "image-tag": "latest"}
-        })])
-        .await?;
-    let proxy = pipeline.ecs_proxy.clone();
-    let call = wait_until("UpdateService", Duration::from_secs(30), || {
-        let proxy = proxy.clone();
-        async move { Ok(proxy.forwarded("UpdateService").into_iter().next()) }
-    })
-    .await?;
-    println!(
-        "    UpdateService {} on {} with {} (forceNewDeployment={})",
-        call["service"].as_str().unwrap_or_default(),
-        call["cluster"].as_str().unwrap_or_default(),
-        call["taskDefinition"].as_str().unwrap_or_default(),
-        call["forceNewDeployment"]
-    );
-    let sink = pipeline.slack.clone();
-    let started = wait_until("the Slack message", Duration::from_secs(30), || {
-        let sink = sink.clone();
-        async move { Ok(sink.received().into_iter().next()) }
-    })
-    .await?;
-    println!(
-        "    Slack <- {}",
-        started.1["text"]
-            .as_str()
-            .unwrap_or_default()
-            .replace('\n', " | ")
-    );
-
-    // ECS reports the rollout; the message that says "deployed" comes from ECS, not from UpdateService.
-    let ecs = aws_sdk_ecs::Client::new(&pipeline.sdk);
-    let env = &pipeline.resources.env;
-    let described = ecs
-        .describe_services()
-        .cluster(format!("app_cluster_{env}"))
-        .services(format!("app_service_web_{env}"))
-        .send()
-        .await?;
-    let deployment_id = described
-        .services()
-        .first()
-        .and_then(|s| s.deployments().first())
-        .and_then(|d| d.id())
-        .unwrap_or_default()
+/// `deployer dashboard` on a free loopback port, and the URL it printed.
+async fn start_dashboard(
+    cli: &std::path::Path,
+    pipeline: &Pipeline,
+) -> anyhow::Result<(tokio::process::Child, String)> {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(cli)
+        .args(["dashboard", "--port", "0"])
+        .envs(pipeline.cli_env())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {} dashboard", cli.display()))?;
+    let stdout = child.stdout.take().context("dashboard stdout")?;
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .context("the dashboard printed no URL in 30 s")??
+        .context("the dashboard exited before printing its URL")?;
+    let url = line
+        .strip_prefix("dashboard: ")
+        .with_context(|| format!("unexpected first line from the dashboard: {line}"))?
         .to_owned();
-    println!("==> ECS reports deployment {deployment_id} COMPLETED (an ECS Deployment State Change event)");
-    pipeline
-        .put_events(&[serde_json::json!({
-            "source": "aws.ecs",
-            "detail-type": "ECS Deployment State Change",
-            "resources": [format!("arn:aws:ecs:us-east-1:123456789012:service/app_cluster_{env}/app_service_web_{env}")],
-            "detail": {"eventType": "INFO", "eventName": "SERVICE_DEPLOYMENT_COMPLETED", "deploymentId": deployment_id,
-                       "reason": "ECS deployment completed."}
-        })])
-        .await?;
-    let sink = pipeline.slack.clone();
-    let done = wait_until("the completion message", Duration::from_secs(30), || {
-        let sink = sink.clone();
-        async move { Ok(sink.received().into_iter().nth(1)) }
-    })
-    .await?;
-    println!(
-        "    Slack <- {}",
-        done.1["text"]
-            .as_str()
-            .unwrap_or_default()
-            .replace('\n', " | ")
-    );
-    Ok(())
+    Ok((child, url))
 }
 
 async fn chaos(seed: Option<u64>, count: usize, profile: String) -> anyhow::Result<()> {
@@ -301,108 +256,4 @@ async fn chaos(seed: Option<u64>, count: usize, profile: String) -> anyhow::Resu
     } else {
         bail!("chaos found work lost, stuck, doubled or out of order (seed {seed})")
     }
-}
-
-/// The pull request the demo opens.
-const SAMPLE_BRANCH: &str = "feature/about-page";
-
-/// site-build on the local stack: a push publishes the sample site to
-/// production, a pull request publishes a preview. Returns the preview.
-async fn publish_sample_site(pipeline: &Pipeline, repo: &SampleRepo) -> anyhow::Result<HostTarget> {
-    let repository = pipeline.site_resources.repository.clone();
-    println!(
-        "==> site-build: sample site repository at {} (served as {repository} by the GitHub double)",
-        repo.dir.display()
-    );
-    println!("    function URL     {}", pipeline.function_url);
-    println!("    production       {}", pipeline.site.production_url());
-    println!(
-        "    previews         {}",
-        pipeline.site.preview_url_template()
-    );
-
-    let head = repo.head()?;
-    println!("==> GitHub: push to main at {}", &head[..12]);
-    let push = serde_json::json!({
-        "ref": "refs/heads/main",
-        "before": "0".repeat(40),
-        "after": head,
-        "deleted": false,
-        "repository": {"full_name": repository},
-        "sender": {"login": "octocat"},
-    });
-    let (status, answer) = pipeline
-        .github_webhook("push", "demo-push-1", &push)
-        .await?;
-    println!("    function URL answered {status}: {answer}");
-    let page = wait_for(pipeline, &HostTarget::Production, "/").await?;
-    println!(
-        "    {} serves {} bytes of {}",
-        pipeline.site.production_url(),
-        page.body.len(),
-        page.content_type.unwrap_or_default()
-    );
-
-    repo.branch(SAMPLE_BRANCH)?;
-    repo.write(
-        "src/about.html",
-        "<h1>About</h1>\n<p>Written on a branch.</p>\n",
-    )?;
-    let sha = repo.commit("about page")?;
-    println!(
-        "==> GitHub: pull request #1 opened from {SAMPLE_BRANCH} at {}",
-        &sha[..12]
-    );
-    let pull_request = serde_json::json!({
-        "action": "opened",
-        "number": 1,
-        "pull_request": {
-            "number": 1,
-            "head": {"ref": SAMPLE_BRANCH, "sha": sha, "repo": {"full_name": repository}},
-            "base": {"ref": "main"},
-        },
-        "repository": {"full_name": repository},
-        "sender": {"login": "octocat"},
-    });
-    let (status, answer) = pipeline
-        .github_webhook("pull_request", "demo-pr-1", &pull_request)
-        .await?;
-    println!("    function URL answered {status}: {answer}");
-    let slug = site_build::PreviewSlug::from_branch(SAMPLE_BRANCH).to_string();
-    let preview = HostTarget::Preview(slug);
-    wait_for(pipeline, &preview, "/about/").await?;
-    println!(
-        "==> preview of {SAMPLE_BRANCH} is live at {}",
-        pipeline.site.url_of(&preview, "/about/")
-    );
-    for status in pipeline.github.statuses() {
-        println!(
-            "    GitHub deployment {} status {} {}",
-            status.deployment_id,
-            status.state,
-            status.environment_url.unwrap_or_default()
-        );
-    }
-    Ok(preview)
-}
-
-async fn wait_for(
-    pipeline: &Pipeline,
-    target: &HostTarget,
-    path: &str,
-) -> anyhow::Result<localstack::SitePage> {
-    let site = pipeline.site.clone();
-    wait_until(
-        &format!("{} to serve {path}", target.name()),
-        Duration::from_secs(300),
-        || {
-            let site = site.clone();
-            async move {
-                let page = site.get(target, path).await?;
-                Ok((page.status == 200).then_some(page))
-            }
-        },
-    )
-    .await
-    .context("see target/local/*-site-build.log")
 }

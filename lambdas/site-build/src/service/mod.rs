@@ -478,6 +478,14 @@ impl SiteService {
             store.sync(&self.publisher, &target).await?;
         }
         info!(target = %target, from = %outcome.rolled_back_from, to = %outcome.deploy_id, by, "rolled back");
+        self.record_rollback(
+            &target,
+            environment,
+            &outcome.rolled_back_from,
+            &outcome.deploy_id,
+            by,
+        )
+        .await?;
         let notice = Notice::new(
             Outcome::Info,
             format!("{} rolled back to deploy {}", target, outcome.deploy_id),
@@ -492,6 +500,47 @@ impl SiteService {
             "rolled_back_from": outcome.rolled_back_from,
             "url": self.config.url_of(&target),
         }))
+    }
+
+    /// The rollback's deployment record: PUBLISHED, with the branch and
+    /// commit of the deployment that first published the deploy now live.
+    async fn record_rollback(
+        &self,
+        target: &PublishTarget,
+        environment: Environment,
+        from: &str,
+        to: &str,
+        by: &str,
+    ) -> Result<(), ServiceError> {
+        let published = self
+            .store
+            .list(&target.name(), ROLLBACK_LOOKED_AT)
+            .await?
+            .into_iter()
+            .find(|d| d.deploy_id.as_deref() == Some(to) && d.action == DeploymentAction::Build);
+        let branch = published.as_ref().map_or("", |d| d.branch.as_str());
+        let mut record = self.new_deployment(
+            target,
+            environment,
+            DeploymentAction::Rollback,
+            branch,
+            &Origin::Direct { session_id: None },
+            by,
+        );
+        let now = now_rfc3339();
+        record.origin = "rollback".into();
+        record.commit = published.and_then(|d| d.commit);
+        record.status = DeploymentStatus::Published;
+        record.deploy_id = Some(to.to_owned());
+        record.finished_at = Some(now.clone());
+        record.updated_at = now.clone();
+        record.transitions.push(crate::deployments::StatusChange {
+            status: DeploymentStatus::Published,
+            at: now,
+            reason: format!("rolled back from deploy {from} to {to} by {by}"),
+        });
+        self.store.create(&record, None).await?;
+        Ok(())
     }
 
     /// What rollback can reach in a target (`deployer site list`):
@@ -571,6 +620,10 @@ pub fn summary(deployment: &Deployment) -> Value {
     }
     answer
 }
+
+/// How far back a rollback looks for the deployment that published the
+/// deploy it puts back (kept deploys are fewer than this).
+const ROLLBACK_LOOKED_AT: i32 = 200;
 
 /// The origin a push records (the head check in `run` looks for it).
 const PUSH_ORIGIN: &str = "github:push";

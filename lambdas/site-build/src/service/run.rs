@@ -113,6 +113,12 @@ impl SiteService {
         let finished = match deployment.action {
             DeploymentAction::Build => self.build(&deployment, &lease, &budget, &work).await,
             DeploymentAction::Remove => Some(self.remove(&deployment).await),
+            // Recorded PUBLISHED when it happened; there is nothing to run.
+            DeploymentAction::Rollback => Some(Finished::failed(
+                "a rollback is recorded as it happens and has nothing to run".into(),
+                Vec::new(),
+                Changes::default(),
+            )),
         };
         if let Err(e) = tokio::fs::remove_dir_all(self.work_root(&deployment)).await {
             if e.kind() != std::io::ErrorKind::NotFound {
@@ -824,6 +830,7 @@ impl SiteService {
                 deployment.target, deployment.site, deployment.branch
             ),
             DeploymentAction::Remove => format!("Removal of {}", deployment.target),
+            DeploymentAction::Rollback => format!("Rollback of {}", deployment.target),
         };
         let mut notice = if succeeded {
             let title = match deployment.status {
