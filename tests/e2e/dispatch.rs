@@ -319,6 +319,11 @@ async fn throttling_and_5xx_are_retried_but_an_unknown_service_is_reported_once(
         "ECS has not reported the rollout: {api}"
     );
     assert_eq!(api[0]["by"], "action.dev");
+    assert_eq!(
+        link(&api[0], "logs"),
+        "https://us-east-1.console.aws.amazon.com/cloudwatch/home?region=us-east-1#logsV2:log-groups/log-group/$252Faws$252Flambda$252Fdev-deployer-ci-dispatch",
+        "a redeploy links to ci-dispatch's log group"
+    );
     let ghost = history("shop_service_ghost_dev").await;
     assert_eq!(ghost.as_array().unwrap().len(), 1, "{ghost}");
     assert_eq!(ghost[0]["state"], "FAILED");
@@ -855,4 +860,15 @@ async fn malformed_events_are_rejected_without_a_retry_and_bad_config_fails_cold
         }
         other => panic!("expected the cold start to fail, got {other:?}"),
     }
+}
+
+/// The URL of a ledger record's link labelled `label`.
+fn link<'a>(record: &'a Value, label: &str) -> &'a str {
+    record["links"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["label"] == label)
+        .and_then(|l| l["url"].as_str())
+        .unwrap_or_else(|| panic!("no {label} link: {record}"))
 }

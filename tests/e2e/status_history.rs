@@ -267,6 +267,20 @@ async fn status_and_history_show_what_is_live_and_a_failed_deploy_with_its_reaso
     ] {
         assert!(is_utc_second(at.as_str().unwrap()), "{at}");
     }
+    let labels: Vec<&str> = newest["links"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["label"].as_str().unwrap())
+        .collect();
+    assert_eq!(labels, ["console", "execution", "logs"], "{newest}");
+    assert!(
+        newest["links"][2]["url"]
+            .as_str()
+            .unwrap()
+            .ends_with("#logsV2:log-groups/log-group/$252Faws$252Fvendedlogs$252Fstates$252Fdev-deployer-deployment"),
+        "the state machine's log group: {newest}"
+    );
     assert_eq!(json["deployments"][1]["version"], "1.aaaa");
     assert_eq!(
         json["deployments"][1]["parameters"],

@@ -141,7 +141,7 @@ impl Install {
             services.extend(
                 records
                     .iter()
-                    .map(|r| r.to_deployment())
+                    .map(|r| with_dispatch_logs(r.to_deployment(), &self.region))
                     .take_while(recent_enough),
             );
             if services.len() - before < records.len() || services.len() >= per_kind {
@@ -169,7 +169,7 @@ impl Install {
                 sites.extend(
                     records
                         .iter()
-                        .map(|d| from_site(d, &self.env))
+                        .map(|d| from_site(d, &self.env, &self.region))
                         .take_while(recent_enough),
                 );
                 if sites.len() - before < records.len() || sites.len() >= per_kind {
@@ -258,13 +258,22 @@ impl Install {
                 }
             }
             Kind::Service => match self.services.page_service(name, limit, after).await {
-                Ok((records, next)) => (records.iter().map(|r| r.to_deployment()).collect(), next),
+                Ok((records, next)) => (
+                    records
+                        .iter()
+                        .map(|r| with_dispatch_logs(r.to_deployment(), &self.region))
+                        .collect(),
+                    next,
+                ),
                 Err(err) if missing_table(&err) => (Vec::new(), None),
                 Err(err) => return Err(err).context("reading service redeploys"),
             },
             Kind::Site => match self.sites.page(name, limit, after).await {
                 Ok((records, next)) => (
-                    records.iter().map(|d| from_site(d, &self.env)).collect(),
+                    records
+                        .iter()
+                        .map(|d| from_site(d, &self.env, &self.region))
+                        .collect(),
                     next,
                 ),
                 Err(err) if missing_table(&err) => (Vec::new(), None),
@@ -399,6 +408,11 @@ pub fn from_build(tracked: &TrackedBuild, region: &str) -> Deployment {
             ),
         });
     }
+    // The deployment state machine's log group (the template's).
+    links.push(Link::logs(
+        region,
+        &format!("/aws/vendedlogs/states/{}-deployer-deployment", build.env),
+    ));
     Deployment {
         kind: Kind::Stack,
         target: build.repo.clone(),
@@ -425,7 +439,14 @@ pub fn from_build(tracked: &TrackedBuild, region: &str) -> Deployment {
 }
 
 /// A site deployment as a ledger entry (`env` is the install's).
-pub fn from_site(d: &SiteDeployment, env: &str) -> Deployment {
+/// A redeploy with ci-dispatch's log group, where its work is logged.
+fn with_dispatch_logs(mut deployment: Deployment, region: &str) -> Deployment {
+    let group = format!("/aws/lambda/{}-deployer-ci-dispatch", deployment.env);
+    deployment.links.push(Link::logs(region, &group));
+    deployment
+}
+
+pub fn from_site(d: &SiteDeployment, env: &str, region: &str) -> Deployment {
     let state = match d.status {
         DeploymentStatus::Queued => State::Queued,
         DeploymentStatus::AwaitingApproval => State::AwaitingApproval,
@@ -503,10 +524,13 @@ pub fn from_site(d: &SiteDeployment, env: &str) -> Deployment {
         duration_seconds: Deployment::duration_of(started_at, finished_at),
         reason: d.error.clone(),
         transitions,
-        links: vec![Link {
-            label: label.into(),
-            url: d.url.clone(),
-        }],
+        links: vec![
+            Link {
+                label: label.into(),
+                url: d.url.clone(),
+            },
+            Link::logs(region, &format!("/aws/lambda/{env}-deployer-site-build")),
+        ],
         parameters: Default::default(),
         change_summary: None,
     }

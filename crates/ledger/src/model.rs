@@ -142,6 +142,20 @@ pub struct Link {
     pub url: String,
 }
 
+impl Link {
+    /// `logs`: the CloudWatch Logs console page of `log_group` (the
+    /// console's own encoding: `/` as `$252F`).
+    pub fn logs(region: &str, log_group: &str) -> Self {
+        Self {
+            label: "logs".into(),
+            url: format!(
+                "https://{region}.console.aws.amazon.com/cloudwatch/home?region={region}#logsV2:log-groups/log-group/{}",
+                log_group.replace('/', "$252F")
+            ),
+        }
+    }
+}
+
 /// One deployment of one target, whatever its kind.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Deployment {
