@@ -11,11 +11,12 @@ mod order;
 mod store;
 
 pub use model::{
-    Build, BuildId, BuildKey, BuildStatus, InvalidBuildId, NewBuild, StatusChange, TrackedBuild,
+    Build, BuildId, BuildKey, BuildStatus, InvalidBuildId, NewBuild, Rollback, StatusChange,
+    TrackedBuild,
 };
 pub use order::{build_sk, is_build_sk, SK_MARKER};
 pub use store::{
-    BuildPage, BuildStore, Created, StoreError, TrackedPage, Transition, LEDGER_INDEX,
+    deployed_sk, BuildPage, BuildStore, Created, StoreError, TrackedPage, Transition, LEDGER_INDEX,
 };
 
 /// RFC 3339 timestamp of "now", the format every timestamp attribute uses

@@ -12,6 +12,9 @@ pub enum BuildStatus {
     Pending,
     InProgress,
     AwaitingApproval,
+    /// Held by a freeze window of its environment until the window ends or
+    /// someone approves it (docs/state-machine.md, "Freeze windows").
+    AwaitingWindow,
     Success,
     Failed,
     /// A newer build of the same stack started first; this one never deployed.
@@ -19,10 +22,11 @@ pub enum BuildStatus {
 }
 
 impl BuildStatus {
-    pub const ALL: [BuildStatus; 6] = [
+    pub const ALL: [BuildStatus; 7] = [
         BuildStatus::Pending,
         BuildStatus::InProgress,
         BuildStatus::AwaitingApproval,
+        BuildStatus::AwaitingWindow,
         BuildStatus::Success,
         BuildStatus::Failed,
         BuildStatus::Superseded,
@@ -40,10 +44,20 @@ impl BuildStatus {
             BuildStatus::Pending => "PENDING",
             BuildStatus::InProgress => "IN_PROGRESS",
             BuildStatus::AwaitingApproval => "AWAITING_APPROVAL",
+            BuildStatus::AwaitingWindow => "AWAITING_WINDOW",
             BuildStatus::Success => "SUCCESS",
             BuildStatus::Failed => "FAILED",
             BuildStatus::Superseded => "SUPERSEDED",
         }
+    }
+
+    /// Statuses in which the build's execution waits on a task token that
+    /// `deployer approve` answers (the token is the build's `approval_token`).
+    pub fn awaits_a_person(self) -> bool {
+        matches!(
+            self,
+            BuildStatus::AwaitingApproval | BuildStatus::AwaitingWindow
+        )
     }
 
     /// Statuses a build may still leave.
@@ -164,6 +178,27 @@ pub struct Build {
     /// `userIdentity.principalId` (absent on builds stored before it was kept).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uploaded_by: Option<String>,
+    /// What the policy check warned about (WARN rules), one line each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub policy_warnings: Vec<String>,
+    /// Set when this build redeploys an earlier build's artifacts to undo
+    /// another one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<Rollback>,
+}
+
+/// Why a build is a rollback, and of what.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rollback {
+    /// The build being undone (the one that failed its bake, or the one
+    /// deployed when someone asked for the rollback).
+    pub of: String,
+    /// The earlier build whose artifacts and parameters this one redeploys.
+    pub to: String,
+    /// Started by the state machine after a failed bake (true) or by a
+    /// person with `deployer rollback` (false).
+    pub automatic: bool,
+    pub reason: String,
 }
 
 /// A build with its history: every status change, oldest first, as the
@@ -202,13 +237,20 @@ impl Build {
 
     /// The first entry of a new build's history: PENDING since its upload.
     pub fn created_change(&self) -> StatusChange {
-        StatusChange {
-            status: BuildStatus::Pending,
-            at: self.created_at.clone(),
-            reason: format!(
+        let reason = match &self.rollback {
+            Some(rollback) => format!(
+                "rollback of build {} to build {} (version {}): {}",
+                rollback.of, rollback.to, self.version, rollback.reason
+            ),
+            None => format!(
                 "uploaded to s3://{}/{}",
                 self.artifact_bucket, self.artifact_prefix
             ),
+        };
+        StatusChange {
+            status: BuildStatus::Pending,
+            at: self.created_at.clone(),
+            reason,
         }
     }
 }
@@ -271,7 +313,42 @@ impl NewBuild {
             updated_at: now,
             finished_at: None,
             uploaded_by: self.uploaded_by,
+            policy_warnings: Vec::new(),
+            rollback: None,
         }
+    }
+}
+
+impl Build {
+    /// A new PENDING build that redeploys `self`'s artifacts and parameters
+    /// to undo `rollback.of`. Its key is newer than every build uploaded
+    /// before `at_unix_ms` and depends only on its inputs, so asking twice
+    /// for the same rollback at the same moment stores one build.
+    pub fn rollback_build(
+        &self,
+        rollback: Rollback,
+        requested_by: &str,
+        at_unix_ms: i64,
+        now: String,
+    ) -> Build {
+        let origin = format!("rollback:{}:{}:{}", rollback.of, rollback.to, at_unix_ms);
+        let history = NewBuild {
+            repo: self.repo.clone(),
+            env: self.env.clone(),
+            branch: self.branch.clone(),
+            version: self.version.clone(),
+            build_number: self.build_number,
+            commit_hash: self.commit_hash.clone(),
+            artifact_bucket: self.artifact_bucket.clone(),
+            artifact_prefix: self.artifact_prefix.clone(),
+            parameters: self.parameters.clone(),
+            uploaded_unix_ms: at_unix_ms,
+            origin: origin.into_bytes(),
+            uploaded_by: Some(requested_by.to_owned()),
+        };
+        let mut build = history.into_build(now);
+        build.rollback = Some(rollback);
+        build
     }
 }
 

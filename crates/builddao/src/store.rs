@@ -456,3 +456,29 @@ where
 {
     matches!(err, SdkError::ServiceError(service) if service.err().code() == Some("ConditionalCheckFailedException"))
 }
+
+/// The sk of the newest build that deployed `stack_name` successfully, as
+/// the state machine records it in the stacks table (`deployed_sk`).
+pub async fn deployed_sk(
+    client: &Client,
+    stacks_table: &str,
+    stack_name: &str,
+) -> Result<Option<String>, StoreError> {
+    let item = client
+        .get_item()
+        .table_name(stacks_table)
+        .key("stack_name", AttributeValue::S(stack_name.to_owned()))
+        .consistent_read(true)
+        .send()
+        .await
+        .map_err(|err| StoreError::Aws {
+            operation: "GetItem",
+            table: stacks_table.to_owned(),
+            message: DisplayErrorContext(&err).to_string(),
+        })?;
+    Ok(item
+        .item()
+        .and_then(|item| item.get("deployed_sk"))
+        .and_then(|v| v.as_s().ok())
+        .cloned())
+}
