@@ -14,7 +14,7 @@ CARGO_DENY := $(TOOLS)/bin/cargo-deny
 S3S_FS := $(TOOLS)/bin/s3s-fs
 ARCH ?= arm64
 DIST := dist
-FUNCTIONS := s3-trigger trigger-build ci-dispatch site-build site-builder
+FUNCTIONS := s3-trigger trigger-build ci-dispatch site-build site-builder gates
 ENV ?= dev
 KEEP ?=
 

@@ -20,8 +20,8 @@ before=${1:?usage: bench/compare-revisions.sh BEFORE AFTER}
 after=${2:?usage: bench/compare-revisions.sh BEFORE AFTER}
 root=$(git rev-parse --show-toplevel)
 work=${COMPARE_DIR:-$(mktemp -d /tmp/deployer-compare.XXXXXX)}
-functions=(s3-trigger trigger-build ci-dispatch site-build site-builder)
-packages=(-p s3-trigger -p trigger-build -p ci-dispatch -p site-build -p hello-lambda)
+functions=(s3-trigger trigger-build ci-dispatch site-build site-builder gates)
+packages=(-p s3-trigger -p trigger-build -p ci-dispatch -p site-build -p gates -p hello-lambda)
 
 checkout() {
   local label=$1 rev=$2

@@ -328,6 +328,28 @@ def _install(account_id, request):
     return {"credentials": credentials}
 
 
+# The Step Functions interpreter's role sessions (by role ARN) and where its
+# `lambda:invoke` tasks go.
+INTERPRETER = {"sessions": {}, "lock": threading.Lock(), "lambda_endpoint": None}
+
+
+def _route_interpreter(account_id, request):
+    """POST /_deployer/iam/interpreter {"role_arn", "lambda_endpoint"}.
+
+    Sends the interpreter's Lambda calls to `lambda_endpoint` and answers the
+    access key id its session of `role_arn` signs with, so the local Lambda
+    API can let it in as IAM would.
+    """
+    role_arn = request["role_arn"]
+    _iam(account_id).get_role_by_arn(role_arn)
+    with INTERPRETER["lock"]:
+        if role_arn not in INTERPRETER["sessions"]:
+            INTERPRETER["sessions"][role_arn] = _assume(account_id, role_arn, INTERPRETER_SESSION)
+        session = INTERPRETER["sessions"][role_arn]
+        INTERPRETER["lambda_endpoint"] = request.get("lambda_endpoint") or None
+    return {"AccessKeyId": session.access_key_id}
+
+
 def _assume(account_id, role_arn, session_name):
     # As the service principal the trust policy names (lambda, states) would.
     return _sts(account_id).assume_role(
@@ -341,18 +363,20 @@ def _assume(account_id, role_arn, session_name):
 
 
 class Control:
-    """WSGI middleware serving POST /_deployer/iam/roles."""
+    """WSGI middleware serving POST /_deployer/iam/roles and /_deployer/iam/interpreter."""
 
     def __init__(self, app, account_id):
         self.app = app
         self.account_id = account_id
 
     def __call__(self, environ, start_response):
-        if environ.get("PATH_INFO") != "/_deployer/iam/roles" or environ["REQUEST_METHOD"] != "POST":
+        handlers = {"/_deployer/iam/roles": _install, "/_deployer/iam/interpreter": _route_interpreter}
+        handler = handlers.get(environ.get("PATH_INFO"))
+        if handler is None or environ["REQUEST_METHOD"] != "POST":
             return self.app(environ, start_response)
         length = int(environ.get("CONTENT_LENGTH") or 0)
         try:
-            result = _install(self.account_id, json.loads(environ["wsgi.input"].read(length) or b"{}"))
+            result = handler(self.account_id, json.loads(environ["wsgi.input"].read(length) or b"{}"))
             status = "200 OK"
         except Exception as exc:  # reported to the harness, which fails the pipeline's start
             result, status = {"error": f"{type(exc).__name__}: {exc}"}, "400 Bad Request"
@@ -371,8 +395,8 @@ def patch_interpreter(account_id):
     from moto.stepfunctions.parser.asl.utils import boto_client
 
     original = boto_client.boto_client_for
-    sessions = {}
-    lock = threading.Lock()
+    sessions = INTERPRETER["sessions"]
+    lock = INTERPRETER["lock"]
 
     def role_session(role_arn):
         from moto.iam.exceptions import NotFoundException
@@ -396,11 +420,17 @@ def patch_interpreter(account_id):
         session = role_session(role_arn) if role_arn else None
         if session is None:
             return original(region, service, state_credentials)
+        # moto's Lambda needs Docker to run a function: `lambda:invoke`
+        # tasks go to the local stack's Lambda API, which runs the real
+        # binaries (POST /_deployer/iam/interpreter says where it is).
+        endpoint = f"http://localhost:{moto_server_port()}"
+        if service == "lambda" and INTERPRETER["lambda_endpoint"]:
+            endpoint = INTERPRETER["lambda_endpoint"]
         # As the original, with the session's credentials instead of "ak".
         return boto3.client(
             service_name=service,
             region_name=region,
-            endpoint_url=f"http://localhost:{moto_server_port()}",
+            endpoint_url=endpoint,
             aws_access_key_id=session.access_key_id,
             aws_secret_access_key=session.secret_access_key,
             aws_session_token=session.session_token,

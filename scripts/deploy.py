@@ -42,7 +42,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 ROOT = Path(__file__).resolve().parent.parent
 # Every function zip the template names (${CodePrefix}{name}.zip); the Makefile's FUNCTIONS.
-FUNCTIONS = ("s3-trigger", "trigger-build", "ci-dispatch", "site-build", "site-builder")
+FUNCTIONS = ("s3-trigger", "trigger-build", "ci-dispatch", "site-build", "site-builder", "gates")
 DEFINITION = "deployment.asl.json"
 SUMS = "SHA256SUMS"
 TEMPLATE = "cloudformation.template"

@@ -12,6 +12,7 @@ mod deploy;
 mod dispatch;
 mod dispatch_faults;
 mod emulator;
+mod gates;
 mod hostile_build;
 mod least_privilege;
 mod package;

@@ -126,6 +126,22 @@ impl BuildStore {
         })
     }
 
+    /// Stores a PENDING build that redeploys `to`'s artifacts and parameters
+    /// to undo `rollback.of` (the builds table's stream starts it like any
+    /// other build). The same request made twice gives the same build.
+    pub async fn create_rollback(
+        &self,
+        to: &Build,
+        rollback: crate::Rollback,
+        requested_by: &str,
+        at_unix_ms: i64,
+    ) -> Result<Build, StoreError> {
+        let build = to.rollback_build(rollback, requested_by, at_unix_ms, crate::now_rfc3339());
+        match self.create(&build).await? {
+            Created::New(build) | Created::AlreadyExists(build) => Ok(build),
+        }
+    }
+
     /// Stores a new PENDING build unless a build with the same key exists;
     /// its history starts with [`Build::created_change`].
     pub async fn create(&self, build: &Build) -> Result<Created, StoreError> {

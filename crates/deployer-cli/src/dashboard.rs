@@ -211,7 +211,7 @@ table{border-collapse:collapse;background:#fff}th,td{border:1px solid #dde1e7;pa
 th{background:#eef0f4}td small{display:block;color:#5b6476}
 td.live{background:#e5f6e9}td.flight{background:#fff4d6}td.waiting{background:#e3ecff}td.failed{background:#fde4e4}td.none{color:#8a93a3}
 .badge{display:inline-block;padding:1px 6px;border-radius:8px;font-size:12px;background:#dde1e7}
-.s-SUCCEEDED{background:#bfe8c9}.s-FAILED{background:#f6c1c1}.s-IN_FLIGHT,.s-QUEUED{background:#ffe6a3}.s-AWAITING_APPROVAL{background:#c8d8ff}
+.s-SUCCEEDED{background:#bfe8c9}.s-FAILED{background:#f6c1c1}.s-IN_FLIGHT,.s-QUEUED{background:#ffe6a3}.s-AWAITING_APPROVAL,.s-AWAITING_WINDOW{background:#c8d8ff}
 .error{color:#a01919}code{background:#eef0f4;padding:0 3px}
 ol.transitions{margin:4px 0 0 18px;padding:0;color:#3b4354}
 .diff-add{color:#17692b}.diff-del{color:#a01919}.diff-chg{color:#8a5a00}
@@ -344,11 +344,7 @@ fn cell(
     };
     let latest_failed = t.latest.state == DeployState::Failed
         && t.live.as_ref().is_none_or(|l| l.id != t.latest.id);
-    let class = if t
-        .open
-        .iter()
-        .any(|d| d.state == DeployState::AwaitingApproval)
-    {
+    let class = if t.open.iter().any(|d| d.state.awaits_a_person()) {
         "waiting"
     } else if !t.open.is_empty() {
         "flight"
@@ -399,7 +395,7 @@ fn cell(
             open.state.as_str(),
             esc(&open.version)
         );
-        if open.state == DeployState::AwaitingApproval && open.kind == Kind::Stack {
+        if open.state.awaits_a_person() && open.kind == Kind::Stack {
             let approve = link(
                 app,
                 "/confirm",
@@ -522,7 +518,7 @@ fn history_html(app: &App, env: &str, deployments: &[Deployment]) -> String {
         if let Some(summary) = &d.change_summary {
             let _ = write!(html, "<small>change set: {}</small>", esc(summary));
         }
-        if d.state == DeployState::AwaitingApproval && d.kind == Kind::Stack {
+        if d.state.awaits_a_person() && d.kind == Kind::Stack {
             let approve = link(
                 app,
                 "/confirm",

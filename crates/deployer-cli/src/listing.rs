@@ -48,8 +48,13 @@ pub async fn status(installs: &[Install], json: bool) -> anyhow::Result<i32> {
             eprintln!("{}: nothing deployed yet", status.env);
         }
         for t in &status.targets {
-            for open in t.open.iter().filter(|d| d.state == State::AwaitingApproval) {
-                if open.kind == ledger::Kind::Stack {
+            for open in t.open.iter().filter(|d| d.state.awaits_a_person()) {
+                if open.kind == ledger::Kind::Stack && open.state == State::AwaitingWindow {
+                    eprintln!(
+                        "held by a freeze window: deployer approve {} {} --env {} lets it through",
+                        open.target, open.id, open.env
+                    );
+                } else if open.kind == ledger::Kind::Stack {
                     eprintln!(
                         "waiting for approval: deployer approve {} {} --env {}",
                         open.target, open.id, open.env

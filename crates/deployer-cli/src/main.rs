@@ -14,6 +14,7 @@ use clap::{Parser, Subcommand};
 mod dashboard;
 mod listing;
 mod records;
+mod rollback;
 mod site;
 mod table;
 
@@ -47,6 +48,9 @@ struct Cli {
     /// Builds table (default: {env}-deployer-builds).
     #[arg(long, global = true, env = "DEPLOYER_BUILDS_TABLE")]
     table: Option<String>,
+    /// Stacks table (default: {env}-deployer-stacks).
+    #[arg(long, global = true, env = "DEPLOYER_STACKS_TABLE")]
+    stacks_table: Option<String>,
     /// Site deployments table (default: {env}-deployer-site-deployments).
     #[arg(long, global = true, env = "DEPLOYER_SITE_TABLE")]
     site_table: Option<String>,
@@ -99,6 +103,19 @@ enum Command {
         repo: String,
         build: Option<String>,
         /// Who approves (recorded in the execution).
+        #[arg(long, env = "USER", default_value = "unknown")]
+        by: String,
+    },
+    /// Roll a stack back: a new build of an earlier successful build (by
+    /// default the newest one of another version before what is deployed),
+    /// deployed through the state machine like any other build.
+    Rollback {
+        repo: String,
+        /// The build to go back to (a build id from `deployer builds list`).
+        #[arg(long)]
+        to: Option<String>,
+        #[arg(long, default_value = "rolled back from the command line")]
+        reason: String,
         #[arg(long, env = "USER", default_value = "unknown")]
         by: String,
     },
@@ -352,6 +369,42 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             );
             Ok(0)
         }
+        Command::Rollback {
+            repo,
+            to,
+            reason,
+            by,
+        } => {
+            let stacks_table = cli
+                .stacks_table
+                .clone()
+                .unwrap_or_else(|| format!("{env}-deployer-stacks"));
+            let (build, target) = rollback::request(
+                &store,
+                &aws_sdk_dynamodb::Client::new(&aws),
+                &stacks_table,
+                rollback::Request {
+                    repo,
+                    env,
+                    to: to.as_deref(),
+                    reason,
+                    by,
+                },
+            )
+            .await?;
+            println!(
+                "rollback build {} redeploys version {} (build {}) on {}",
+                build.id(),
+                target.version,
+                target.sk,
+                build.stack_name
+            );
+            eprintln!(
+                "follow it: deployer builds watch {} {} --env {env}",
+                build.repo, build.sk
+            );
+            Ok(0)
+        }
         Command::Reject {
             repo,
             build,
@@ -416,7 +469,7 @@ pub async fn answer(
     }
 }
 
-async fn find(
+pub async fn find(
     store: &BuildStore,
     repo: &str,
     env: &str,
@@ -438,7 +491,8 @@ async fn find(
     }
 }
 
-/// The named build, or the newest one awaiting approval.
+/// The named build, or the newest one awaiting approval (or held by a
+/// freeze window: an approval lets it through).
 pub async fn awaiting(
     store: &BuildStore,
     repo: &str,
@@ -451,13 +505,13 @@ pub async fn awaiting(
             let page = store.list(repo, env, 50, None).await?;
             page.builds
                 .into_iter()
-                .find(|b| b.status == BuildStatus::AwaitingApproval)
+                .find(|b| b.status.awaits_a_person())
                 .with_context(|| format!("no build of {repo} in {env} is awaiting approval"))?
         }
     };
-    if build.status != BuildStatus::AwaitingApproval {
+    if !build.status.awaits_a_person() {
         bail!(
-            "build {} is {}, not AWAITING_APPROVAL",
+            "build {} is {}, not AWAITING_APPROVAL or AWAITING_WINDOW",
             build.id(),
             build.status
         );
@@ -502,8 +556,13 @@ async fn watch(
             }
         }
         if watcher.hint_approval(build) {
+            let waiting = if build.status == BuildStatus::AwaitingWindow {
+                "held by a freeze window"
+            } else {
+                "waiting for approval"
+            };
             eprintln!(
-                "waiting for approval: deployer approve {} {} --env {}   (or: deployer reject ...)",
+                "{waiting}: deployer approve {} {} --env {}   (or: deployer reject ...)",
                 build.repo, build.sk, build.env
             );
         }
@@ -585,7 +644,7 @@ impl Watcher {
 
     /// True once per approval wait, when the build waits for one.
     fn hint_approval(&mut self, build: &Build) -> bool {
-        let waiting = build.status == BuildStatus::AwaitingApproval;
+        let waiting = build.status.awaits_a_person();
         let hint = waiting && !self.approval_hinted;
         self.approval_hinted = waiting;
         hint

@@ -353,6 +353,7 @@ pub fn from_build(tracked: &TrackedBuild, region: &str) -> Deployment {
         BuildStatus::Pending => State::Queued,
         BuildStatus::InProgress => State::InFlight,
         BuildStatus::AwaitingApproval => State::AwaitingApproval,
+        BuildStatus::AwaitingWindow => State::AwaitingWindow,
         BuildStatus::Success => State::Succeeded,
         BuildStatus::Failed => State::Failed,
         BuildStatus::Superseded => State::Superseded,

@@ -86,6 +86,8 @@ pub enum State {
     InFlight,
     /// Waiting for a person.
     AwaitingApproval,
+    /// Held by a freeze window until it ends or a person approves.
+    AwaitingWindow,
     /// Live: what it deployed is what runs.
     Succeeded,
     Failed,
@@ -103,6 +105,7 @@ impl State {
             State::Queued => "QUEUED",
             State::InFlight => "IN_FLIGHT",
             State::AwaitingApproval => "AWAITING_APPROVAL",
+            State::AwaitingWindow => "AWAITING_WINDOW",
             State::Succeeded => "SUCCEEDED",
             State::Failed => "FAILED",
             State::Superseded => "SUPERSEDED",
@@ -115,8 +118,13 @@ impl State {
     pub fn is_open(self) -> bool {
         matches!(
             self,
-            State::Queued | State::InFlight | State::AwaitingApproval
+            State::Queued | State::InFlight | State::AwaitingApproval | State::AwaitingWindow
         )
+    }
+
+    /// Waiting for `deployer approve` (an approval, or a freeze override).
+    pub fn awaits_a_person(self) -> bool {
+        matches!(self, State::AwaitingApproval | State::AwaitingWindow)
     }
 }
 

@@ -199,6 +199,33 @@ impl Emulator {
         serde_json::from_str(&text).context("the emulator's answer to installing IAM roles")
     }
 
+    /// Sends the Step Functions interpreter's `lambda:invoke` tasks to
+    /// `lambda_endpoint` (moto's own Lambda needs Docker) and answers the
+    /// access key id the interpreter's session of `role_arn` signs with.
+    pub async fn route_interpreter_lambda(
+        &self,
+        role_arn: &str,
+        lambda_endpoint: &str,
+    ) -> anyhow::Result<String> {
+        let response = self
+            .http
+            .post(format!("{}/_deployer/iam/interpreter", self.endpoint))
+            .json(&serde_json::json!({"role_arn": role_arn, "lambda_endpoint": lambda_endpoint}))
+            .send()
+            .await
+            .context("routing the interpreter's Lambda calls")?;
+        let status = response.status();
+        let text = response.text().await?;
+        if !status.is_success() {
+            bail!("routing the interpreter's Lambda calls failed with {status}: {text}");
+        }
+        let answer: Value = serde_json::from_str(&text)?;
+        answer["AccessKeyId"]
+            .as_str()
+            .map(str::to_owned)
+            .context("the emulator named no interpreter access key")
+    }
+
     /// A call in the AWS JSON protocol, for the APIs whose raw JSON the local
     /// stack forwards unchanged (DynamoDB Streams records, SQS bodies).
     pub async fn json_call(

@@ -205,3 +205,59 @@ async fn forward(
         Err(err) => (StatusCode::BAD_GATEWAY, err.to_string()).into_response(),
     }
 }
+
+/// A service's health endpoint on loopback, for bake smoke checks: GET
+/// `/health/{anything}` answers 200, except paths with a segment `broken`
+/// and every path once [`HealthEndpoint::fail_all`] is called, which answer
+/// 500. Every path asked for is kept.
+#[derive(Clone)]
+pub struct HealthEndpoint {
+    pub base: String,
+    state: Arc<HealthState>,
+}
+
+#[derive(Default)]
+struct HealthState {
+    asked: Mutex<Vec<String>>,
+    failing: std::sync::atomic::AtomicBool,
+}
+
+impl HealthEndpoint {
+    pub async fn start() -> anyhow::Result<Self> {
+        let state = Arc::new(HealthState::default());
+        let app = Router::new().fallback(health).with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let base = format!("http://{}", listener.local_addr()?);
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(Self { base, state })
+    }
+
+    /// From now on every path answers 500.
+    pub fn fail_all(&self) {
+        self.state
+            .failing
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Paths asked for so far, oldest first.
+    pub fn asked(&self) -> Vec<String> {
+        self.state.asked.lock().expect("health lock").clone()
+    }
+}
+
+async fn health(State(state): State<Arc<HealthState>>, uri: Uri) -> Response {
+    state
+        .asked
+        .lock()
+        .expect("health lock")
+        .push(uri.path().to_owned());
+    let failing = state.failing.load(std::sync::atomic::Ordering::SeqCst)
+        || uri.path().split('/').any(|segment| segment == "broken");
+    if failing {
+        (StatusCode::INTERNAL_SERVER_ERROR, "unhealthy").into_response()
+    } else {
+        (StatusCode::OK, "ok").into_response()
+    }
+}

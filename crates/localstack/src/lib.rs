@@ -25,7 +25,7 @@ pub use emulator::Emulator;
 pub use faults::{Caller, FaultKind, FaultRule, Faults, InjectedFault};
 pub use function_url::FunctionUrlServer;
 pub use github::{Deployment, DeploymentStatus, GitHubDouble, GitHubOptions};
-pub use http_doubles::{RecordingProxy, SinkMode, WebhookSink};
+pub use http_doubles::{HealthEndpoint, RecordingProxy, SinkMode, WebhookSink};
 pub use iam::{FunctionRoles, RoleCredentials};
 pub use kvs::KvsDouble;
 pub use lambda_api::{AsyncInvocation, AsyncState, LambdaApi};

@@ -171,6 +171,8 @@ pub struct Pipeline {
     /// The site builder, where repository code runs: each environment as
     /// a user of its own when the local stack can ([`Sandbox`]).
     pub site_builder: Arc<Function>,
+    /// The state machine's gates (policy, freeze windows, bake, rollback).
+    pub gates: Arc<Function>,
     /// The Lambda API every function reaches through `AWS_ENDPOINT_URL_LAMBDA`.
     pub lambda_api: LambdaApi,
     /// site-build's function URL: where GitHub webhooks are posted.
@@ -390,12 +392,31 @@ impl Pipeline {
         function_specs.push(builder_spec.clone());
         let site_builder =
             Function::serve_scaled(builder_spec, REGION, options.site_build_concurrency).await?;
+        // gates: invoked by the state machine through the Lambda API. Smoke
+        // checks may GET plain HTTP on loopback here (docs/local-stack.md).
+        let mut gates_env = env_for("GatesFunction")?;
+        gates_env.push((
+            "AWS_ENDPOINT_URL_LAMBDA".into(),
+            lambda_api.endpoint.clone(),
+        ));
+        gates_env.push(("SMOKE_HTTP_LOOPBACK".into(), "true".into()));
+        let gates_spec = FunctionSpec {
+            name: function_name("gates"),
+            binary: binaries("gates")?,
+            env: gates_env,
+            timeout: options.timeout(&template, "GatesFunction"),
+            log_file: log("gates"),
+            sandbox: None,
+        };
+        function_specs.push(gates_spec.clone());
+        let gates = Function::serve(gates_spec, REGION).await?;
         for function in [
             &s3_trigger,
             &trigger_build,
             &ci_dispatch,
             &site_build,
             &site_builder,
+            &gates,
         ] {
             lambda_api.register((*function).clone());
         }
@@ -408,6 +429,19 @@ impl Pipeline {
             kvs.allow(key, actions.to_vec());
         }
         lambda_api.allow(crate::emulator::ADMIN_ACCESS_KEY, vec!["*".to_owned()]);
+        // The state machine invokes the gates function as its role allows.
+        let state_machine_role =
+            template.resolve(&json!({"Fn::GetAtt": ["StateMachineRole", "Arn"]}));
+        let interpreter_key = emulator
+            .route_interpreter_lambda(&state_machine_role, &lambda_api.endpoint)
+            .await?;
+        let state_machine_actions = template
+            .iam_roles()
+            .into_iter()
+            .find(|role| role.logical_id == "StateMachineRole")
+            .map(|role| role.allowed_actions())
+            .unwrap_or_default();
+        lambda_api.allow(&interpreter_key, state_machine_actions);
         kvs.allow(crate::emulator::ADMIN_ACCESS_KEY, vec!["*".to_owned()]);
         for spec in &function_specs {
             kvs.register_env(&spec.env);
@@ -458,6 +492,7 @@ impl Pipeline {
             sdk,
             site_build,
             site_builder,
+            gates,
             lambda_api,
             function_url: function_url_server.url.clone(),
             function_url_server,
@@ -505,6 +540,10 @@ impl Pipeline {
         env.push((
             "DEPLOYER_BUILDS_TABLE".into(),
             self.resources.builds_table.clone(),
+        ));
+        env.push((
+            "DEPLOYER_STACKS_TABLE".into(),
+            self.resources.stacks_table.clone(),
         ));
         env.push((
             "DEPLOYER_SITE_TABLE".into(),
@@ -1091,6 +1130,18 @@ async fn provision(
         .send()
         .await
         .context("configuring the bucket's notifications")?;
+
+    // The gates function the state machine invokes (started later, under
+    // the name the template gives it).
+    let gates_name = name_of(template, "GatesFunction", "FunctionName")?;
+    template.set("GatesFunction", gates_name.clone());
+    template.set(
+        "GatesFunction.Arn",
+        format!(
+            "arn:aws:lambda:{REGION}:{}:function:{gates_name}",
+            crate::emulator::ACCOUNT_ID
+        ),
+    );
 
     // State machine, with the template's definition substitutions.
     let props = template.resource("DeploymentStateMachine")?.clone();

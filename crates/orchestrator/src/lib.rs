@@ -201,6 +201,9 @@ pub fn execution_input(build: &Build, policy: &DeployPolicy, now: time::OffsetDa
         .iter()
         .map(|(k, v)| json!({"ParameterKey": k, "ParameterValue": v}))
         .collect();
+    // An automatic rollback restores what was approved before: it waits for
+    // no approval and no freeze window.
+    let automatic_rollback = build.rollback.as_ref().is_some_and(|r| r.automatic);
     json!({
         "build": {"pk": build.pk, "sk": build.sk},
         "repo": build.repo,
@@ -211,8 +214,13 @@ pub fn execution_input(build: &Build, policy: &DeployPolicy, now: time::OffsetDa
         "change_set_name": format!("deployer-{}", build.sk),
         "template_url": template_url(build, &policy.region),
         "parameters": parameters,
+        "template": {
+            "bucket": build.artifact_bucket,
+            "key": format!("{}cloudformation.template", build.artifact_prefix),
+        },
+        "automatic_rollback": automatic_rollback,
         "approval": {
-            "required": policy.approval_envs.contains(&build.env),
+            "required": policy.approval_envs.contains(&build.env) && !automatic_rollback,
             "timeout_seconds": policy.approval_timeout_seconds,
         },
         "poll": {
@@ -275,6 +283,8 @@ mod tests {
             updated_at: "2026-01-01T00:00:00Z".into(),
             finished_at: None,
             uploaded_by: None,
+            policy_warnings: Vec::new(),
+            rollback: None,
         }
     }
 

@@ -886,6 +886,7 @@ impl Dispatcher {
                     BuildStatus::Pending,
                     BuildStatus::InProgress,
                     BuildStatus::AwaitingApproval,
+                    BuildStatus::AwaitingWindow,
                 ],
                 &reason,
                 &now,

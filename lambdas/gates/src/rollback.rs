@@ -3,9 +3,10 @@
 //!
 //! The automatic one is asked for by the state machine when a bake fails;
 //! `deployer rollback` asks for one by hand. Both go through
-//! [`request_rollback`], so a rollback is a build record like any other.
+//! [`builddao::BuildStore::create_rollback`], so a rollback is a build
+//! record like any other.
 
-use builddao::{Build, BuildKey, BuildStore, Created, Rollback};
+use builddao::{BuildKey, Rollback};
 use serde::{Deserialize, Serialize};
 
 use crate::{GateError, Gates};
@@ -34,21 +35,6 @@ pub struct RollbackAnswer {
     pub failure: String,
     /// The rollback build's key, empty when none was started.
     pub rollback_build: String,
-}
-
-/// Stores a PENDING build that redeploys `to`'s artifacts and parameters
-/// to undo `rollback.of`; the builds table's stream starts it.
-pub async fn request_rollback(
-    builds: &BuildStore,
-    to: &Build,
-    rollback: Rollback,
-    requested_by: &str,
-    at_unix_ms: i64,
-) -> Result<Build, GateError> {
-    let build = to.rollback_build(rollback, requested_by, at_unix_ms, builddao::now_rfc3339());
-    match builds.create(&build).await.map_err(GateError::store)? {
-        Created::New(build) | Created::AlreadyExists(build) => Ok(build),
-    }
 }
 
 pub async fn automatic(
@@ -121,14 +107,11 @@ pub async fn automatic(
         automatic: true,
         reason: request.reason.clone(),
     };
-    let started = request_rollback(
-        &gates.builds,
-        &good,
-        rollback,
-        "deployer (automatic rollback)",
-        at_unix_ms,
-    )
-    .await?;
+    let started = gates
+        .builds
+        .create_rollback(&good, rollback, "deployer (automatic rollback)", at_unix_ms)
+        .await
+        .map_err(GateError::store)?;
     Ok(RollbackAnswer {
         failure: format!(
             "rolled back: {}; redeploying version {} (build {}) as build {}",

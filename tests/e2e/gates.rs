@@ -1,0 +1,412 @@
+//! The gates around a stack deployment (docs/state-machine.md, "Gates"):
+//! the bake after the update with automatic rollback, `deployer rollback`,
+//! and freeze windows.
+
+use std::time::Duration;
+
+use aws_sdk_cloudwatch::types::{ComparisonOperator, StateValue, Statistic};
+use builddao::{Build, BuildStatus, TrackedBuild};
+use deployer_e2e::{param, TestStack};
+use localstack::HealthEndpoint;
+use serde_json::{json, Value};
+
+/// The sample app with a smoke check: its `SmokeCheckUrl` output is
+/// `{SmokeBase}/health/{Greeting}` (the health double fails `…/broken`).
+fn app_with_smoke_check() -> String {
+    let mut template: Value =
+        serde_json::from_str(&deployer_e2e::sample_template()).expect("sample template");
+    template["Parameters"]["SmokeBase"] = json!({"Type": "String"});
+    template["Outputs"]["SmokeCheckUrl"] =
+        json!({"Value": {"Fn::Sub": "${SmokeBase}/health/${Greeting}"}});
+    template.to_string()
+}
+
+async fn upload_app(stack: &TestStack, version: &str, greeting: &str, smoke: &str) -> Build {
+    stack
+        .upload(
+            "shop",
+            "main",
+            version,
+            &app_with_smoke_check(),
+            json!({"Greeting": greeting, "SmokeBase": smoke}),
+        )
+        .await;
+    stack.build_of("shop", version).await
+}
+
+fn cloudwatch(stack: &TestStack) -> aws_sdk_cloudwatch::Client {
+    aws_sdk_cloudwatch::Client::new(&stack.pipeline.sdk)
+}
+
+/// An alarm named after the stack (the default `BakeAlarmPrefix`, `{stack}-`).
+async fn put_alarm(stack: &TestStack, name: &str) {
+    cloudwatch(stack)
+        .put_metric_alarm()
+        .alarm_name(name)
+        .namespace("Shop")
+        .metric_name("Errors")
+        .statistic(Statistic::Sum)
+        .period(60)
+        .evaluation_periods(1)
+        .threshold(5.0)
+        .comparison_operator(ComparisonOperator::GreaterThanThreshold)
+        .send()
+        .await
+        .expect("PutMetricAlarm");
+    set_alarm(stack, name, StateValue::Ok, "quiet").await;
+}
+
+async fn set_alarm(stack: &TestStack, name: &str, state: StateValue, reason: &str) {
+    cloudwatch(stack)
+        .set_alarm_state()
+        .alarm_name(name)
+        .state_value(state)
+        .state_reason(reason)
+        .send()
+        .await
+        .expect("SetAlarmState");
+}
+
+async fn tracked(stack: &TestStack, build: &Build) -> TrackedBuild {
+    stack
+        .builds()
+        .get_tracked(&build.key())
+        .await
+        .expect("builds table")
+        .expect("build exists")
+}
+
+/// Waits until the build's history says its bake has started.
+async fn baking(stack: &TestStack, build: &Build) {
+    let builds = stack.builds();
+    let key = build.key();
+    localstack::emulator::wait_until("the bake to start", Duration::from_secs(90), || {
+        let (builds, key) = (builds.clone(), key.clone());
+        async move {
+            let t = builds.get_tracked(&key).await?.expect("build");
+            assert!(
+                !t.build.status.is_terminal(),
+                "build ended before its bake: {t:?}"
+            );
+            Ok(t.transitions
+                .iter()
+                .any(|c| c.reason.starts_with("baking for"))
+                .then_some(()))
+        }
+    })
+    .await
+    .unwrap();
+}
+
+/// The rollback build the failed build's message names, once it ends.
+async fn rollback_of(stack: &TestStack, failed: &Build) -> Build {
+    let message = failed.error_msg.clone().unwrap_or_default();
+    let sk = message
+        .rsplit_once(" as build ")
+        .map(|(_, sk)| sk.trim().to_owned())
+        .unwrap_or_else(|| panic!("no rollback build named in {message:?}"));
+    let key = builddao::BuildKey { sk, ..failed.key() };
+    stack.wait_terminal(&key).await
+}
+
+async fn greeting(stack: &TestStack) -> Option<String> {
+    let (status, params) = stack.stack("dev-shop").await.expect("stack dev-shop");
+    assert!(status.ends_with("_COMPLETE"), "{status}");
+    param(&params, "Greeting")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alarm_during_the_bake_rolls_back_to_the_previous_version() {
+    let stack = TestStack::start(
+        "dev",
+        &[("BakeSeconds", "dev=4"), ("BakeIntervalSeconds", "1")],
+    )
+    .await;
+    let health = HealthEndpoint::start().await.unwrap();
+    put_alarm(&stack, "dev-shop-errors").await;
+
+    // A clean bake: SUCCESS only after it, having checked all along.
+    let one = upload_app(&stack, "1.aaaa", "one", &health.base).await;
+    let one = stack.wait_terminal(&one.key()).await;
+    assert_eq!(one.status, BuildStatus::Success, "{one:?}");
+    let history = tracked(&stack, &one).await.transitions;
+    let note = history
+        .iter()
+        .find(|c| c.reason.starts_with("baking for"))
+        .expect("the bake is in the history");
+    assert!(
+        note.reason.contains("alarms dev-shop-errors")
+            && note
+                .reason
+                .contains(&format!("GET {}/health/one", health.base)),
+        "{note:?}"
+    );
+    let done = history.last().unwrap();
+    assert!(done.reason.ends_with("; baked 4 s"), "{done:?}");
+    let checks = health
+        .asked()
+        .iter()
+        .filter(|p| *p == "/health/one")
+        .count();
+    assert_eq!(checks, 4, "one smoke check per second of the bake");
+
+    let two = upload_app(&stack, "2.bbbb", "two", &health.base).await;
+    baking(&stack, &two).await;
+    assert_eq!(greeting(&stack).await.as_deref(), Some("two"));
+    set_alarm(&stack, "dev-shop-errors", StateValue::Alarm, "Errors > 5").await;
+    let two = stack.wait_terminal(&two.key()).await;
+    // The rollback's own bake must see the alarm quiet again.
+    set_alarm(&stack, "dev-shop-errors", StateValue::Ok, "quiet").await;
+    assert_eq!(two.status, BuildStatus::Failed, "{two:?}");
+    let message = two.error_msg.clone().unwrap();
+    assert!(
+        message.starts_with(&format!(
+            "rolled back: alarm dev-shop-errors in ALARM (Errors > 5); redeploying version 1.aaaa (build {})",
+            one.sk
+        )),
+        "{message}"
+    );
+
+    let rollback = rollback_of(&stack, &two).await;
+    assert_eq!(rollback.status, BuildStatus::Success, "{rollback:?}");
+    let record = rollback.rollback.clone().expect("a rollback build");
+    assert_eq!((record.of, record.to), (two.sk.clone(), one.sk.clone()));
+    assert!(record.automatic);
+    assert_eq!(rollback.version, "1.aaaa");
+    assert_eq!(greeting(&stack).await.as_deref(), Some("one"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_smoke_check_rolls_back_and_a_failing_rollback_is_not_rolled_back_again() {
+    let stack = TestStack::start(
+        "dev",
+        &[("BakeSeconds", "dev=2"), ("BakeIntervalSeconds", "1")],
+    )
+    .await;
+    let health = HealthEndpoint::start().await.unwrap();
+    let one = upload_app(&stack, "1.aaaa", "one", &health.base).await;
+    assert_eq!(
+        stack.wait_terminal(&one.key()).await.status,
+        BuildStatus::Success
+    );
+
+    let two = upload_app(&stack, "2.bbbb", "broken", &health.base).await;
+    let two = stack.wait_terminal(&two.key()).await;
+    assert_eq!(two.status, BuildStatus::Failed, "{two:?}");
+    let message = two.error_msg.clone().unwrap();
+    assert!(
+        message.starts_with(&format!(
+            "rolled back: smoke check GET {}/health/broken answered 500 Internal Server Error; redeploying version 1.aaaa",
+            health.base
+        )),
+        "{message}"
+    );
+    let rollback = rollback_of(&stack, &two).await;
+    assert_eq!(rollback.status, BuildStatus::Success, "{rollback:?}");
+    assert_eq!(greeting(&stack).await.as_deref(), Some("one"));
+
+    // When the service stays unhealthy, the rollback's own bake fails too:
+    // it ends FAILED and is not rolled back again.
+    health.fail_all();
+    let three = upload_app(&stack, "3.cccc", "three", &health.base).await;
+    let three = stack.wait_terminal(&three.key()).await;
+    assert_eq!(three.status, BuildStatus::Failed);
+    assert!(
+        three
+            .error_msg
+            .as_deref()
+            .unwrap_or_default()
+            .starts_with(&format!(
+                "rolled back: smoke check GET {}/health/three answered 500",
+                health.base
+            )),
+        "{three:?}"
+    );
+    let again = rollback_of(&stack, &three).await;
+    assert_eq!(again.status, BuildStatus::Failed, "{again:?}");
+    let message = again.error_msg.clone().unwrap_or_default();
+    assert!(
+        message.starts_with(&format!(
+            "bake failed: smoke check GET {}/health/one answered 500 Internal Server Error; not rolled back again: this build is itself a rollback of build {}",
+            health.base, three.sk
+        )),
+        "{message}"
+    );
+    let newest = stack.builds().latest("shop", "dev").await.unwrap().unwrap();
+    assert_eq!(newest.sk, again.sk, "no further rollback build");
+    assert_eq!(greeting(&stack).await.as_deref(), Some("one"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deployer_rollback_redeploys_an_earlier_build() {
+    let stack = TestStack::start("dev", &[]).await;
+    let one = stack.upload_sample("shop", "1.aaaa", "one").await;
+    let one = stack.wait_terminal(&one.key()).await;
+    let two = stack.upload_sample("shop", "2.bbbb", "two").await;
+    let two = stack.wait_terminal(&two.key()).await;
+    assert_eq!(
+        (one.status, two.status),
+        (BuildStatus::Success, BuildStatus::Success)
+    );
+    assert_eq!(greeting(&stack).await.as_deref(), Some("two"));
+
+    let out = stack
+        .deployer(&[
+            "rollback",
+            "shop",
+            "--by",
+            "carol",
+            "--reason",
+            "checkout broke",
+        ])
+        .await;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("redeploys version 1.aaaa (build {})", one.sk)),
+        "{stdout}"
+    );
+    let sk = stdout
+        .split_whitespace()
+        .nth(2)
+        .and_then(|id| id.rsplit('/').next())
+        .expect("build id printed")
+        .to_owned();
+    let back = stack
+        .wait_terminal(&builddao::BuildKey { sk, ..one.key() })
+        .await;
+    assert_eq!(back.status, BuildStatus::Success, "{back:?}");
+    assert_eq!(back.uploaded_by.as_deref(), Some("carol"));
+    let record = back.rollback.clone().expect("a rollback build");
+    assert_eq!((record.of, record.to), (two.sk.clone(), one.sk.clone()));
+    assert!(!record.automatic);
+    assert_eq!(record.reason, "checkout broke");
+    assert_eq!(greeting(&stack).await.as_deref(), Some("one"));
+
+    // Only a build that deployed can be gone back to.
+    stack
+        .upload(
+            "shop",
+            "main",
+            "3.cccc",
+            &deployer_e2e::broken_template(),
+            json!({"Greeting": "x"}),
+        )
+        .await;
+    let three = stack.build_of("shop", "3.cccc").await;
+    let three = stack.wait_terminal(&three.key()).await;
+    assert_eq!(three.status, BuildStatus::Failed);
+    let out = stack
+        .deployer(&["rollback", "shop", "--to", &three.sk])
+        .await;
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("is FAILED: only a build that deployed successfully can be rolled back to"),
+        "{stderr}"
+    );
+}
+
+/// Waits until the wall clock's second within a minute is in `range`.
+async fn at_second(range: std::ops::Range<u64>) {
+    loop {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        if range.contains(&(now % 60)) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn build_during_a_freeze_waits_then_deploys_when_the_window_ends() {
+    // Windows open at seconds 0, 20 and 40 of each minute, for 12 s.
+    let stack = TestStack::start("dev", &[("FreezeWindows", "dev|*/20 * * * * *|12s|UTC")]).await;
+    at_second(0..1).await;
+    let build = stack.upload_sample("shop", "1.aaaa", "frozen").await;
+    let waiting = stack
+        .wait_for(&build.key(), BuildStatus::AwaitingWindow)
+        .await;
+    assert_eq!(waiting.status, BuildStatus::AwaitingWindow, "{waiting:?}");
+    assert!(
+        stack.stack("dev-shop").await.is_none(),
+        "nothing deploys during the freeze"
+    );
+    let done = stack.wait_terminal(&build.key()).await;
+    assert_eq!(done.status, BuildStatus::Success, "{done:?}");
+    let history = tracked(&stack, &done).await.transitions;
+    let reasons: Vec<&str> = history.iter().map(|c| c.reason.as_str()).collect();
+    let wait = history
+        .iter()
+        .position(|c| c.status == BuildStatus::AwaitingWindow)
+        .expect("AWAITING_WINDOW in the history");
+    assert!(
+        history[wait].reason.starts_with(
+            "waiting: environment dev is in freeze window \"*/20 * * * * *\" (UTC, 12s) until"
+        ),
+        "{reasons:?}"
+    );
+    assert!(
+        history[wait + 1]
+            .reason
+            .starts_with("freeze window ended at"),
+        "{reasons:?}"
+    );
+    assert_eq!(greeting(&stack).await.as_deref(), Some("frozen"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approval_lets_a_build_through_a_freeze_and_names_the_approver() {
+    // Open every day from midnight for 24 h: always frozen.
+    let stack = TestStack::start("dev", &[("FreezeWindows", "dev|0 0 * * *|24h|UTC")]).await;
+    let build = stack.upload_sample("shop", "1.aaaa", "urgent").await;
+    let waiting = stack
+        .wait_for(&build.key(), BuildStatus::AwaitingWindow)
+        .await;
+    assert_eq!(waiting.status, BuildStatus::AwaitingWindow);
+    let builds = stack.builds();
+    localstack::emulator::wait_until("the window's token", Duration::from_secs(30), || {
+        let (builds, key) = (builds.clone(), build.key());
+        async move { Ok(builds.get(&key).await?.and_then(|b| b.approval_token)) }
+    })
+    .await
+    .unwrap();
+    let out = stack.deployer(&["approve", "shop", "--by", "dana"]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let done = stack.wait_terminal(&build.key()).await;
+    assert_eq!(done.status, BuildStatus::Success, "{done:?}");
+    let history = tracked(&stack, &done).await.transitions;
+    assert!(
+        history
+            .iter()
+            .any(|c| c.reason == "freeze window overridden: approved by dana"),
+        "{history:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusing_freeze_fails_the_build_at_once() {
+    let stack = TestStack::start("dev", &[("FreezeWindows", "dev|0 0 * * *|24h|UTC|refuse")]).await;
+    let build = stack.upload_sample("shop", "1.aaaa", "no").await;
+    let done = stack.wait_terminal(&build.key()).await;
+    assert_eq!(done.status, BuildStatus::Failed);
+    let message = done.error_msg.unwrap_or_default();
+    assert!(
+        message.starts_with(
+            "refused: environment dev is in freeze window \"0 0 * * *\" (UTC, 24h) until"
+        ),
+        "{message}"
+    );
+    assert!(stack.stack("dev-shop").await.is_none());
+}
