@@ -235,8 +235,15 @@ _TRANSACT_ITEM_ACTIONS = {
 }
 
 
+# moto names an action by the service's endpoint prefix; IAM's prefix differs.
+_IAM_SERVICE_PREFIX = {"monitoring": "cloudwatch"}
+
+
 def _authorized_actions(action, body):
     """The IAM actions a request needs (moto names the API operation)."""
+    prefix, _, operation = action.partition(":")
+    if prefix in _IAM_SERVICE_PREFIX:
+        return [f"{_IAM_SERVICE_PREFIX[prefix]}:{operation}"]
     if action not in ("dynamodb:TransactWriteItems", "dynamodb:TransactGetItems"):
         return [action]
     try:

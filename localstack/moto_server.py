@@ -16,7 +16,8 @@ failure is only seen by polling: the resource gets a CREATE_FAILED / UPDATE_FAIL
 carrying the error as ResourceStatusReason and the stack ends in ROLLBACK_COMPLETE (failed
 create) or UPDATE_ROLLBACK_COMPLETE (failed update, previous template kept). The patch does
 that. Two small fixes ride along: moto never records the new parameters of an executed
-UPDATE change set (so a later identical deploy was not seen as "no changes"), and moto's
+UPDATE change set (so a later identical deploy was not seen as "no changes"), nor the
+Outputs of an executed change set (DescribeStacks showed none after a CREATE), and moto's
 SendTaskFailure drops the `cause` (so a rejection reason never reached the state machine).
 
 Strictness patches (docs/local-stack.md, "Faults"):
@@ -89,6 +90,11 @@ def _patch_cloudformation_rollback():
             return
         # moto keeps the parameters of the first deploy forever; keep the executed ones.
         stack.parameters = change_set.parameters
+        # moto evaluates a stack's Outputs when the stack is made, before a
+        # change set creates its resources, and never again; AWS shows the
+        # outputs of the template that was executed.
+        stack._parse_template()
+        stack.output_map = stack._create_output_map()
 
     def _roll_back(stack, change_set, exc, old_template, old_template_dict, old_parameters):
         creating = change_set.change_set_type == "CREATE"

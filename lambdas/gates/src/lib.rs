@@ -78,14 +78,25 @@ pub enum GateError {
 }
 
 impl GateError {
-    pub fn aws<E>(operation: &'static str, err: E) -> Self
+    /// An AWS error as the build's history shows it: the service's code
+    /// and message, or (when no answer came) what went wrong on the way.
+    pub fn aws<E, R>(
+        operation: &'static str,
+        err: aws_sdk_cloudformation::error::SdkError<E, R>,
+    ) -> Self
     where
-        E: std::error::Error + 'static,
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+        R: std::fmt::Debug + 'static,
     {
-        GateError::Unavailable {
-            operation,
-            message: aws_sdk_cloudformation::error::DisplayErrorContext(&err).to_string(),
-        }
+        let message = match err.as_service_error() {
+            Some(service) => format!(
+                "{}: {}",
+                service.code().unwrap_or("error"),
+                service.message().unwrap_or("no message")
+            ),
+            None => aws_sdk_cloudformation::error::DisplayErrorContext(&err).to_string(),
+        };
+        GateError::Unavailable { operation, message }
     }
 
     pub fn store(err: builddao::StoreError) -> Self {
