@@ -410,3 +410,130 @@ async fn a_refusing_freeze_fails_the_build_at_once() {
     );
     assert!(stack.stack("dev-shop").await.is_none());
 }
+
+/// The sample app with `extra` resources added.
+fn sample_with(extra: Value) -> String {
+    let mut template: Value =
+        serde_json::from_str(&deployer_e2e::sample_template()).expect("sample template");
+    for (id, resource) in extra.as_object().expect("resources") {
+        template["Resources"][id] = resource.clone();
+    }
+    template.to_string()
+}
+
+async fn change_set_names(stack: &TestStack, stack_name: &str) -> Vec<String> {
+    stack
+        .cfn()
+        .list_change_sets()
+        .stack_name(stack_name)
+        .send()
+        .await
+        .expect("ListChangeSets")
+        .summaries()
+        .iter()
+        .filter_map(|s| s.change_set_name().map(str::to_owned))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_stops_broken_templates_records_warnings_and_takes_operator_rules() {
+    let stack = TestStack::start("dev", &[]).await;
+
+    // A WARN rule: deployed, the warning recorded on the build.
+    let logs = json!({"AppLogs": {
+        "Type": "AWS::Logs::LogGroup",
+        "Properties": {"LogGroupName": {"Fn::Sub": "/${AWS::StackName}/app"}}
+    }});
+    stack
+        .upload(
+            "shop",
+            "main",
+            "1.aaaa",
+            &sample_with(logs),
+            json!({"Greeting": "one"}),
+        )
+        .await;
+    let one = stack.build_of("shop", "1.aaaa").await;
+    let one = stack.wait_terminal(&one.key()).await;
+    assert_eq!(one.status, BuildStatus::Success, "{one:?}");
+    assert_eq!(one.policy_warnings.len(), 1, "{one:?}");
+    assert!(
+        one.policy_warnings[0].starts_with(
+            "rule log_group_retention: resource AppLogs: the log group has no RetentionInDays"
+        ),
+        "{:?}",
+        one.policy_warnings
+    );
+    let history = tracked(&stack, &one).await.transitions;
+    assert!(
+        history
+            .iter()
+            .any(|c| c.reason.starts_with("policy passed with 1 warning(s)")),
+        "{history:?}"
+    );
+
+    // A FAIL rule: wildcard IAM. FAILED, naming rule and resource; no
+    // change set was made.
+    let wildcard = json!({"AppRole": {
+        "Type": "AWS::IAM::Role",
+        "Properties": {
+            "AssumeRolePolicyDocument": {"Version": "2012-10-17", "Statement": [{
+                "Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"},
+                "Action": "sts:AssumeRole"}]},
+            "Policies": [{"PolicyName": "everything", "PolicyDocument": {
+                "Version": "2012-10-17",
+                "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}}]
+        }
+    }});
+    stack
+        .upload(
+            "shop",
+            "main",
+            "2.bbbb",
+            &sample_with(wildcard),
+            json!({"Greeting": "two"}),
+        )
+        .await;
+    let two = stack.build_of("shop", "2.bbbb").await;
+    let two = stack.wait_terminal(&two.key()).await;
+    assert_eq!(two.status, BuildStatus::Failed, "{two:?}");
+    let message = two.error_msg.clone().unwrap_or_default();
+    assert!(
+        message.starts_with("policy: rule iam_no_wildcard_action_resource: resource AppRole: "),
+        "{message}"
+    );
+    let change_sets = change_set_names(&stack, "dev-shop").await;
+    assert!(
+        !change_sets.contains(&format!("deployer-{}", two.sk)),
+        "{change_sets:?}"
+    );
+    assert!(change_sets.contains(&format!("deployer-{}", one.sk)));
+    assert_eq!(greeting(&stack).await.as_deref(), Some("one"));
+
+    // The operator's rule from the artifact bucket blocks a template the
+    // defaults pass.
+    let rule = "let queues = Resources.*[ Type == 'AWS::SQS::Queue' ]\n\
+                rule sqs_queue_encrypted when %queues !empty {\n\
+                    %queues.Properties.KmsMasterKeyId exists\n\
+                    <<queues must be encrypted: set KmsMasterKeyId>>\n\
+                }\n";
+    stack
+        .pipeline
+        .s3()
+        .put_object()
+        .bucket(&stack.pipeline.resources.bucket)
+        .key("_deployer/policy/dev/sqs_queue_encrypted.guard")
+        .body(rule.as_bytes().to_vec().into())
+        .send()
+        .await
+        .expect("PutObject rule");
+    let three = stack.upload_sample("shop", "3.cccc", "three").await;
+    let three = stack.wait_terminal(&three.key()).await;
+    assert_eq!(three.status, BuildStatus::Failed, "{three:?}");
+    let message = three.error_msg.clone().unwrap_or_default();
+    assert_eq!(
+        message,
+        "policy: rule sqs_queue_encrypted: resource WorkQueue: queues must be encrypted: set KmsMasterKeyId"
+    );
+    assert_eq!(greeting(&stack).await.as_deref(), Some("one"));
+}

@@ -378,6 +378,61 @@ impl BuildStore {
         .await
     }
 
+    /// Records the policy check of an IN_PROGRESS build: its warnings, and
+    /// an IN_PROGRESS entry in its history saying what was checked. Once per
+    /// build: a retried check finds it recorded and writes nothing.
+    pub async fn record_policy(
+        &self,
+        key: &BuildKey,
+        warnings: &[String],
+        summary: &str,
+        now: &str,
+    ) -> Result<Transition, StoreError> {
+        let warnings = AttributeValue::L(
+            warnings
+                .iter()
+                .map(|w| AttributeValue::S(w.clone()))
+                .collect(),
+        );
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", AttributeValue::S(key.pk()))
+            .key("sk", AttributeValue::S(key.sk.clone()))
+            .update_expression(
+                "SET policy_warnings = :w, #updated = :now, \
+                 #history = list_append(if_not_exists(#history, :empty), :change)",
+            )
+            .condition_expression(
+                "attribute_exists(pk) AND #status = :ip AND attribute_not_exists(policy_warnings)",
+            )
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#updated", "updated_at")
+            .expression_attribute_names("#history", TRANSITIONS)
+            .expression_attribute_values(":w", warnings)
+            .expression_attribute_values(":now", AttributeValue::S(now.to_owned()))
+            .expression_attribute_values(":empty", AttributeValue::L(Vec::new()))
+            .expression_attribute_values(
+                ":ip",
+                AttributeValue::S(BuildStatus::InProgress.as_str().to_owned()),
+            )
+            .expression_attribute_values(
+                ":change",
+                status_change(BuildStatus::InProgress, now, summary),
+            )
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(Transition::Applied),
+            Err(err) if is_conditional_failure(&err) => {
+                let current = self.get(key).await?.map(|b| b.status);
+                Ok(Transition::Refused { current })
+            }
+            Err(err) => Err(self.aws_error("UpdateItem", err)),
+        }
+    }
+
     /// Moves a build to `to` if its status is one of `from`, setting
     /// `updated_at = now` and `fields`, and appends `{to, now, reason}` to
     /// its `transitions`, all in one conditional write. Terminal statuses

@@ -1,6 +1,8 @@
 //! `gates`: the deployment state machine's gates (docs/state-machine.md,
 //! "Gates"). The machine invokes this function with one request per gate:
 //!
+//! - `policy`, first: the template checked with CloudFormation Guard
+//!   ([`policy`]);
 //! - `window`, before the stack's lock: is the environment in a freeze
 //!   window ([`window`]);
 //! - `bake_plan` and `bake_check`, after the stack update: what to watch
@@ -14,6 +16,7 @@
 
 pub mod bake;
 pub mod config;
+pub mod policy;
 pub mod rollback;
 pub mod window;
 
@@ -29,6 +32,7 @@ pub use config::Config;
 #[derive(Debug, Deserialize)]
 #[serde(tag = "gate", rename_all = "snake_case")]
 pub enum Request {
+    Policy(policy::PolicyRequest),
     Window(window::WindowRequest),
     BakePlan(bake::PlanRequest),
     BakeCheck(bake::CheckRequest),
@@ -43,6 +47,7 @@ pub struct Gates {
     pub cloudformation: aws_sdk_cloudformation::Client,
     pub cloudwatch: aws_sdk_cloudwatch::Client,
     pub lambda: aws_sdk_lambda::Client,
+    pub s3: aws_sdk_s3::Client,
     pub http: reqwest::Client,
 }
 
@@ -55,6 +60,7 @@ impl Gates {
             cloudformation: aws_sdk_cloudformation::Client::new(aws),
             cloudwatch: aws_sdk_cloudwatch::Client::new(aws),
             lambda: aws_sdk_lambda::Client::new(aws),
+            s3: aws_sdk_s3::Client::new(aws),
             http: reqwest::Client::builder()
                 .timeout(bake::SMOKE_TIMEOUT)
                 .redirect(reqwest::redirect::Policy::none())
@@ -134,6 +140,7 @@ pub async fn handle(gates: &Gates, event: Value) -> Result<Value, GateError> {
     let request: Request = serde_json::from_value(event)
         .map_err(|err| GateError::Invalid(format!("gates request: {err}")))?;
     let answer = match request {
+        Request::Policy(request) => serde_json::to_value(policy::check(gates, &request).await?),
         Request::Window(request) => serde_json::to_value(window::answer(
             &gates.config.freeze_windows,
             &request,
