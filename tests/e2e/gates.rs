@@ -311,14 +311,14 @@ async fn deployer_rollback_redeploys_an_earlier_build() {
     );
 }
 
-/// Waits until the wall clock's second within a minute is in `range`.
+/// Waits until the wall clock's second within a half minute is in `range`.
 async fn at_second(range: std::ops::Range<u64>) {
     loop {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_secs();
-        if range.contains(&(now % 60)) {
+        if range.contains(&(now % 30)) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -327,8 +327,8 @@ async fn at_second(range: std::ops::Range<u64>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn build_during_a_freeze_waits_then_deploys_when_the_window_ends() {
-    // Windows open at seconds 0, 20 and 40 of each minute, for 12 s.
-    let stack = TestStack::start("dev", &[("FreezeWindows", "dev|*/20 * * * * *|12s|UTC")]).await;
+    // Windows open at seconds 0 and 30 of each minute, for 20 s.
+    let stack = TestStack::start("dev", &[("FreezeWindows", "dev|*/30 * * * * *|20s|UTC")]).await;
     at_second(0..1).await;
     let build = stack.upload_sample("shop", "1.aaaa", "frozen").await;
     let waiting = stack
@@ -349,7 +349,7 @@ async fn build_during_a_freeze_waits_then_deploys_when_the_window_ends() {
         .expect("AWAITING_WINDOW in the history");
     assert!(
         history[wait].reason.starts_with(
-            "waiting: environment dev is in freeze window \"*/20 * * * * *\" (UTC, 12s) until"
+            "waiting: environment dev is in freeze window \"*/30 * * * * *\" (UTC, 20s) until"
         ),
         "{reasons:?}"
     );
