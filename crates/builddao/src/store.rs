@@ -378,6 +378,27 @@ impl BuildStore {
         .await
     }
 
+    /// A conditional UpdateItem's result as a [`Transition`]: a failed
+    /// condition is `Refused` with the status found.
+    async fn conditional_outcome<O, E, R>(
+        &self,
+        key: &BuildKey,
+        result: Result<O, SdkError<E, R>>,
+    ) -> Result<Transition, StoreError>
+    where
+        E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + 'static,
+        R: std::fmt::Debug,
+    {
+        match result {
+            Ok(_) => Ok(Transition::Applied),
+            Err(err) if is_conditional_failure(&err) => {
+                let current = self.get(key).await?.map(|b| b.status);
+                Ok(Transition::Refused { current })
+            }
+            Err(err) => Err(self.aws_error("UpdateItem", err)),
+        }
+    }
+
     /// Records the policy check of an IN_PROGRESS build: its warnings, and
     /// an IN_PROGRESS entry in its history saying what was checked. Once per
     /// build: a retried check finds it recorded and writes nothing.
@@ -423,14 +444,7 @@ impl BuildStore {
             )
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(Transition::Applied),
-            Err(err) if is_conditional_failure(&err) => {
-                let current = self.get(key).await?.map(|b| b.status);
-                Ok(Transition::Refused { current })
-            }
-            Err(err) => Err(self.aws_error("UpdateItem", err)),
-        }
+        self.conditional_outcome(key, result).await
     }
 
     /// Moves a build to `to` if its status is one of `from`, setting
@@ -495,14 +509,7 @@ impl BuildStore {
             .condition_expression(condition)
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(Transition::Applied),
-            Err(err) if is_conditional_failure(&err) => {
-                let current = self.get(key).await?.map(|b| b.status);
-                Ok(Transition::Refused { current })
-            }
-            Err(err) => Err(self.aws_error("UpdateItem", err)),
-        }
+        self.conditional_outcome(key, result).await
     }
 }
 

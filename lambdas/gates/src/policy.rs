@@ -161,23 +161,7 @@ pub async fn check(gates: &Gates, request: &PolicyRequest) -> Result<PolicyAnswe
 }
 
 async fn read_template(gates: &Gates, at: &TemplateLocation) -> Result<String, GateError> {
-    let object = gates
-        .s3
-        .get_object()
-        .bucket(&at.bucket)
-        .key(&at.key)
-        .send()
-        .await
-        .map_err(|err| GateError::aws("GetObject (template)", err))?;
-    let bytes = object
-        .body
-        .collect()
-        .await
-        .map_err(|err| GateError::Unavailable {
-            operation: "GetObject (template)",
-            message: err.to_string(),
-        })?
-        .into_bytes();
+    let bytes = object_bytes(gates, &at.bucket, &at.key, "GetObject (template)").await?;
     if bytes.len() > MAX_TEMPLATE_BYTES {
         return Err(GateError::Invalid(format!(
             "template s3://{}/{} is {} bytes; CloudFormation takes at most {MAX_TEMPLATE_BYTES}",
@@ -192,6 +176,32 @@ async fn read_template(gates: &Gates, at: &TemplateLocation) -> Result<String, G
             at.bucket, at.key
         ))
     })
+}
+
+/// One S3 object's content.
+async fn object_bytes(
+    gates: &Gates,
+    bucket: &str,
+    key: &str,
+    operation: &'static str,
+) -> Result<Vec<u8>, GateError> {
+    let object = gates
+        .s3
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .map_err(|err| GateError::aws(operation, err))?;
+    Ok(object
+        .body
+        .collect()
+        .await
+        .map_err(|err| GateError::Unavailable {
+            operation,
+            message: err.to_string(),
+        })?
+        .to_vec())
 }
 
 /// The operator's rule files for `env`: every `*.guard` object under the
@@ -216,23 +226,13 @@ async fn operator_rules(gates: &Gates, env: &str) -> Result<Vec<policy::RuleFile
     }
     let mut rules = Vec::with_capacity(keys.len());
     for key in keys {
-        let object = gates
-            .s3
-            .get_object()
-            .bucket(&gates.config.artifact_bucket)
-            .key(&key)
-            .send()
-            .await
-            .map_err(|err| GateError::aws("GetObject (policy rule)", err))?;
-        let bytes = object
-            .body
-            .collect()
-            .await
-            .map_err(|err| GateError::Unavailable {
-                operation: "GetObject (policy rule)",
-                message: err.to_string(),
-            })?
-            .into_bytes();
+        let bytes = object_bytes(
+            gates,
+            &gates.config.artifact_bucket,
+            &key,
+            "GetObject (policy rule)",
+        )
+        .await?;
         let text = String::from_utf8_lossy(&bytes).into_owned();
         rules.push(policy::rule_file(&key, text));
     }
