@@ -51,6 +51,7 @@ impl Dist {
                 "ci-dispatch",
                 "site-build",
                 "site-builder",
+                "gates",
             ])
             .status()
             .unwrap();
@@ -203,6 +204,7 @@ async fn make_deploy_creates_the_stack_then_updates_it_to_the_new_version() {
             "deployer/0.1.0-aaaaaaa/ci-dispatch.zip",
             "deployer/0.1.0-aaaaaaa/cloudformation.template",
             "deployer/0.1.0-aaaaaaa/deployment.asl.json",
+            "deployer/0.1.0-aaaaaaa/gates.zip",
             "deployer/0.1.0-aaaaaaa/s3-trigger.zip",
             "deployer/0.1.0-aaaaaaa/site-build.zip",
             "deployer/0.1.0-aaaaaaa/site-builder.zip",

@@ -679,7 +679,21 @@ fn the_artifact_bucket_denies_plain_http_and_puts_by_principals_not_named() {
             {"Ref": "AWS::NoValue"}
         ])
     );
-    assert_eq!(as_list(statements).len(), 2, "nothing else: {statements}");
+    // With ArtifactWriterPrincipals, the writers never write the
+    // install's own prefix (the operator's policy rules live there).
+    assert_eq!(
+        statements[2]["Fn::If"][1]["Action"],
+        json!(["s3:PutObject", "s3:DeleteObject"])
+    );
+    assert_eq!(
+        statements[2]["Fn::If"][1]["Resource"],
+        json!({"Fn::Sub": "arn:${AWS::Partition}:s3:::${ArtifactBucket}/_deployer/*"})
+    );
+    assert_eq!(
+        statements[2]["Fn::If"][1]["Condition"],
+        json!({"ArnLike": {"aws:PrincipalArn": {"Fn::Split": [",", {"Ref": "ArtifactWriterPrincipals"}]}}})
+    );
+    assert_eq!(as_list(statements).len(), 3, "nothing else: {statements}");
     assert_eq!(doc["Parameters"]["ArtifactWriterPrincipals"]["Default"], "");
     assert_eq!(
         doc["Conditions"]["HasArtifactWriterPrincipals"],

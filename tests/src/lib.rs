@@ -76,7 +76,10 @@ impl TestStack {
             .enable_state_machine_execution()
             .await
             .expect("state machine execution enabled");
-        let mut options = PipelineOptions::new(root(), env).parameter("PollIntervalSeconds", "1");
+        // No bake unless a test asks for one (the template bakes prd 300 s).
+        let mut options = PipelineOptions::new(root(), env)
+            .parameter("PollIntervalSeconds", "1")
+            .parameter("BakeSeconds", "");
         options.target_dir = target_dir();
         for (name, value) in parameters {
             options = options.parameter(name, *value);
