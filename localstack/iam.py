@@ -348,13 +348,27 @@ def _route_interpreter(account_id, request):
     API can let it in as IAM would.
     """
     role_arn = request["role_arn"]
-    _iam(account_id).get_role_by_arn(role_arn)
+    session = _interpreter_session(account_id, role_arn)
+    if session is None:
+        raise ValueError(f"no role {role_arn}")
     with INTERPRETER["lock"]:
-        if role_arn not in INTERPRETER["sessions"]:
-            INTERPRETER["sessions"][role_arn] = _assume(account_id, role_arn, INTERPRETER_SESSION)
-        session = INTERPRETER["sessions"][role_arn]
         INTERPRETER["lambda_endpoint"] = request.get("lambda_endpoint") or None
     return {"AccessKeyId": session.access_key_id}
+
+
+def _interpreter_session(account_id, role_arn):
+    """The interpreter's one session of `role_arn` (None: no such role)."""
+    from moto.iam.exceptions import NotFoundException
+
+    try:
+        _iam(account_id).get_role_by_arn(role_arn)
+    except NotFoundException:
+        return None
+    with INTERPRETER["lock"]:
+        sessions = INTERPRETER["sessions"]
+        if role_arn not in sessions:
+            sessions[role_arn] = _assume(account_id, role_arn, INTERPRETER_SESSION)
+        return sessions[role_arn]
 
 
 def _assume(account_id, role_arn, session_name):
@@ -402,20 +416,6 @@ def patch_interpreter(account_id):
     from moto.stepfunctions.parser.asl.utils import boto_client
 
     original = boto_client.boto_client_for
-    sessions = INTERPRETER["sessions"]
-    lock = INTERPRETER["lock"]
-
-    def role_session(role_arn):
-        from moto.iam.exceptions import NotFoundException
-
-        try:
-            _iam(account_id).get_role_by_arn(role_arn)
-        except NotFoundException:
-            return None
-        with lock:
-            if role_arn not in sessions:
-                sessions[role_arn] = _assume(account_id, role_arn, INTERPRETER_SESSION)
-            return sessions[role_arn]
 
     def boto_client_for(region, service, state_credentials=None):
         import boto3
@@ -424,7 +424,7 @@ def patch_interpreter(account_id):
         from moto.stepfunctions.parser.asl.component.common.timeouts.timeout import TimeoutSeconds
 
         role_arn = getattr(state_credentials, "role_arn", None)
-        session = role_session(role_arn) if role_arn else None
+        session = _interpreter_session(account_id, role_arn) if role_arn else None
         if session is None:
             return original(region, service, state_credentials)
         # moto's Lambda needs Docker to run a function: `lambda:invoke`

@@ -184,19 +184,8 @@ impl Emulator {
     /// Creates IAM roles and role sessions on the emulator (the control API
     /// in localstack/iam.py); answers its JSON.
     pub async fn install_roles(&self, request: Value) -> anyhow::Result<Value> {
-        let response = self
-            .http
-            .post(format!("{}/_deployer/iam/roles", self.endpoint))
-            .json(&request)
-            .send()
+        self.iam_control("roles", "installing IAM roles", &request)
             .await
-            .context("installing IAM roles on the emulator")?;
-        let status = response.status();
-        let text = response.text().await?;
-        if !status.is_success() {
-            bail!("installing IAM roles failed with {status}: {text}");
-        }
-        serde_json::from_str(&text).context("the emulator's answer to installing IAM roles")
     }
 
     /// Sends the Step Functions interpreter's `lambda:invoke` tasks to
@@ -207,23 +196,35 @@ impl Emulator {
         role_arn: &str,
         lambda_endpoint: &str,
     ) -> anyhow::Result<String> {
-        let response = self
-            .http
-            .post(format!("{}/_deployer/iam/interpreter", self.endpoint))
-            .json(&serde_json::json!({"role_arn": role_arn, "lambda_endpoint": lambda_endpoint}))
-            .send()
-            .await
-            .context("routing the interpreter's Lambda calls")?;
-        let status = response.status();
-        let text = response.text().await?;
-        if !status.is_success() {
-            bail!("routing the interpreter's Lambda calls failed with {status}: {text}");
-        }
-        let answer: Value = serde_json::from_str(&text)?;
+        let request = serde_json::json!({"role_arn": role_arn, "lambda_endpoint": lambda_endpoint});
+        let answer = self
+            .iam_control(
+                "interpreter",
+                "routing the interpreter's Lambda calls",
+                &request,
+            )
+            .await?;
         answer["AccessKeyId"]
             .as_str()
             .map(str::to_owned)
             .context("the emulator named no interpreter access key")
+    }
+
+    /// POST `/_deployer/iam/{path}` (localstack/iam.py's control API).
+    async fn iam_control(&self, path: &str, what: &str, request: &Value) -> anyhow::Result<Value> {
+        let response = self
+            .http
+            .post(format!("{}/_deployer/iam/{path}", self.endpoint))
+            .json(request)
+            .send()
+            .await
+            .with_context(|| format!("{what} on the emulator"))?;
+        let status = response.status();
+        let text = response.text().await?;
+        if !status.is_success() {
+            bail!("{what} failed with {status}: {text}");
+        }
+        serde_json::from_str(&text).with_context(|| format!("the emulator's answer to {what}"))
     }
 
     /// A call in the AWS JSON protocol, for the APIs whose raw JSON the local
