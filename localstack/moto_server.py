@@ -37,7 +37,9 @@ Strictness patches (docs/local-stack.md, "Faults"):
   not moto's lowercase "cloudformation.cloudformationException");
 - every request passes through the fault engine (localstack/faults.py);
 - IAM is enforced: every request's action is checked against its caller's policies
-  (localstack/iam.py; functions sign with sessions of their template roles).
+  (localstack/iam.py; functions sign with sessions of their template roles);
+- ECS rollouts end as ECS ends them, with the circuit breaker's rollback and ECS's
+  events on the default bus (POST /_deployer/ecs/rollout, localstack/ecs.py).
 """
 
 import argparse
@@ -451,6 +453,7 @@ def main(argv=None):
     from werkzeug.serving import make_server
 
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import ecs
     import faults
     import iam
 
@@ -469,8 +472,13 @@ def main(argv=None):
     iam.enable(account_id)
 
     moto_app = DomainDispatcherApplication(create_backend_app)
-    app = _Settle(
-        iam.Control(faults.FaultMiddleware(moto_app, faults.Engine(), iam.caller_of(account_id)), account_id)
+    app = ecs.Rollouts(
+        _Settle(
+            iam.Control(
+                faults.FaultMiddleware(moto_app, faults.Engine(), iam.caller_of(account_id)), account_id
+            )
+        ),
+        account_id,
     )
     server = make_server(
         "127.0.0.1", args.port, app, threaded=True, request_handler=MotoRequestHandler

@@ -263,19 +263,24 @@ async fn throttling_and_5xx_are_retried_but_an_unknown_service_is_reported_once(
         .unwrap();
     assert_eq!(result["services"][0]["status"], "failed", "{result}");
     assert!(
-        result["services"][0]["error"]
-            .as_str()
-            .unwrap()
-            .contains("ServiceNotFound"),
+        result["services"][0]["error"].as_str().unwrap().contains(
+            "service shop_service_ghost_dev not found in cluster shop_cluster_dev (ECS: MISSING)"
+        ),
         "{result}"
     );
-    let ghost_attempts = p
-        .ecs_proxy
-        .calls()
-        .into_iter()
-        .filter(|c| c.operation == "UpdateService" && c.body["service"] == "shop_service_ghost_dev")
-        .count();
-    assert_eq!(ghost_attempts, 1, "not retried");
+    // Refused when its deployment configuration is read, before any
+    // UpdateService; not retried.
+    let ghost_calls = |operation: &'static str| {
+        p.ecs_proxy
+            .calls()
+            .into_iter()
+            .filter(|c| {
+                c.operation == operation && c.body.to_string().contains("shop_service_ghost_dev")
+            })
+            .count()
+    };
+    assert_eq!(ghost_calls("DescribeServices"), 1, "not retried");
+    assert_eq!(ghost_calls("UpdateService"), 0);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let failures: Vec<_> = p.slack.received()[before..]
         .iter()
@@ -331,7 +336,7 @@ async fn throttling_and_5xx_are_retried_but_an_unknown_service_is_reported_once(
         ghost[0]["reason"]
             .as_str()
             .unwrap()
-            .contains("ServiceNotFound"),
+            .contains("not found in cluster shop_cluster_dev"),
         "{ghost}"
     );
 }

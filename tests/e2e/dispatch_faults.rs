@@ -267,7 +267,9 @@ async fn a_takeover_that_times_out_in_turn_leaves_the_attempt_to_the_next_one() 
     let p = &stack.pipeline;
     // The first invocation's UpdateService takes effect, its answer is held
     // past the timeout; the retry takes the claims over and is held in turn
-    // while it asks ECS. Only the third finds the deployment.
+    // while it asks ECS. Only the third finds the deployment. (The first
+    // DescribeServices is the first invocation's, reading the deployment
+    // configuration before UpdateService.)
     hold_first_update_service(&stack).await;
     stack
         .emulator
@@ -279,6 +281,7 @@ async fn a_takeover_that_times_out_in_turn_leaves_the_attempt_to_the_next_one() 
                 "DescribeServices",
                 FaultKind::Delay(HELD),
             )
+            .after(1)
             .times(1),
         )
         .await

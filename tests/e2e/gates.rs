@@ -1,6 +1,7 @@
 //! The gates around a stack deployment (docs/state-machine.md, "Gates"):
 //! the bake after the update with automatic rollback, `deployer rollback`,
-//! and freeze windows.
+//! and freeze windows; and around an ECS redeploy: the circuit breaker and
+//! deployment alarms, ECS's rollbacks reported, `deployer service rollback`.
 
 use std::time::Duration;
 
@@ -536,4 +537,293 @@ async fn policy_stops_broken_templates_records_warnings_and_takes_operator_rules
         "policy: rule sqs_queue_encrypted: resource WorkQueue: queues must be encrypted: set KmsMasterKeyId"
     );
     assert_eq!(greeting(&stack).await.as_deref(), Some("one"));
+}
+
+// ECS: the deployment circuit breaker and deployment alarms on every
+// redeploy, an ECS rollback reported as a failed deploy naming the task
+// definition it went back to, and `deployer service rollback`.
+
+const CLUSTER: &str = "shop_cluster_dev";
+const API: &str = "shop_service_api_dev";
+
+async fn shop_services(extra: &[(&str, &str)]) -> TestStack {
+    let mut params = vec![("ProjectName", "shop")];
+    params.extend_from_slice(extra);
+    let stack = TestStack::start("dev", &params).await;
+    deployer_e2e::ecs_fixture(&stack).await;
+    stack
+}
+
+fn manual_deploy(task_definition: &str) -> Value {
+    json!({"source": "action.dev", "detail-type": "DEPLOY",
+           "detail": {"service": "api", "task_definition": task_definition, "reason": "release"}})
+}
+
+/// Sends `event`, waits for the `n`th UpdateService call and answers it.
+async fn redeploy(stack: &TestStack, event: Value, n: usize) -> Value {
+    stack.pipeline.put_events(&[event]).await.unwrap();
+    deployer_e2e::update_service_calls(stack, n).await[n - 1].clone()
+}
+
+/// Waits for a Slack message containing `text`; answers it whole.
+async fn slack_saying(stack: &TestStack, text: &str) -> String {
+    let sink = stack.pipeline.slack.clone();
+    localstack::emulator::wait_until(
+        &format!("a Slack message saying {text:?}"),
+        Duration::from_secs(30),
+        || {
+            let sink = sink.clone();
+            async move {
+                Ok(sink
+                    .received()
+                    .into_iter()
+                    .map(|(_, body)| body.to_string())
+                    .find(|m| m.contains(text)))
+            }
+        },
+    )
+    .await
+    .expect("the Slack message")
+}
+
+async fn end_rollout(stack: &TestStack, outcome: localstack::RolloutEnd) -> Value {
+    stack
+        .emulator
+        .end_ecs_rollout(CLUSTER, API, outcome)
+        .await
+        .expect("the emulator ends the rollout")
+}
+
+async fn api_history(stack: &TestStack) -> Vec<Value> {
+    let out = stack
+        .deployer(&["history", &format!("service:{API}"), "--json"])
+        .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice::<Value>(&out.stdout).unwrap()["deployments"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ecs_rollback_is_reported_as_a_failed_deploy_naming_the_task_definition_it_went_back_to()
+{
+    let stack = shop_services(&[]).await;
+
+    // The first redeploy turns the circuit breaker on, with rollback.
+    let first = redeploy(&stack, manual_deploy("shop_service_api_dev:9"), 1).await;
+    assert_eq!(
+        first["deploymentConfiguration"]["deploymentCircuitBreaker"],
+        json!({"enable": true, "rollback": true}),
+        "{first}"
+    );
+    slack_saying(&stack, "Deploying api to dev").await;
+    end_rollout(&stack, localstack::RolloutEnd::Completed).await;
+    slack_saying(&stack, "Deployed shop_service_api_dev to dev").await;
+
+    // The next finds it on and sends no configuration.
+    let push = json!({"source": "aws.ecr", "detail-type": "ECR Image Action",
+        "detail": {"result": "SUCCESS", "repository-name": "shop_service_api", "image-digest": "sha256:bad", "action-type": "PUSH", "image-tag": "v2"}});
+    let second = redeploy(&stack, push, 2).await;
+    assert!(second.get("deploymentConfiguration").is_none(), "{second}");
+    assert!(
+        second["taskDefinition"]
+            .as_str()
+            .unwrap()
+            .ends_with("shop_service_api_dev:10"),
+        "{second}"
+    );
+
+    // Its tasks fail: ECS fails it and rolls back to the :9 deployment.
+    let ended = end_rollout(&stack, localstack::RolloutEnd::Failed).await;
+    let names: Vec<&str> = ended["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["eventName"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "SERVICE_DEPLOYMENT_FAILED",
+            "SERVICE_DEPLOYMENT_IN_PROGRESS"
+        ]
+    );
+    let rollback_id = ended["events"][1]["deploymentId"].as_str().unwrap();
+    let message = slack_saying(&stack, "ECS rolled it back to").await;
+    assert!(
+        message.contains(
+            "Deployment of shop_service_api_dev to dev failed: ECS rolled it back to shop_service_api_dev:9"
+        ),
+        "{message}"
+    );
+    assert!(
+        message.contains("of shop_service_api_dev:10 failed"),
+        "names the deployment that failed: {message}"
+    );
+    assert!(
+        message.contains("image shop_service_api:v2 pushed"),
+        "{message}"
+    );
+    assert!(message.contains("#E01E5A"), "red: {message}");
+
+    // The ledger: the :10 redeploy FAILED, rolled back to :9; the rollback
+    // is a redeploy of its own, by ECS, closed when ECS completes it.
+    end_rollout(&stack, localstack::RolloutEnd::Completed).await;
+    let done = slack_saying(&stack, "Rolled back shop_service_api_dev in dev").await;
+    assert!(done.contains("to shop_service_api_dev:9"), "{done}");
+    assert!(done.contains(rollback_id), "{done}");
+    let history = api_history(&stack).await;
+    assert_eq!(history.len(), 3, "{history:#?}");
+    let (rollback, failed) = (&history[0], &history[1]);
+    assert_eq!(rollback["state"], "SUCCEEDED", "{rollback}");
+    assert_eq!(rollback["by"], "aws.ecs");
+    assert!(rollback["version"]
+        .as_str()
+        .unwrap()
+        .starts_with("shop_service_api_dev:9"));
+    assert_eq!(failed["state"], "FAILED", "{failed}");
+    let reason = failed["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("ECS rolled back to shop_service_api_dev:9"),
+        "{reason}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_breaker_without_rollback_is_honoured_and_configured_alarms_are_added() {
+    let stack = shop_services(&[("DeploymentAlarms", r#"{"api": ["shop-api-5xx"]}"#)]).await;
+    // The operator's own choice: fail deployments, roll nothing back.
+    aws_sdk_ecs::Client::new(&stack.pipeline.sdk)
+        .update_service()
+        .cluster(CLUSTER)
+        .service(API)
+        .deployment_configuration(
+            aws_sdk_ecs::types::DeploymentConfiguration::builder()
+                .maximum_percent(150)
+                .minimum_healthy_percent(50)
+                .deployment_circuit_breaker(
+                    aws_sdk_ecs::types::DeploymentCircuitBreaker::builder()
+                        .enable(true)
+                        .rollback(false)
+                        .build(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+
+    let call = redeploy(&stack, manual_deploy("shop_service_api_dev:9"), 1).await;
+    let sent = &call["deploymentConfiguration"];
+    assert_eq!(
+        sent["deploymentCircuitBreaker"],
+        json!({"enable": true, "rollback": false}),
+        "{call}"
+    );
+    assert_eq!(
+        sent["alarms"],
+        json!({"alarmNames": ["shop-api-5xx"], "enable": true, "rollback": true})
+    );
+    assert_eq!(
+        (&sent["maximumPercent"], &sent["minimumHealthyPercent"]),
+        (&json!(150), &json!(50)),
+        "the rest of the service's configuration is kept"
+    );
+    end_rollout(&stack, localstack::RolloutEnd::Completed).await;
+    slack_saying(&stack, "Deployed shop_service_api_dev to dev").await;
+    redeploy(&stack, manual_deploy("shop_service_api_dev:10"), 2).await;
+
+    let ended = end_rollout(&stack, localstack::RolloutEnd::Failed).await;
+    assert_eq!(ended["events"].as_array().unwrap().len(), 1, "{ended}");
+    let message = slack_saying(&stack, "Deployment of shop_service_api_dev to dev failed").await;
+    assert!(
+        message.contains("ECS deployment circuit breaker: tasks failed to start."),
+        "{message}"
+    );
+    assert!(!message.contains("rolled"), "{message}");
+    let history = api_history(&stack).await;
+    assert_eq!(history[0]["state"], "FAILED");
+    assert!(history[0]["version"]
+        .as_str()
+        .unwrap()
+        .starts_with("shop_service_api_dev:10"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deployer_service_rollback_redeploys_the_previous_task_definition() {
+    let stack = shop_services(&[]).await;
+    redeploy(&stack, manual_deploy("shop_service_api_dev:9"), 1).await;
+    end_rollout(&stack, localstack::RolloutEnd::Completed).await;
+    slack_saying(&stack, "Deployed shop_service_api_dev to dev").await;
+    redeploy(&stack, manual_deploy("shop_service_api_dev:10"), 2).await;
+    end_rollout(&stack, localstack::RolloutEnd::Completed).await;
+    let history = localstack::emulator::wait_until(
+        "the :10 redeploy to succeed in the ledger",
+        Duration::from_secs(30),
+        || {
+            let stack = &stack;
+            async move {
+                let history = api_history(stack).await;
+                Ok((history[0]["state"] == "SUCCEEDED").then_some(history))
+            }
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(history.len(), 2);
+
+    let out = stack
+        .deployer(&[
+            "service",
+            "rollback",
+            "api",
+            "--by",
+            "erin",
+            "--reason",
+            "checkout broke",
+        ])
+        .await;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(
+            "rolling shop_service_api_dev back from shop_service_api_dev:10 to shop_service_api_dev:9"
+        ),
+        "{stdout}"
+    );
+    let calls = deployer_e2e::update_service_calls(&stack, 3).await;
+    assert_eq!(calls.len(), 3, "one UpdateService for the rollback");
+    assert_eq!(calls[2]["taskDefinition"], "shop_service_api_dev:9");
+    let message = slack_saying(&stack, "rollback from shop_service_api_dev:10").await;
+    assert!(
+        message.contains("to shop_service_api_dev:9 by erin: checkout broke"),
+        "{message}"
+    );
+
+    // A task definition of another family is refused; nothing deployed.
+    let out = stack
+        .deployer(&[
+            "service",
+            "rollback",
+            API,
+            "--to",
+            "shop_service_worker_dev:1",
+        ])
+        .await;
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("is of family shop_service_worker_dev, not shop_service_api_dev"),
+        "{stderr}"
+    );
+    assert_eq!(stack.pipeline.ecs_proxy.forwarded("UpdateService").len(), 3);
 }

@@ -12,9 +12,11 @@ use builddao::{Build, BuildKey, BuildStatus, BuildStore, StatusChange, TrackedBu
 use clap::{Parser, Subcommand};
 
 mod dashboard;
+mod invoke;
 mod listing;
 mod records;
 mod rollback;
+mod service;
 mod site;
 mod table;
 
@@ -22,7 +24,7 @@ mod table;
 #[command(
     name = "deployer",
     version,
-    about = "Follow Deployer builds, answer approvals, roll the site back"
+    about = "Follow Deployer builds, answer approvals, roll stacks, services and the site back"
 )]
 struct Cli {
     /// Environment (install) to read and act on [default: dev; `status`
@@ -57,6 +59,9 @@ struct Cli {
     /// The site-build function (default: {env}-deployer-site-build).
     #[arg(long, global = true, env = "DEPLOYER_SITE_FUNCTION")]
     site_function: Option<String>,
+    /// The ci-dispatch function (default: {env}-deployer-ci-dispatch).
+    #[arg(long, global = true, env = "DEPLOYER_DISPATCH_FUNCTION")]
+    dispatch_function: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -98,6 +103,9 @@ enum Command {
     /// The static site: deployments, approvals, rollback.
     #[command(subcommand)]
     Site(site::SiteCommand),
+    /// ECS services: roll one back to its previous task definition.
+    #[command(subcommand)]
+    Service(service::ServiceCommand),
     /// Approve a build that waits for approval (the newest one if no build id is given).
     Approve {
         repo: String,
@@ -273,6 +281,17 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                 function: cli.site_function.clone(),
             };
             site::run(&aws, context, command.clone()).await
+        }
+        Command::Service(command) => {
+            let context = service::ServiceContext {
+                env: env.to_owned(),
+                ledger: cli.install(&aws, env).services,
+                function: cli
+                    .dispatch_function
+                    .clone()
+                    .unwrap_or_else(|| format!("{env}-deployer-ci-dispatch")),
+            };
+            service::run(&aws, context, command.clone()).await
         }
         Command::Builds(BuildsCommand::List {
             repo,

@@ -21,7 +21,7 @@ mod time_format;
 
 pub use model::{Change, Deployment, Kind, Link, State, TargetRef};
 pub use service::{
-    EndedRedeploy, LedgerError, RecordKey, ServiceDeployment, ServiceDeploymentStore,
-    StartedRedeploy, LEDGER_INDEX,
+    short_task_definition, EndedRedeploy, LedgerError, RecordKey, ServiceDeployment,
+    ServiceDeploymentStore, StartedRedeploy, FAILED, IN_PROGRESS, LEDGER_INDEX, SUCCESS,
 };
 pub use time_format::{parse_time, rfc3339, Timestamp};

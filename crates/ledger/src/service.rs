@@ -102,6 +102,10 @@ pub struct ServiceDeployment {
     pub finished_at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The task definition ECS rolled the service back to when this
+    /// redeploy failed (deployment circuit breaker or alarms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolled_back_to: Option<String>,
     #[serde(default)]
     pub transitions: Vec<StoredChange>,
 }
@@ -188,6 +192,7 @@ impl StartedRedeploy {
             updated_at: now.clone(),
             finished_at: self.failure.as_ref().map(|_| now),
             error: self.failure.clone(),
+            rolled_back_to: None,
             transitions,
         }
     }
@@ -225,7 +230,16 @@ impl ServiceDeployment {
             started_at,
             finished_at,
             duration_seconds: Deployment::duration_of(started_at, finished_at),
-            reason: self.error.clone(),
+            reason: match (&self.error, &self.rolled_back_to) {
+                (Some(error), Some(to)) => Some(format!(
+                    "{error}; ECS rolled back to {}",
+                    short_task_definition(to)
+                )),
+                (None, Some(to)) => {
+                    Some(format!("ECS rolled back to {}", short_task_definition(to)))
+                }
+                (error, None) => error.clone(),
+            },
             transitions: self
                 .transitions
                 .iter()
@@ -248,7 +262,7 @@ impl ServiceDeployment {
 }
 
 /// `family:revision` of a task definition ARN or name.
-fn short_task_definition(task_definition: &str) -> &str {
+pub fn short_task_definition(task_definition: &str) -> &str {
     task_definition
         .rsplit_once(":task-definition/")
         .map_or(task_definition, |(_, name)| name)
@@ -360,6 +374,57 @@ impl ServiceDeploymentStore {
             set.push_str(", #error = :error");
         }
         match update.update_expression(set).send().await {
+            Ok(_) => Ok(true),
+            Err(err) if is_conditional_failure(&err) => Ok(false),
+            Err(err) => Err(self.aws_error("UpdateItem", err)),
+        }
+    }
+
+    /// Marks a redeploy ECS rolled back to `task_definition`: FAILED with
+    /// `reason` if it was still IN_PROGRESS (ECS's FAILED event may come
+    /// after the rollback's), `rolled_back_to` set either way, one
+    /// transition added. `Ok(false)`: marked before, never recorded, or it
+    /// had succeeded.
+    pub async fn record_rolled_back(
+        &self,
+        key: &RecordKey,
+        task_definition: &str,
+        reason: &str,
+    ) -> Result<bool, LedgerError> {
+        let now = rfc3339_ms(OffsetDateTime::now_utc());
+        let change = AttributeValue::L(vec![AttributeValue::M(HashMap::from([
+            ("status".to_owned(), AttributeValue::S(FAILED.into())),
+            ("at".to_owned(), AttributeValue::S(now.clone())),
+            ("reason".to_owned(), AttributeValue::S(reason.to_owned())),
+        ]))]);
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", AttributeValue::S(key.service.clone()))
+            .key("sk", AttributeValue::S(key.sk.clone()))
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#history", "transitions")
+            .expression_attribute_names("#error", "error")
+            .expression_attribute_values(":failed", AttributeValue::S(FAILED.into()))
+            .expression_attribute_values(":open", AttributeValue::S(IN_PROGRESS.into()))
+            .expression_attribute_values(":to", AttributeValue::S(task_definition.to_owned()))
+            .expression_attribute_values(":now", AttributeValue::S(now))
+            .expression_attribute_values(":reason", AttributeValue::S(reason.to_owned()))
+            .expression_attribute_values(":change", change)
+            .condition_expression(
+                "attribute_exists(pk) AND attribute_not_exists(rolled_back_to) \
+                 AND #status IN (:open, :failed)",
+            )
+            .update_expression(
+                "SET #status = :failed, rolled_back_to = :to, updated_at = :now, \
+                 finished_at = if_not_exists(finished_at, :now), \
+                 #error = if_not_exists(#error, :reason), \
+                 #history = list_append(#history, :change)",
+            )
+            .send()
+            .await;
+        match result {
             Ok(_) => Ok(true),
             Err(err) if is_conditional_failure(&err) => Ok(false),
             Err(err) => Err(self.aws_error("UpdateItem", err)),

@@ -19,6 +19,14 @@ pub const REGION: &str = "us-east-1";
 pub const ADMIN_ACCESS_KEY: &str = "testing";
 pub const ACCOUNT_ID: &str = "123456789012";
 
+/// How a test ends an ECS rollout ([`Emulator::end_ecs_rollout`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RolloutEnd {
+    Completed,
+    /// Its tasks fail to start: the circuit breaker, if on, fails it.
+    Failed,
+}
+
 /// A running moto server on a loopback port; stopped when dropped.
 pub struct Emulator {
     pub endpoint: String,
@@ -184,7 +192,7 @@ impl Emulator {
     /// Creates IAM roles and role sessions on the emulator (the control API
     /// in localstack/iam.py); answers its JSON.
     pub async fn install_roles(&self, request: Value) -> anyhow::Result<Value> {
-        self.iam_control("roles", "installing IAM roles", &request)
+        self.control("iam/roles", "installing IAM roles", &request)
             .await
     }
 
@@ -198,8 +206,8 @@ impl Emulator {
     ) -> anyhow::Result<String> {
         let request = serde_json::json!({"role_arn": role_arn, "lambda_endpoint": lambda_endpoint});
         let answer = self
-            .iam_control(
-                "interpreter",
+            .control(
+                "iam/interpreter",
                 "routing the interpreter's Lambda calls",
                 &request,
             )
@@ -210,11 +218,36 @@ impl Emulator {
             .context("the emulator named no interpreter access key")
     }
 
-    /// POST `/_deployer/iam/{path}` (localstack/iam.py's control API).
-    async fn iam_control(&self, path: &str, what: &str, request: &Value) -> anyhow::Result<Value> {
+    /// Ends the current rollout of an ECS service as ECS would
+    /// (localstack/ecs.py): `completed`, or `failed` (only with the
+    /// service's circuit breaker on; rolled back when its rollback is on).
+    /// ECS's events go to the default bus. Answers the events sent.
+    pub async fn end_ecs_rollout(
+        &self,
+        cluster: &str,
+        service: &str,
+        outcome: RolloutEnd,
+    ) -> anyhow::Result<Value> {
+        let outcome = match outcome {
+            RolloutEnd::Completed => "completed",
+            RolloutEnd::Failed => "failed",
+        };
+        let request =
+            serde_json::json!({"cluster": cluster, "service": service, "outcome": outcome});
+        self.control(
+            "ecs/rollout",
+            &format!("ending the rollout of {service} ({outcome})"),
+            &request,
+        )
+        .await
+    }
+
+    /// POST `/_deployer/{path}`: the launcher's control APIs
+    /// (localstack/iam.py, localstack/ecs.py).
+    async fn control(&self, path: &str, what: &str, request: &Value) -> anyhow::Result<Value> {
         let response = self
             .http
-            .post(format!("{}/_deployer/iam/{path}", self.endpoint))
+            .post(format!("{}/_deployer/{path}", self.endpoint))
             .json(request)
             .send()
             .await

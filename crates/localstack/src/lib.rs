@@ -21,7 +21,7 @@ pub mod slow_s3;
 mod test_function;
 pub mod wiring;
 
-pub use emulator::Emulator;
+pub use emulator::{Emulator, RolloutEnd};
 pub use faults::{Caller, FaultKind, FaultRule, Faults, InjectedFault};
 pub use function_url::FunctionUrlServer;
 pub use github::{Deployment, DeploymentStatus, GitHubDouble, GitHubOptions};

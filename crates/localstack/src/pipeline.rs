@@ -561,6 +561,10 @@ impl Pipeline {
             "DEPLOYER_SITE_REPOSITORY".into(),
             self.site_resources.repository.clone(),
         ));
+        env.push((
+            "DEPLOYER_DISPATCH_FUNCTION".into(),
+            self.ci_dispatch.name().to_owned(),
+        ));
         // Lambda's API is the local stand-in, not moto's.
         env.push((
             "AWS_ENDPOINT_URL_LAMBDA".into(),

@@ -23,6 +23,16 @@ pub struct EnvFile {
     pub key: String,
 }
 
+/// What a redeploy does with ECS's deployment circuit breaker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CircuitBreaker {
+    /// Turned on with rollback for every redeploy, unless the service has
+    /// it on already (then its own setting, rollback or not, is honoured).
+    Rollback,
+    /// The service's deployment configuration is left as it is.
+    Keep,
+}
+
 /// Where notifications go, resolved before use (SSM parameters at cold start).
 pub use notify::SecretSource as Secret;
 
@@ -43,6 +53,10 @@ pub struct Config {
     pub ecr_tags: BTreeSet<String>,
     pub sources: Sources,
     pub dry_run: bool,
+    pub circuit_breaker: CircuitBreaker,
+    /// CloudWatch alarms per service (short name) that fail, and roll back,
+    /// its deployments (ECS deployment alarms).
+    pub deployment_alarms: BTreeMap<String, Vec<String>>,
     /// Table remembering processed events, pushed digests and started deploys.
     pub dispatch_table: String,
     /// How long processed events are remembered.
@@ -118,6 +132,25 @@ impl Config {
             json_setting(&value, "SERVICE_MAP", &mut problems);
         let env_files: BTreeMap<String, Vec<EnvFile>> =
             json_setting(&value, "ENV_FILES", &mut problems);
+        let deployment_alarms: BTreeMap<String, Vec<String>> =
+            json_setting(&value, "DEPLOYMENT_ALARMS", &mut problems);
+        for (service, alarms) in &deployment_alarms {
+            if alarms.iter().any(|a| a.trim().is_empty()) {
+                problems.push(format!(
+                    "DEPLOYMENT_ALARMS: service {service} lists an empty alarm name"
+                ));
+            }
+        }
+        let circuit_breaker = match value("CIRCUIT_BREAKER").as_deref() {
+            None | Some("rollback") => CircuitBreaker::Rollback,
+            Some("keep") => CircuitBreaker::Keep,
+            Some(other) => {
+                problems.push(format!(
+                    "CIRCUIT_BREAKER must be rollback or keep, got {other:?}"
+                ));
+                CircuitBreaker::Rollback
+            }
+        };
         let ecr_tags = value("ECR_TAGS")
             .map(|v| {
                 v.split(',')
@@ -199,6 +232,8 @@ impl Config {
             ecr_tags,
             sources,
             dry_run,
+            circuit_breaker,
+            deployment_alarms,
             dispatch_table,
             dedupe_ttl_seconds,
             service_deployments_table,
@@ -242,6 +277,8 @@ mod tests {
                 "SERVICE_MAP" => Some("{not json"),
                 "DRY_RUN" => Some("maybe"),
                 "SLACK_WEBHOOK_URL" => Some("hooks.slack.com/x"),
+                "CIRCUIT_BREAKER" => Some("sometimes"),
+                "DEPLOYMENT_ALARMS" => Some(r#"{"api": [""]}"#),
                 _ => None,
             }
             .map(str::to_owned)
@@ -256,6 +293,8 @@ mod tests {
             "SERVICE_MAP is not valid JSON",
             "DRY_RUN must be true or false",
             "SLACK_WEBHOOK_URL must be an http(s) URL",
+            "CIRCUIT_BREAKER must be rollback or keep, got \"sometimes\"",
+            "DEPLOYMENT_ALARMS: service api lists an empty alarm name",
         ] {
             assert!(err.contains(fragment), "missing {fragment:?} in:\n{err}");
         }

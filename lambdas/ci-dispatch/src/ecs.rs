@@ -10,8 +10,12 @@ use std::time::Duration;
 
 use aws_sdk_ecs::config::retry::RetryConfig;
 use aws_sdk_ecs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
-use aws_sdk_ecs::types::{SortOrder, TaskDefinitionStatus};
+use aws_sdk_ecs::types::{
+    DeploymentAlarms, DeploymentCircuitBreaker, DeploymentConfiguration, DeploymentControllerType,
+    Service, SortOrder, TaskDefinitionStatus,
+};
 
+use crate::config::CircuitBreaker;
 use crate::naming::ServiceTarget;
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -185,6 +189,7 @@ pub async fn update_service(
     ecs: &aws_sdk_ecs::Client,
     target: &ServiceTarget,
     task_definition: &str,
+    configuration: Option<&DeploymentConfiguration>,
     started_ms: u64,
 ) -> Result<String, DeployError> {
     let mut ceiling = Duration::from_millis(200);
@@ -195,6 +200,7 @@ pub async fn update_service(
             .cluster(&target.cluster)
             .service(&target.service)
             .task_definition(task_definition)
+            .set_deployment_configuration(configuration.cloned())
             .force_new_deployment(true)
             .customize()
             .config_override(
@@ -296,6 +302,39 @@ pub fn attempt_deployment(
         .map(str::to_owned)
 }
 
+/// The service as ECS describes it now; refused when ECS knows no such
+/// service in the cluster.
+pub async fn describe_service(
+    ecs: &aws_sdk_ecs::Client,
+    cluster: &str,
+    service: &str,
+) -> Result<Service, DeployError> {
+    let described = ecs
+        .describe_services()
+        .cluster(cluster)
+        .services(service)
+        .send()
+        .await
+        .map_err(|e| classify("DescribeServices", service, e))?;
+    if let Some(found) = described
+        .services()
+        .iter()
+        .find(|s| s.service_name() == Some(service))
+    {
+        return Ok(found.clone());
+    }
+    let reason = described
+        .failures()
+        .first()
+        .and_then(|f| f.reason())
+        .unwrap_or("MISSING");
+    Err(DeployError::Refused {
+        operation: "DescribeServices",
+        service: service.to_owned(),
+        message: format!("service {service} not found in cluster {cluster} (ECS: {reason})"),
+    })
+}
+
 /// Looks for the deployment an earlier attempt started (see
 /// [`attempt_deployment`]).
 pub async fn find_attempt_deployment(
@@ -304,30 +343,133 @@ pub async fn find_attempt_deployment(
     task_definition: &str,
     started_ms: u64,
 ) -> Result<Option<String>, DeployError> {
-    let described = ecs
-        .describe_services()
-        .cluster(&target.cluster)
-        .services(&target.service)
-        .send()
-        .await
-        .map_err(|e| classify("DescribeServices", &target.service, e))?;
-    let Some(service) = described
-        .services()
+    let service = describe_service(ecs, &target.cluster, &target.service).await?;
+    Ok(attempt_deployment(&service, task_definition, started_ms))
+}
+
+/// What a redeploy asks of ECS besides the new task definition: the
+/// circuit breaker and the deployment alarms.
+#[derive(Debug, Clone, Copy)]
+pub struct Safeguards<'a> {
+    pub circuit_breaker: CircuitBreaker,
+    /// Alarms that fail (and roll back) the service's deployments.
+    pub alarms: &'a [String],
+}
+
+/// The deployment configuration UpdateService sends: the service's own,
+/// with the circuit breaker turned on with rollback unless the service has
+/// it on already (its own setting is honoured), and the configured alarms
+/// added to any it watches. `None`: nothing to change, so none is sent.
+///
+/// The service's whole configuration goes back (percentages and all), so
+/// nothing else is changed. Services deployed by CodeDeploy or an external
+/// controller are left alone: the breaker works for rolling updates only.
+pub fn safeguarded(
+    service: &Service,
+    safeguards: Safeguards<'_>,
+) -> Option<DeploymentConfiguration> {
+    let controller = service
+        .deployment_controller()
+        .map(|c| c.r#type())
+        .unwrap_or(&DeploymentControllerType::Ecs);
+    if *controller != DeploymentControllerType::Ecs {
+        return None;
+    }
+    let mut configuration = service
+        .deployment_configuration()
+        .cloned()
+        .unwrap_or_else(|| DeploymentConfiguration::builder().build());
+    let mut changed = false;
+    let breaker_on = configuration
+        .deployment_circuit_breaker()
+        .is_some_and(|b| b.enable());
+    if safeguards.circuit_breaker == CircuitBreaker::Rollback && !breaker_on {
+        configuration.deployment_circuit_breaker = Some(
+            DeploymentCircuitBreaker::builder()
+                .enable(true)
+                .rollback(true)
+                .build(),
+        );
+        changed = true;
+    }
+    if !safeguards.alarms.is_empty() {
+        let current = configuration.alarms();
+        let mut names: Vec<String> = current
+            .map(|a| a.alarm_names().to_vec())
+            .unwrap_or_default();
+        for alarm in safeguards.alarms {
+            if !names.contains(alarm) {
+                names.push(alarm.clone());
+            }
+        }
+        let enabled = current.is_some_and(|a| a.enable());
+        if !enabled || current.is_none_or(|a| a.alarm_names().len() != names.len()) {
+            // An operator who enabled alarms without rollback keeps that.
+            let rollback = !enabled || current.is_some_and(|a| a.rollback());
+            configuration.alarms = DeploymentAlarms::builder()
+                .set_alarm_names(Some(names))
+                .enable(true)
+                .rollback(rollback)
+                .build()
+                .ok();
+            changed = true;
+        }
+    }
+    changed.then_some(configuration)
+}
+
+/// The deployment configuration a redeploy of `target` sends (see
+/// [`safeguarded`]); one DescribeServices.
+pub async fn deployment_configuration(
+    ecs: &aws_sdk_ecs::Client,
+    target: &ServiceTarget,
+    safeguards: Safeguards<'_>,
+) -> Result<Option<DeploymentConfiguration>, DeployError> {
+    if safeguards.circuit_breaker == CircuitBreaker::Keep && safeguards.alarms.is_empty() {
+        return Ok(None);
+    }
+    let service = describe_service(ecs, &target.cluster, &target.service).await?;
+    Ok(safeguarded(&service, safeguards))
+}
+
+/// The deployment id a rollback goes back to, from ECS's reason for it
+/// (`ECS deployment circuit breaker: rolling back to deploymentId
+/// ecs-svc/123.`); `None` when the reason reports no rollback.
+pub fn rolled_back_to(reason: &str) -> Option<&str> {
+    let (_, rest) = reason.split_once("rolling back to deploymentId")?;
+    let id = rest
+        .split_whitespace()
+        .next()?
+        .trim_matches(|c: char| c == '.' || c == '`' || c == ',');
+    (!id.is_empty()).then_some(id)
+}
+
+/// What ECS says of a rollback in progress: the task definition of the
+/// rollback deployment `rollback_id` (the service's, if that deployment is
+/// not listed), and the deployment that failed, with its task definition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RollbackFacts {
+    pub restored: Option<String>,
+    pub failed: Option<(String, Option<String>)>,
+}
+
+pub fn rollback_facts(service: &Service, rollback_id: &str) -> RollbackFacts {
+    let deployments = service.deployments();
+    let restored = deployments
         .iter()
-        .find(|s| s.service_name() == Some(target.service.as_str()))
-    else {
-        let reason = described
-            .failures()
-            .first()
-            .and_then(|f| f.reason())
-            .unwrap_or("not found");
-        return Err(DeployError::Refused {
-            operation: "DescribeServices",
-            service: target.service.clone(),
-            message: format!("service {} in {}: {reason}", target.service, target.cluster),
-        });
-    };
-    Ok(attempt_deployment(service, task_definition, started_ms))
+        .find(|d| d.id() == Some(rollback_id))
+        .and_then(|d| d.task_definition())
+        .or(service.task_definition())
+        .map(str::to_owned);
+    let failed = deployments
+        .iter()
+        .filter(|d| {
+            d.id() != Some(rollback_id)
+                && d.rollout_state() == Some(&aws_sdk_ecs::types::DeploymentRolloutState::Failed)
+        })
+        .max_by_key(|d| d.updated_at().and_then(|at| at.to_millis().ok()))
+        .and_then(|d| Some((d.id()?.to_owned(), d.task_definition().map(str::to_owned))));
+    RollbackFacts { restored, failed }
 }
 
 #[cfg(test)]
@@ -452,6 +594,163 @@ mod tests {
         assert_eq!(
             attempt_deployment(&s, TD, STARTED).as_deref(),
             Some("ecs-svc/moved")
+        );
+    }
+
+    fn breaker(enable: bool, rollback: bool) -> DeploymentCircuitBreaker {
+        DeploymentCircuitBreaker::builder()
+            .enable(enable)
+            .rollback(rollback)
+            .build()
+    }
+
+    fn configured(configuration: DeploymentConfiguration) -> Service {
+        Service::builder()
+            .service_name("shop_service_api_dev")
+            .deployment_configuration(configuration)
+            .build()
+    }
+
+    const ROLLBACK: Safeguards<'static> = Safeguards {
+        circuit_breaker: CircuitBreaker::Rollback,
+        alarms: &[],
+    };
+
+    #[test]
+    fn the_breaker_is_turned_on_with_rollback_and_the_rest_of_the_configuration_kept() {
+        let service = configured(
+            DeploymentConfiguration::builder()
+                .maximum_percent(150)
+                .minimum_healthy_percent(50)
+                .deployment_circuit_breaker(breaker(false, false))
+                .build(),
+        );
+        let sent = safeguarded(&service, ROLLBACK).unwrap();
+        assert_eq!(sent.deployment_circuit_breaker, Some(breaker(true, true)));
+        assert_eq!(
+            (sent.maximum_percent, sent.minimum_healthy_percent),
+            (Some(150), Some(50))
+        );
+        let bare = Service::builder().service_name("s").build();
+        let sent = safeguarded(&bare, ROLLBACK).unwrap();
+        assert_eq!(sent.deployment_circuit_breaker, Some(breaker(true, true)));
+    }
+
+    #[test]
+    fn a_breaker_the_service_has_on_is_honoured_and_keep_changes_nothing() {
+        let own = configured(
+            DeploymentConfiguration::builder()
+                .deployment_circuit_breaker(breaker(true, false))
+                .build(),
+        );
+        assert_eq!(safeguarded(&own, ROLLBACK), None);
+        let keep = Safeguards {
+            circuit_breaker: CircuitBreaker::Keep,
+            alarms: &[],
+        };
+        let bare = Service::builder().service_name("s").build();
+        assert_eq!(safeguarded(&bare, keep), None);
+        let code_deploy = Service::builder()
+            .service_name("s")
+            .deployment_controller(
+                aws_sdk_ecs::types::DeploymentController::builder()
+                    .r#type(DeploymentControllerType::CodeDeploy)
+                    .build()
+                    .unwrap(),
+            )
+            .build();
+        assert_eq!(safeguarded(&code_deploy, ROLLBACK), None);
+    }
+
+    #[test]
+    fn configured_alarms_join_the_ones_the_service_watches() {
+        let alarms = ["shop-api-5xx".to_owned()];
+        let with_alarms = Safeguards {
+            circuit_breaker: CircuitBreaker::Keep,
+            alarms: &alarms,
+        };
+        let own = configured(
+            DeploymentConfiguration::builder()
+                .alarms(
+                    DeploymentAlarms::builder()
+                        .alarm_names("shop-api-latency")
+                        .enable(true)
+                        .rollback(false)
+                        .build()
+                        .unwrap(),
+                )
+                .build(),
+        );
+        let sent = safeguarded(&own, with_alarms).unwrap().alarms.unwrap();
+        assert_eq!(sent.alarm_names(), ["shop-api-latency", "shop-api-5xx"]);
+        assert!(
+            sent.enable() && !sent.rollback(),
+            "the operator's no-rollback is kept"
+        );
+        let bare = Service::builder().service_name("s").build();
+        let sent = safeguarded(&bare, with_alarms).unwrap().alarms.unwrap();
+        assert_eq!(sent.alarm_names(), ["shop-api-5xx"]);
+        assert!(sent.enable() && sent.rollback());
+        let already = configured(
+            DeploymentConfiguration::builder()
+                .alarms(
+                    DeploymentAlarms::builder()
+                        .alarm_names("shop-api-5xx")
+                        .enable(true)
+                        .rollback(true)
+                        .build()
+                        .unwrap(),
+                )
+                .build(),
+        );
+        assert_eq!(safeguarded(&already, with_alarms), None);
+    }
+
+    #[test]
+    fn the_deployment_a_rollback_goes_back_to_is_read_from_its_reason() {
+        assert_eq!(
+            rolled_back_to(
+                "ECS deployment circuit breaker: rolling back to deploymentId ecs-svc/123."
+            ),
+            Some("ecs-svc/123")
+        );
+        assert_eq!(
+            rolled_back_to(
+                "ECS deployment circuit breaker: rolling back to deploymentId `ecs-svc/9`."
+            ),
+            Some("ecs-svc/9")
+        );
+        assert_eq!(
+            rolled_back_to("ECS deployment ecs-svc/1 in progress."),
+            None
+        );
+    }
+
+    #[test]
+    fn rollback_facts_name_the_restored_and_the_failed_task_definitions() {
+        let failed = Deployment::builder()
+            .id("ecs-svc/failed")
+            .status("ACTIVE")
+            .task_definition(TD)
+            .rollout_state(aws_sdk_ecs::types::DeploymentRolloutState::Failed)
+            .updated_at(DateTime::from_millis(STARTED as i64))
+            .build();
+        let back = deployment("ecs-svc/back", "PRIMARY", OLD_TD, STARTED as i64 + 10);
+        let s = service(OLD_TD, vec![back, failed]);
+        assert_eq!(
+            rollback_facts(&s, "ecs-svc/back"),
+            RollbackFacts {
+                restored: Some(OLD_TD.to_owned()),
+                failed: Some(("ecs-svc/failed".to_owned(), Some(TD.to_owned()))),
+            }
+        );
+        let unlisted = service(OLD_TD, vec![]);
+        assert_eq!(
+            rollback_facts(&unlisted, "ecs-svc/other"),
+            RollbackFacts {
+                restored: Some(OLD_TD.to_owned()),
+                failed: None,
+            }
         );
     }
 

@@ -41,6 +41,8 @@ pub enum Trigger {
         deployment_id: String,
         service_arn: String,
         reason: Option<String>,
+        /// When ECS says the deployment changed (RFC 3339).
+        updated_at: Option<String>,
     },
     ExecutionEnded(ExecutionEnded),
 }
@@ -210,6 +212,7 @@ pub fn parse(event: &Value) -> Result<(Envelope, Trigger), EventError> {
                 }
             })?,
             reason: f.optional("detail.reason")?,
+            updated_at: f.optional("detail.updatedAt")?,
         },
         ("aws.states", "Step Functions Execution Status Change") => {
             let execution_arn = f.string("detail.executionArn")?;

@@ -20,6 +20,7 @@ pub mod naming;
 use aws_sdk_dynamodb::types::AttributeValue;
 use builddao::{BuildStatus, BuildStore, Transition};
 use futures::future::join_all;
+use ledger::short_task_definition;
 use notify::{Notice, Notifier, Outcome};
 use serde_json::{json, Value};
 use tracing::{info, warn, Instrument};
@@ -27,7 +28,7 @@ use tracing::{info, warn, Instrument};
 pub use config::Config;
 use ecs::DeployError;
 use events::{EventError, ExecutionEnded, Trigger};
-use memory::{Attempt, Claim, Lease, Memory, MemoryError};
+use memory::{Attempt, Claim, DeployContext, Lease, Memory, MemoryError};
 use naming::{Resolver, ServiceTarget};
 
 /// Errors that make the invocation fail so Lambda retries the event.
@@ -119,6 +120,19 @@ struct Cause<'a> {
     /// The event's source (`aws.ecr`, `action.deploy`, …).
     source: &'a str,
     image_digest: Option<&'a str>,
+}
+
+/// An ECS rollback as its SERVICE_DEPLOYMENT_IN_PROGRESS event tells it.
+#[derive(Clone, Copy)]
+struct EcsRollback<'a> {
+    cluster: &'a str,
+    service: &'a str,
+    /// The rollback's own deployment.
+    deployment_id: &'a str,
+    /// The deployment it goes back to.
+    to: &'a str,
+    reason: &'a str,
+    updated_at: Option<&'a str>,
 }
 
 /// One service's result within an event.
@@ -393,9 +407,16 @@ impl Dispatcher {
                 deployment_id,
                 service_arn,
                 reason,
+                updated_at,
             } => {
-                self.ecs_status(&event_name, &deployment_id, &service_arn, reason)
-                    .await
+                self.ecs_status(
+                    &event_name,
+                    &deployment_id,
+                    &service_arn,
+                    reason,
+                    updated_at.as_deref(),
+                )
+                .await
             }
             Trigger::ExecutionEnded(ended) => self.execution_ended(ended).await,
         }
@@ -544,7 +565,15 @@ impl Dispatcher {
                         None,
                     )
                     .await?;
-                let context = json!({"service": target.service, "cluster": target.cluster, "task_definition": task_definition, "reason": reason, "ledger": recorded});
+                let context = DeployContext {
+                    service: target.service.clone(),
+                    cluster: target.cluster.clone(),
+                    name: target.name.clone(),
+                    task_definition: task_definition.clone(),
+                    reason: reason.to_owned(),
+                    ledger: recorded,
+                    rollback_of: None,
+                };
                 if let Err(err) = self.memory.remember_deploy(&deployment_id, &context).await {
                     warn!(error = %err, "could not remember the deploy; its completion will be reported without context");
                 }
@@ -628,6 +657,15 @@ impl Dispatcher {
         if self.config.dry_run {
             return Ok(Started::DryRun { task_definition });
         }
+        let safeguards = ecs::Safeguards {
+            circuit_breaker: self.config.circuit_breaker,
+            alarms: self
+                .config
+                .deployment_alarms
+                .get(&target.name)
+                .map_or(&[], Vec::as_slice),
+        };
+        let configuration = ecs::deployment_configuration(&self.ecs, target, safeguards).await?;
         let next = Attempt {
             started_ms: memory::now_ms(),
             task_definition: task_definition.clone(),
@@ -639,8 +677,14 @@ impl Dispatcher {
             }));
         }
         *attempt = Some(next.clone());
-        let deployment_id =
-            ecs::update_service(&self.ecs, target, &task_definition, next.started_ms).await?;
+        let deployment_id = ecs::update_service(
+            &self.ecs,
+            target,
+            &task_definition,
+            configuration.as_ref(),
+            next.started_ms,
+        )
+        .await?;
         // Written right after UpdateService returns (the fault tests crash here).
         info!(service = %target.service, cluster = %target.cluster, %deployment_id, %task_definition, "deployment started");
         Ok(Started::Deployment {
@@ -777,6 +821,7 @@ impl Dispatcher {
         deployment_id: &str,
         service_arn: &str,
         reason: Option<String>,
+        updated_at: Option<&str>,
     ) -> Result<Value, DispatchError> {
         let Some((cluster, service)) = self.owns_service_arn(service_arn) else {
             info!(%service_arn, "deployment event for another project's cluster; ignored");
@@ -786,9 +831,20 @@ impl Dispatcher {
             "SERVICE_DEPLOYMENT_COMPLETED" => Outcome::Succeeded,
             "SERVICE_DEPLOYMENT_FAILED" => Outcome::Failed,
             "SERVICE_DEPLOYMENT_IN_PROGRESS" => {
-                return Ok(
-                    json!({"status": "ignored", "reason": "in progress was reported when the deploy started"}),
-                )
+                let Some(to) = reason.as_deref().and_then(ecs::rolled_back_to) else {
+                    return Ok(
+                        json!({"status": "ignored", "reason": "in progress was reported when the deploy started"}),
+                    );
+                };
+                let rollback = EcsRollback {
+                    cluster: &cluster,
+                    service: &service,
+                    deployment_id,
+                    to,
+                    reason: reason.as_deref().unwrap_or_default(),
+                    updated_at,
+                };
+                return self.ecs_rollback(&rollback).await;
             }
             _ => Outcome::Info,
         };
@@ -798,10 +854,8 @@ impl Dispatcher {
             Outcome::Failed => Some(ledger::EndedRedeploy::Failed),
             _ => None,
         };
-        let recorded = context
-            .as_ref()
-            .and_then(|c| serde_json::from_value::<ledger::RecordKey>(c["ledger"].clone()).ok());
-        if let (Some(ledger), Some(key), Some(ended)) = (&self.ledger, &recorded, ended) {
+        let recorded = context.as_ref().and_then(|c| c.ledger.as_ref());
+        if let (Some(ledger), Some(key), Some(ended)) = (&self.ledger, recorded, ended) {
             let why = reason
                 .clone()
                 .unwrap_or_else(|| format!("ECS reported {event_name}"));
@@ -810,22 +864,28 @@ impl Dispatcher {
             }
         }
         let env = &self.config.env;
-        let title = match outcome {
-            Outcome::Succeeded => format!("Deployed {service} to {env}"),
-            Outcome::Failed => format!("Deployment of {service} to {env} failed"),
+        let rollback_of = context.as_ref().and_then(|c| c.rollback_of.as_deref());
+        let title = match (outcome, rollback_of) {
+            (Outcome::Succeeded, Some(_)) => format!(
+                "Rolled back {service} in {env} to {}",
+                context
+                    .as_ref()
+                    .map_or("its last completed deployment", |c| short_task_definition(
+                        &c.task_definition
+                    ))
+            ),
+            (Outcome::Succeeded, None) => format!("Deployed {service} to {env}"),
+            (Outcome::Failed, Some(_)) => format!("Rollback of {service} in {env} failed"),
+            (Outcome::Failed, None) => format!("Deployment of {service} to {env} failed"),
             _ => format!("{service} in {env}: {event_name}"),
         };
         let mut notice = Notice::new(outcome, title, env.clone())
             .with_service(service.clone())
             .with_cluster(cluster)
             .with_deployment_id(deployment_id.to_owned());
-        let started_by = context
-            .as_ref()
-            .and_then(|c| c["reason"].as_str())
-            .map(str::to_owned);
-        if let Some(task_definition) = context.as_ref().and_then(|c| c["task_definition"].as_str())
-        {
-            notice = notice.with_task_definition(task_definition.to_owned());
+        let started_by = context.as_ref().map(|c| c.reason.clone());
+        if let Some(context) = &context {
+            notice = notice.with_task_definition(context.task_definition.clone());
         }
         match (reason, started_by) {
             (Some(reason), Some(by)) => {
@@ -838,6 +898,143 @@ impl Dispatcher {
         self.notifier.send(&notice).await;
         info!(%service, %deployment_id, %event_name, "deployment status reported");
         Ok(json!({"status": "reported", "event": event_name, "deployment_id": deployment_id}))
+    }
+
+    /// ECS started rolling a service back (its deployment circuit breaker
+    /// or alarms failed a deployment): reported as a failed deploy naming
+    /// the task definition it went back to. The failed redeploy's record
+    /// says so; the rollback gets a record (and a context) of its own, so
+    /// its end is reported too.
+    ///
+    /// The task definition comes from ECS (the rollback deployment's), else
+    /// from what was remembered of the deployment it goes back to.
+    async fn ecs_rollback(&self, rollback: &EcsRollback<'_>) -> Result<Value, DispatchError> {
+        let EcsRollback {
+            cluster,
+            service,
+            deployment_id,
+            to,
+            reason,
+            updated_at,
+        } = *rollback;
+        let facts = match ecs::describe_service(&self.ecs, cluster, service).await {
+            Ok(described) => ecs::rollback_facts(&described, deployment_id),
+            Err(err) if err.is_retryable() => return Err(DispatchError::Deploy(err)),
+            Err(err) => {
+                warn!(error = %err, "the rolled-back service could not be described");
+                ecs::RollbackFacts {
+                    restored: None,
+                    failed: None,
+                }
+            }
+        };
+        let target_context = self.memory.deploy_context(to).await?;
+        let restored = facts
+            .restored
+            .or_else(|| target_context.as_ref().map(|c| c.task_definition.clone()));
+        let restored_name = restored.as_deref().map_or_else(
+            || format!("deployment {to}"),
+            |td| short_task_definition(td).to_owned(),
+        );
+        let failed_id = facts.failed.as_ref().map(|(id, _)| id.clone());
+        let failed_context = match &failed_id {
+            Some(id) => self.memory.deploy_context(id).await?,
+            None => None,
+        };
+        let failed_task_definition = facts
+            .failed
+            .as_ref()
+            .and_then(|(_, td)| td.clone())
+            .or_else(|| failed_context.as_ref().map(|c| c.task_definition.clone()));
+        let name = failed_context
+            .as_ref()
+            .or(target_context.as_ref())
+            .map(|c| c.name.clone())
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| service.to_owned());
+        let why = format!("{reason} ECS rolled {service} back to {restored_name}");
+        let mut rollback_record = None;
+        if let Some(ledger) = &self.ledger {
+            if let (Some(key), Some(td)) = (
+                failed_context.as_ref().and_then(|c| c.ledger.as_ref()),
+                &restored,
+            ) {
+                if !ledger.record_rolled_back(key, td, &why).await? {
+                    info!(%service, "the failed redeploy's record already names its rollback");
+                }
+            }
+            let started_ms = updated_at
+                .and_then(ledger::parse_time)
+                .map_or_else(memory::now_ms, |at| {
+                    u64::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap_or_default()
+                });
+            let target = ServiceTarget {
+                cluster: cluster.to_owned(),
+                service: service.to_owned(),
+                family: naming::task_definition_family(restored.as_deref().unwrap_or_default())
+                    .to_owned(),
+                name: name.clone(),
+            };
+            let cause = Cause {
+                reason,
+                source: "aws.ecs",
+                image_digest: None,
+            };
+            rollback_record = self
+                .record_redeploy(
+                    &target,
+                    restored.as_deref().unwrap_or(&restored_name),
+                    &cause,
+                    Some(deployment_id),
+                    started_ms,
+                    None,
+                )
+                .await?;
+        }
+        let context = DeployContext {
+            service: service.to_owned(),
+            cluster: cluster.to_owned(),
+            name,
+            task_definition: restored.clone().unwrap_or_else(|| restored_name.clone()),
+            reason: reason.to_owned(),
+            ledger: rollback_record,
+            rollback_of: Some(failed_id.clone().unwrap_or_else(|| "unknown".into())),
+        };
+        if let Err(err) = self.memory.remember_deploy(deployment_id, &context).await {
+            warn!(error = %err, "could not remember the rollback; its end will be reported without context");
+        }
+        let env = &self.config.env;
+        let mut detail = reason.to_owned();
+        match (&failed_id, &failed_task_definition) {
+            (Some(id), Some(td)) => detail.push_str(&format!(
+                " Deployment {id} of {} failed.",
+                short_task_definition(td)
+            )),
+            (Some(id), None) => detail.push_str(&format!(" Deployment {id} failed.")),
+            _ => {}
+        }
+        if let Some(by) = failed_context.as_ref().map(|c| &c.reason) {
+            detail.push_str(&format!(" (started by: {by})"));
+        }
+        let mut notice = Notice::new(
+            Outcome::Failed,
+            format!(
+                "Deployment of {service} to {env} failed: ECS rolled it back to {restored_name}"
+            ),
+            env.clone(),
+        )
+        .with_service(service.to_owned())
+        .with_cluster(cluster.to_owned())
+        .with_deployment_id(deployment_id.to_owned())
+        .with_reason(detail);
+        if let Some(td) = &restored {
+            notice = notice.with_task_definition(td.clone());
+        }
+        self.notifier.send(&notice).await;
+        warn!(%service, %deployment_id, rolled_back_to = %restored_name, failed = ?failed_id, "ECS is rolling the service back");
+        Ok(
+            json!({"status": "rolled_back", "deployment_id": deployment_id, "task_definition": restored, "failed_deployment": failed_id}),
+        )
     }
 
     /// A deployment execution ended outside the machine's own paths: its

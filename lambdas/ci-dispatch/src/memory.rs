@@ -17,7 +17,6 @@ use std::time::Duration;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
-use serde_json::Value;
 
 /// Added to an invocation's deadline to make its lease: covers the clock
 /// difference between the Lambda host that ran it and the one that reads
@@ -30,6 +29,26 @@ pub struct MemoryError {
     pub table: String,
     pub operation: &'static str,
     pub message: String,
+}
+
+/// What is remembered of a deployment ci-dispatch started, or ECS started
+/// to roll one back, so ECS's later word on it is reported with it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DeployContext {
+    pub service: String,
+    pub cluster: String,
+    /// The service's short name (`api`).
+    #[serde(default)]
+    pub name: String,
+    pub task_definition: String,
+    /// What set it off.
+    pub reason: String,
+    /// Its ledger record, to close when ECS reports the rollout's end.
+    #[serde(default)]
+    pub ledger: Option<ledger::RecordKey>,
+    /// On a rollback ECS started: the deployment that failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback_of: Option<String>,
 }
 
 /// Who holds a claim and until when: one invocation.
@@ -415,8 +434,9 @@ impl Memory {
     pub async fn remember_deploy(
         &self,
         deployment_id: &str,
-        context: &Value,
+        context: &DeployContext,
     ) -> Result<(), MemoryError> {
+        let context = serde_json::to_string(context).expect("a deploy context serialises");
         self.client
             .put_item()
             .table_name(&self.table)
@@ -424,7 +444,7 @@ impl Memory {
                 "id",
                 AttributeValue::S(format!("deployment#{deployment_id}")),
             )
-            .item("context", AttributeValue::S(context.to_string()))
+            .item("context", AttributeValue::S(context))
             .item(
                 "expires_at",
                 AttributeValue::N((now_ms() / 1000 + self.ttl_seconds).to_string()),
@@ -435,7 +455,10 @@ impl Memory {
             .map_err(|e| self.error("PutItem", e))
     }
 
-    pub async fn deploy_context(&self, deployment_id: &str) -> Result<Option<Value>, MemoryError> {
+    pub async fn deploy_context(
+        &self,
+        deployment_id: &str,
+    ) -> Result<Option<DeployContext>, MemoryError> {
         let out = self
             .client
             .get_item()
