@@ -565,27 +565,6 @@ async fn redeploy(stack: &TestStack, event: Value, n: usize) -> Value {
     deployer_e2e::update_service_calls(stack, n).await[n - 1].clone()
 }
 
-/// Waits for a Slack message containing `text`; answers it whole.
-async fn slack_saying(stack: &TestStack, text: &str) -> String {
-    let sink = stack.pipeline.slack.clone();
-    localstack::emulator::wait_until(
-        &format!("a Slack message saying {text:?}"),
-        Duration::from_secs(30),
-        || {
-            let sink = sink.clone();
-            async move {
-                Ok(sink
-                    .received()
-                    .into_iter()
-                    .map(|(_, body)| body.to_string())
-                    .find(|m| m.contains(text)))
-            }
-        },
-    )
-    .await
-    .expect("the Slack message")
-}
-
 async fn end_rollout(stack: &TestStack, outcome: localstack::RolloutEnd) -> Value {
     stack
         .emulator
@@ -621,9 +600,9 @@ async fn an_ecs_rollback_is_reported_as_a_failed_deploy_naming_the_task_definiti
         json!({"enable": true, "rollback": true}),
         "{first}"
     );
-    slack_saying(&stack, "Deploying api to dev").await;
+    deployer_e2e::slack_saying(&stack, "Deploying api to dev").await;
     end_rollout(&stack, localstack::RolloutEnd::Completed).await;
-    slack_saying(&stack, "Deployed shop_service_api_dev to dev").await;
+    deployer_e2e::slack_saying(&stack, "Deployed shop_service_api_dev to dev").await;
 
     // The next finds it on and sends no configuration.
     let push = json!({"source": "aws.ecr", "detail-type": "ECR Image Action",
@@ -654,7 +633,7 @@ async fn an_ecs_rollback_is_reported_as_a_failed_deploy_naming_the_task_definiti
         ]
     );
     let rollback_id = ended["events"][1]["deploymentId"].as_str().unwrap();
-    let message = slack_saying(&stack, "ECS rolled it back to").await;
+    let message = deployer_e2e::slack_saying(&stack, "ECS rolled it back to").await;
     assert!(
         message.contains(
             "Deployment of shop_service_api_dev to dev failed: ECS rolled it back to shop_service_api_dev:9"
@@ -674,7 +653,7 @@ async fn an_ecs_rollback_is_reported_as_a_failed_deploy_naming_the_task_definiti
     // The ledger: the :10 redeploy FAILED, rolled back to :9; the rollback
     // is a redeploy of its own, by ECS, closed when ECS completes it.
     end_rollout(&stack, localstack::RolloutEnd::Completed).await;
-    let done = slack_saying(&stack, "Rolled back shop_service_api_dev in dev").await;
+    let done = deployer_e2e::slack_saying(&stack, "Rolled back shop_service_api_dev in dev").await;
     assert!(done.contains("to shop_service_api_dev:9"), "{done}");
     assert!(done.contains(rollback_id), "{done}");
     let history = api_history(&stack).await;
@@ -735,12 +714,14 @@ async fn a_service_breaker_without_rollback_is_honoured_and_configured_alarms_ar
         "the rest of the service's configuration is kept"
     );
     end_rollout(&stack, localstack::RolloutEnd::Completed).await;
-    slack_saying(&stack, "Deployed shop_service_api_dev to dev").await;
+    deployer_e2e::slack_saying(&stack, "Deployed shop_service_api_dev to dev").await;
     redeploy(&stack, manual_deploy("shop_service_api_dev:10"), 2).await;
 
     let ended = end_rollout(&stack, localstack::RolloutEnd::Failed).await;
     assert_eq!(ended["events"].as_array().unwrap().len(), 1, "{ended}");
-    let message = slack_saying(&stack, "Deployment of shop_service_api_dev to dev failed").await;
+    let message =
+        deployer_e2e::slack_saying(&stack, "Deployment of shop_service_api_dev to dev failed")
+            .await;
     assert!(
         message.contains("ECS deployment circuit breaker: tasks failed to start."),
         "{message}"
@@ -759,7 +740,7 @@ async fn deployer_service_rollback_redeploys_the_previous_task_definition() {
     let stack = shop_services(&[]).await;
     redeploy(&stack, manual_deploy("shop_service_api_dev:9"), 1).await;
     end_rollout(&stack, localstack::RolloutEnd::Completed).await;
-    slack_saying(&stack, "Deployed shop_service_api_dev to dev").await;
+    deployer_e2e::slack_saying(&stack, "Deployed shop_service_api_dev to dev").await;
     redeploy(&stack, manual_deploy("shop_service_api_dev:10"), 2).await;
     end_rollout(&stack, localstack::RolloutEnd::Completed).await;
     let history = localstack::emulator::wait_until(
@@ -803,7 +784,7 @@ async fn deployer_service_rollback_redeploys_the_previous_task_definition() {
     let calls = deployer_e2e::update_service_calls(&stack, 3).await;
     assert_eq!(calls.len(), 3, "one UpdateService for the rollback");
     assert_eq!(calls[2]["taskDefinition"], "shop_service_api_dev:9");
-    let message = slack_saying(&stack, "rollback from shop_service_api_dev:10").await;
+    let message = deployer_e2e::slack_saying(&stack, "rollback from shop_service_api_dev:10").await;
     assert!(
         message.contains("to shop_service_api_dev:9 by erin: checkout broke"),
         "{message}"

@@ -448,6 +448,27 @@ pub async fn update_service_calls(stack: &TestStack, n: usize) -> Vec<Value> {
     .expect("UpdateService calls")
 }
 
+/// Waits for a Slack message containing `text`; answers it whole.
+pub async fn slack_saying(stack: &TestStack, text: &str) -> String {
+    let sink = stack.pipeline.slack.clone();
+    localstack::emulator::wait_until(
+        &format!("a Slack message saying {text:?}"),
+        Duration::from_secs(30),
+        || {
+            let sink = sink.clone();
+            async move {
+                Ok(sink
+                    .received()
+                    .into_iter()
+                    .map(|(_, body)| body.to_string())
+                    .find(|m| m.contains(text)))
+            }
+        },
+    )
+    .await
+    .expect("the Slack message")
+}
+
 /// Waits until the Slack sink holds `n` messages, then returns them.
 pub async fn slack_messages(stack: &TestStack, n: usize) -> Vec<Value> {
     let sink = stack.pipeline.slack.clone();

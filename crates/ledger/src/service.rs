@@ -346,23 +346,11 @@ impl ServiceDeploymentStore {
             EndedRedeploy::Completed => SUCCESS,
             EndedRedeploy::Failed => FAILED,
         };
-        let change = AttributeValue::L(vec![AttributeValue::M(HashMap::from([
-            ("status".to_owned(), AttributeValue::S(status.into())),
-            ("at".to_owned(), AttributeValue::S(now.clone())),
-            ("reason".to_owned(), AttributeValue::S(reason.to_owned())),
-        ]))]);
         let mut update = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", AttributeValue::S(key.service.clone()))
-            .key("sk", AttributeValue::S(key.sk.clone()))
-            .expression_attribute_names("#status", "status")
-            .expression_attribute_names("#history", "transitions")
+            .update_record(key, transition(status, &now, reason))
             .expression_attribute_values(":to", AttributeValue::S(status.into()))
             .expression_attribute_values(":from", AttributeValue::S(IN_PROGRESS.into()))
             .expression_attribute_values(":now", AttributeValue::S(now))
-            .expression_attribute_values(":change", change)
             .condition_expression("attribute_exists(pk) AND #status = :from");
         let mut set = "SET #status = :to, updated_at = :now, finished_at = :now, \
              #history = list_append(#history, :change)"
@@ -373,11 +361,7 @@ impl ServiceDeploymentStore {
                 .expression_attribute_values(":error", AttributeValue::S(reason.to_owned()));
             set.push_str(", #error = :error");
         }
-        match update.update_expression(set).send().await {
-            Ok(_) => Ok(true),
-            Err(err) if is_conditional_failure(&err) => Ok(false),
-            Err(err) => Err(self.aws_error("UpdateItem", err)),
-        }
+        self.applied(update.update_expression(set).send().await)
     }
 
     /// Marks a redeploy ECS rolled back to `task_definition`: FAILED with
@@ -392,26 +376,14 @@ impl ServiceDeploymentStore {
         reason: &str,
     ) -> Result<bool, LedgerError> {
         let now = rfc3339_ms(OffsetDateTime::now_utc());
-        let change = AttributeValue::L(vec![AttributeValue::M(HashMap::from([
-            ("status".to_owned(), AttributeValue::S(FAILED.into())),
-            ("at".to_owned(), AttributeValue::S(now.clone())),
-            ("reason".to_owned(), AttributeValue::S(reason.to_owned())),
-        ]))]);
         let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", AttributeValue::S(key.service.clone()))
-            .key("sk", AttributeValue::S(key.sk.clone()))
-            .expression_attribute_names("#status", "status")
-            .expression_attribute_names("#history", "transitions")
+            .update_record(key, transition(FAILED, &now, reason))
             .expression_attribute_names("#error", "error")
             .expression_attribute_values(":failed", AttributeValue::S(FAILED.into()))
             .expression_attribute_values(":open", AttributeValue::S(IN_PROGRESS.into()))
             .expression_attribute_values(":to", AttributeValue::S(task_definition.to_owned()))
             .expression_attribute_values(":now", AttributeValue::S(now))
             .expression_attribute_values(":reason", AttributeValue::S(reason.to_owned()))
-            .expression_attribute_values(":change", change)
             .condition_expression(
                 "attribute_exists(pk) AND attribute_not_exists(rolled_back_to) \
                  AND #status IN (:open, :failed)",
@@ -424,6 +396,34 @@ impl ServiceDeploymentStore {
             )
             .send()
             .await;
+        self.applied(result)
+    }
+
+    /// An update of one record that appends `change` to its transitions
+    /// (`#history = list_append(#history, :change)`; `#status` named too).
+    fn update_record(
+        &self,
+        key: &RecordKey,
+        change: AttributeValue,
+    ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", AttributeValue::S(key.service.clone()))
+            .key("sk", AttributeValue::S(key.sk.clone()))
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#history", "transitions")
+            .expression_attribute_values(":change", change)
+    }
+
+    /// A conditional update's outcome: applied, or refused by its condition.
+    fn applied<R, E>(
+        &self,
+        result: Result<R, SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>>,
+    ) -> Result<bool, LedgerError>
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+    {
         match result {
             Ok(_) => Ok(true),
             Err(err) if is_conditional_failure(&err) => Ok(false),
@@ -518,6 +518,15 @@ impl ServiceDeploymentStore {
             })
             .collect()
     }
+}
+
+/// One transition, as the `transitions` list appends it.
+fn transition(status: &str, at: &str, reason: &str) -> AttributeValue {
+    AttributeValue::L(vec![AttributeValue::M(HashMap::from([
+        ("status".to_owned(), AttributeValue::S(status.to_owned())),
+        ("at".to_owned(), AttributeValue::S(at.to_owned())),
+        ("reason".to_owned(), AttributeValue::S(reason.to_owned())),
+    ]))])
 }
 
 fn is_conditional_failure<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> bool {

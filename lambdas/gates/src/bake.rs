@@ -9,7 +9,7 @@
 //! - a stack output `SmokeCheckFunction`: invoked, returning without a
 //!   function error.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use aws_sdk_cloudwatch::types::StateValue;
@@ -77,7 +77,10 @@ pub async fn plan(gates: &Gates, request: &PlanRequest) -> Result<Plan, GateErro
     }
     let interval_seconds = gates.config.bake_interval_seconds.min(seconds);
     let polls = seconds.div_ceil(interval_seconds);
-    let alarms = watched_alarms(gates, &request.stack_name).await?;
+    let alarms: Vec<String> = watched_alarms(gates, &request.stack_name)
+        .await?
+        .into_keys()
+        .collect();
     let (smoke_url, smoke_function) = smoke_outputs(gates, &request.stack_name).await?;
     let mut watching = Vec::new();
     if !alarms.is_empty() {
@@ -108,9 +111,13 @@ pub async fn plan(gates: &Gates, request: &PlanRequest) -> Result<Plan, GateErro
     })
 }
 
-/// The stack's own alarms and those named with the configured prefix.
-pub async fn watched_alarms(gates: &Gates, stack_name: &str) -> Result<Vec<String>, GateError> {
-    let mut names = BTreeSet::new();
+/// The stack's own alarms and those named with the configured prefix: each
+/// name with its ARN where the listing gave it (the prefixed ones).
+pub async fn watched_alarms(
+    gates: &Gates,
+    stack_name: &str,
+) -> Result<BTreeMap<String, Option<String>>, GateError> {
+    let mut names = BTreeMap::new();
     let mut resources = gates
         .cloudformation
         .list_stack_resources()
@@ -126,7 +133,7 @@ pub async fn watched_alarms(gates: &Gates, stack_name: &str) -> Result<Vec<Strin
         for resource in page.stack_resource_summaries() {
             if resource.resource_type() == Some("AWS::CloudWatch::Alarm") {
                 if let Some(name) = resource.physical_resource_id().filter(|n| !n.is_empty()) {
-                    names.insert(name.to_owned());
+                    names.insert(name.to_owned(), None);
                 }
             }
         }
@@ -143,12 +150,12 @@ pub async fn watched_alarms(gates: &Gates, stack_name: &str) -> Result<Vec<Strin
             let page = page.map_err(|err| GateError::aws("DescribeAlarms", err))?;
             for alarm in page.metric_alarms() {
                 if let Some(name) = alarm.alarm_name() {
-                    names.insert(name.to_owned());
+                    names.insert(name.to_owned(), alarm.alarm_arn().map(str::to_owned));
                 }
             }
         }
     }
-    Ok(names.into_iter().collect())
+    Ok(names)
 }
 
 async fn smoke_outputs(gates: &Gates, stack_name: &str) -> Result<(String, String), GateError> {

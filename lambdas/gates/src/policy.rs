@@ -252,31 +252,47 @@ async fn rollback_triggers(
     // Triggers are a second line behind the bake: a stack whose resources
     // cannot be listed now (moto cannot list a rolled-back stack holding a
     // resource it refused) deploys without them.
-    let names = match crate::bake::watched_alarms(gates, stack_name).await {
-        Ok(names) => names,
+    let alarms = match crate::bake::watched_alarms(gates, stack_name).await {
+        Ok(alarms) => alarms,
         Err(err) => {
             tracing::warn!(error = %err, %stack_name, "no rollback triggers: the watched alarms could not be listed");
             return Ok(Vec::new());
         }
     };
-    let mut triggers = Vec::new();
-    for chunk in names.chunks(100) {
+    // The stack's own alarms are listed by name: their ARNs are asked for.
+    let unnamed: Vec<String> = alarms
+        .iter()
+        .filter(|(_, arn)| arn.is_none())
+        .map(|(name, _)| name.clone())
+        .collect();
+    let mut arns: Vec<String> = alarms.into_values().flatten().collect();
+    for chunk in unnamed.chunks(100) {
         let described = gates
             .cloudwatch
             .describe_alarms()
             .set_alarm_names(Some(chunk.to_vec()))
             .send()
             .await;
-        let described = described.map_err(|err| GateError::aws("DescribeAlarms", err))?;
-        for alarm in described.metric_alarms() {
-            if let Some(arn) = alarm.alarm_arn() {
-                triggers.push(RollbackTrigger {
-                    arn: arn.to_owned(),
-                    r#type: "AWS::CloudWatch::Alarm".to_owned(),
-                });
+        match described {
+            Ok(described) => arns.extend(
+                described
+                    .metric_alarms()
+                    .iter()
+                    .filter_map(|a| a.alarm_arn().map(str::to_owned)),
+            ),
+            Err(err) => {
+                let err = GateError::aws("DescribeAlarms", err);
+                tracing::warn!(error = %err, %stack_name, "the stack's own alarms are left out of the rollback triggers");
             }
         }
     }
+    let mut triggers: Vec<RollbackTrigger> = arns
+        .into_iter()
+        .map(|arn| RollbackTrigger {
+            arn,
+            r#type: "AWS::CloudWatch::Alarm".to_owned(),
+        })
+        .collect();
     triggers.truncate(MAX_ROLLBACK_TRIGGERS);
     Ok(triggers)
 }

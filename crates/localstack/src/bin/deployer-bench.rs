@@ -160,6 +160,15 @@ async fn function_benchmarks(root: &Path, emulator: Arc<Emulator>) -> anyhow::Re
     // URL from SSM; its first invocation asks what rollback can reach in
     // production (a pointer GET: nothing is live).
     let site_spec = pipeline.function_specs[3].clone();
+    // gates: the freeze-window check (no window configured), which every
+    // revision of the function answers; the policy engine's cost is in
+    // the binary and its init.
+    let gates_spec = pipeline
+        .function_specs
+        .iter()
+        .find(|s| s.name.ends_with("-deployer-gates"))
+        .context("the gates function's spec")?
+        .clone();
     pipeline.ecs_fixture("app", &[("api", 3)]).await?;
     let mut event_id = 0u64;
     let mut version = 100u64;
@@ -184,6 +193,7 @@ async fn function_benchmarks(root: &Path, emulator: Arc<Emulator>) -> anyhow::Re
         ("trigger-build", tb_spec),
         ("ci-dispatch", dispatch_spec),
         ("site-build", site_spec),
+        ("gates", gates_spec),
     ] {
         for (build, (build_label, release_dir)) in releases.iter().enumerate() {
             let mut spec = spec.clone();
@@ -224,6 +234,7 @@ async fn function_benchmarks(root: &Path, emulator: Arc<Emulator>) -> anyhow::Re
                         ssm_event(event_id)
                     }
                     "site-build" => json!({"deploys": {"environment": "production"}}),
+                    "gates" => json!({"gate": "window", "env": "dev"}),
                     _ => json!({}),
                 };
                 function.stop().await;
