@@ -110,6 +110,36 @@ async fn rollback_of(stack: &TestStack, failed: &Build) -> Build {
     stack.wait_terminal(&key).await
 }
 
+/// The parameters the build's execution sent to CreateChangeSet.
+async fn change_set_parameters(stack: &TestStack, build: &Build) -> Value {
+    let arn = build.execution_arn.clone().expect("the build's execution");
+    let mut token = None;
+    loop {
+        let page = stack
+            .sfn()
+            .get_execution_history()
+            .execution_arn(&arn)
+            .set_next_token(token)
+            .send()
+            .await
+            .expect("GetExecutionHistory");
+        for event in page.events() {
+            let Some(scheduled) = event.task_scheduled_event_details() else {
+                continue;
+            };
+            if scheduled.resource() == "createChangeSet" {
+                return serde_json::from_str(scheduled.parameters()).expect("JSON parameters");
+            }
+        }
+        token = page.next_token().map(str::to_owned);
+        assert!(
+            token.is_some(),
+            "no CreateChangeSet in the execution of {}",
+            build.sk
+        );
+    }
+}
+
 async fn greeting(stack: &TestStack) -> Option<String> {
     let (status, params) = stack.stack("dev-shop").await.expect("stack dev-shop");
     assert!(status.ends_with("_COMPLETE"), "{status}");
@@ -150,6 +180,15 @@ async fn alarm_during_the_bake_rolls_back_to_the_previous_version() {
         .filter(|p| *p == "/health/one")
         .count();
     assert_eq!(checks, 4, "one smoke check per second of the bake");
+    // The alarm went to CloudFormation too, as a rollback trigger of the
+    // change set (moto stores no RollbackConfiguration: the parameters the
+    // state machine sent are read from its history).
+    let sent = change_set_parameters(&stack, &one).await;
+    assert_eq!(
+        sent["RollbackConfiguration"]["RollbackTriggers"],
+        json!([{"Arn": "arn:aws:cloudwatch:us-east-1:123456789012:alarm:dev-shop-errors", "Type": "AWS::CloudWatch::Alarm"}]),
+        "{sent}"
+    );
 
     let two = upload_app(&stack, "2.bbbb", "two", &health.base).await;
     baking(&stack, &two).await;
