@@ -193,13 +193,14 @@ async fn a_hostile_build_reaches_no_secret_no_credential_and_nothing_live() {
 
     // Every AWS call was denied by IAM, with the builder's credentials or
     // none: S3 put to production, approving in DynamoDB, reading the
-    // webhook secret from SSM, invoking site-build.
+    // webhook secret from SSM (GetParameter and GetParameters), invoking
+    // site-build.
     let calls = loot["aws"].as_array().unwrap();
     let with_builder_keys: Vec<&Value> = calls
         .iter()
         .filter(|c| c["from"] == builder["AWS_ACCESS_KEY_ID"].as_str())
         .collect();
-    assert_eq!(with_builder_keys.len(), 4, "{calls:?}");
+    assert_eq!(with_builder_keys.len(), 5, "{calls:?}");
     eprintln!("the build's AWS calls: {calls:#?}");
     for call in calls {
         let status = call["status"].as_u64().unwrap();

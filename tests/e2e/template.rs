@@ -520,7 +520,7 @@ fn ci_dispatch_updates_only_the_projects_cluster_and_passes_only_the_projects_ta
 #[test]
 fn ci_dispatch_reads_only_its_slack_webhook_parameter() {
     let doc = template();
-    let statements = ci_dispatch_statements(&doc, "ssm:GetParameter");
+    let statements = ci_dispatch_statements(&doc, "ssm:GetParameters");
     assert_eq!(statements.len(), 1);
     for pattern in resource_patterns(&statements[0]) {
         assert!(
@@ -535,7 +535,7 @@ fn ci_dispatch_reads_only_its_slack_webhook_parameter() {
         .as_array()
         .unwrap()
         .iter()
-        .find(|s| s.to_string().contains("ssm:GetParameter"))
+        .find(|s| s.to_string().contains("ssm:GetParameters"))
         .unwrap();
     assert_eq!(raw["Fn::If"][0], "HasSlack");
 }

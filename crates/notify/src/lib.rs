@@ -5,6 +5,7 @@
 //! reports what it delivered and logs what it could not, but it has no error to
 //! return, so a broken webhook can never fail or retry the deployment it reports.
 
+pub mod https;
 mod notice;
 mod notifier;
 mod payload;
@@ -15,7 +16,7 @@ pub use notice::{Link, Notice, Outcome};
 pub use notifier::{Delivery, Notifier, DEFAULT_TIMEOUT};
 pub use payload::{slack_payload, webhook_payload};
 pub use secret::{SecretUrl, Target};
-pub use source::{SecretError, SecretSource};
+pub use source::{resolve_all, SecretError, SecretSource};
 
 /// Problems found while setting notifications up; sending has none.
 #[derive(Debug, thiserror::Error)]

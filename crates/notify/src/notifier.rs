@@ -50,7 +50,7 @@ impl Notifier {
         let client = if targets.is_empty() {
             None
         } else {
-            let client = Client::builder()
+            let client = crate::https::client_builder()
                 .connect_timeout(CONNECT_TIMEOUT.min(timeout))
                 .timeout(timeout)
                 // A redirected POST turns into a GET and would "succeed"

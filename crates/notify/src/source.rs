@@ -1,5 +1,6 @@
 //! Where a secret comes from: given directly (local stack, tests) or as the
-//! name of an SSM SecureString parameter, read once per cold start.
+//! name of an SSM SecureString parameter, read once per cold start; a
+//! function's secrets are read together, in one GetParameters call.
 
 /// A secret's source, as a function's configuration names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,27 +16,63 @@ pub struct SecretError {
     pub message: String,
 }
 
-impl SecretSource {
-    /// The secret itself (decrypted when it is a SecureString).
-    pub async fn resolve(&self, ssm: &aws_sdk_ssm::Client) -> Result<String, SecretError> {
-        let name = match self {
-            SecretSource::Value(value) => return Ok(value.clone()),
-            SecretSource::Parameter(name) => name,
-        };
-        let failed = |message: String| SecretError {
-            name: name.clone(),
-            message,
-        };
+/// SSM answers at most this many names per GetParameters call.
+const GET_PARAMETERS_MAX: usize = 10;
+
+/// Every secret of `sources` (`None` stays `None`), the SSM ones read in
+/// one GetParameters call per ten names instead of one call each.
+pub async fn resolve_all(
+    sources: &[Option<&SecretSource>],
+    ssm: &aws_sdk_ssm::Client,
+) -> Result<Vec<Option<String>>, SecretError> {
+    let mut names: Vec<&str> = sources
+        .iter()
+        .filter_map(|s| match s {
+            Some(SecretSource::Parameter(name)) => Some(name.as_str()),
+            _ => None,
+        })
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    let mut values = std::collections::HashMap::new();
+    for chunk in names.chunks(GET_PARAMETERS_MAX) {
         let out = ssm
-            .get_parameter()
-            .name(name)
+            .get_parameters()
+            .set_names(Some(chunk.iter().map(|n| (*n).to_owned()).collect()))
             .with_decryption(true)
             .send()
             .await
-            .map_err(|e| failed(aws_sdk_ssm::error::DisplayErrorContext(&e).to_string()))?;
-        out.parameter()
-            .and_then(|p| p.value())
-            .map(str::to_owned)
-            .ok_or_else(|| failed("the parameter has no value".into()))
+            .map_err(|e| SecretError {
+                name: chunk.join(", "),
+                message: aws_sdk_ssm::error::DisplayErrorContext(&e).to_string(),
+            })?;
+        if let Some(missing) = out.invalid_parameters().first() {
+            return Err(SecretError {
+                name: missing.clone(),
+                message: "no such parameter".into(),
+            });
+        }
+        for parameter in out.parameters() {
+            if let (Some(name), Some(value)) = (parameter.name(), parameter.value()) {
+                values.insert(name.to_owned(), value.to_owned());
+            }
+        }
     }
+    sources
+        .iter()
+        .map(|source| match source {
+            None => Ok(None),
+            Some(SecretSource::Value(value)) => Ok(Some(value.clone())),
+            Some(SecretSource::Parameter(name)) => {
+                values
+                    .get(name)
+                    .cloned()
+                    .map(Some)
+                    .ok_or_else(|| SecretError {
+                        name: name.clone(),
+                        message: "the parameter has no value".into(),
+                    })
+            }
+        })
+        .collect()
 }

@@ -58,7 +58,7 @@ pub struct GitHubApi {
 
 impl GitHubApi {
     pub fn new(base: &str, token: Option<GitHubToken>) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
+        let http = notify::https::client_builder()
             .user_agent(USER_AGENT)
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(20))

@@ -18,21 +18,20 @@ async fn main() -> Result<(), Error> {
     let sdk = aws_config::load_from_env().await;
     let ssm = aws_sdk_ssm::Client::new(&sdk);
 
-    // The three secrets in one round trip's time, not three.
-    let optional = |source: Option<notify::SecretSource>| {
-        let ssm = ssm.clone();
-        async move {
-            match source {
-                Some(source) => source.resolve(&ssm).await.map(Some),
-                None => Ok(None),
-            }
-        }
-    };
-    let (secret, token, slack) = tokio::try_join!(
-        config.github_secret.resolve(&ssm),
-        optional(config.github_token.clone()),
-        optional(config.slack_webhook.clone()),
-    )?;
+    // The three secrets in one GetParameters call.
+    let secrets = notify::resolve_all(
+        &[
+            Some(&config.github_secret),
+            config.github_token.as_ref(),
+            config.slack_webhook.as_ref(),
+        ],
+        &ssm,
+    )
+    .await?;
+    let [secret, token, slack]: [Option<String>; 3] = secrets
+        .try_into()
+        .map_err(|_| "three secrets asked, another number answered")?;
+    let secret = secret.unwrap_or_default();
     let secret = WebhookSecret::new(secret).map_err(|_| "the GitHub webhook secret is empty")?;
     let token = match token {
         Some(token) => Some(GitHubToken::new(token).map_err(|e| format!("the GitHub token: {e}"))?),

@@ -175,7 +175,7 @@ impl SourceFetcher {
                 found: api_base.chars().take(200).collect(),
             });
         }
-        let http = reqwest::Client::builder()
+        let http = notify::https::client_builder()
             .user_agent(USER_AGENT)
             .connect_timeout(Duration::from_secs(10))
             .read_timeout(Duration::from_secs(60))
