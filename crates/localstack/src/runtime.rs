@@ -140,6 +140,10 @@ pub struct StartFigures {
     pub init: Duration,
     /// Init plus the first invocation, up to its response.
     pub init_and_first_invoke: Option<Duration>,
+    /// CPU time the process spent in init, all its threads (Linux
+    /// schedstat): what a busy machine does not inflate as it does the
+    /// wall-clock figures.
+    pub init_cpu: Option<Duration>,
 }
 
 struct Invocation {
@@ -156,6 +160,10 @@ struct Shared {
     waiting: Mutex<HashMap<String, oneshot::Sender<Outcome>>>,
     init_error: Mutex<Option<String>>,
     first_next: Mutex<Option<Instant>>,
+    /// The CPU time of the process when it first asked for work.
+    first_next_cpu: Mutex<Option<Duration>>,
+    /// The running process, for its CPU time.
+    pid: Mutex<Option<u32>>,
     /// Invocations a `/next` took for a process that was gone by then, to
     /// go out before the queue's.
     returned: Mutex<std::collections::VecDeque<Invocation>>,
@@ -427,6 +435,8 @@ impl Environment {
             waiting: Mutex::new(HashMap::new()),
             init_error: Mutex::new(None),
             first_next: Mutex::new(None),
+            first_next_cpu: Mutex::new(None),
+            pid: Mutex::new(None),
             returned: Mutex::new(std::collections::VecDeque::new()),
             port: local.port(),
         });
@@ -485,6 +495,7 @@ impl Environment {
         }
         *self.shared.init_error.lock().await = None;
         *self.shared.first_next.lock().await = None;
+        *self.shared.first_next_cpu.lock().await = None;
         let mut command = Command::new(&self.spec.binary);
         command.env_clear();
         if let Some(sandbox) = &self.spec.sandbox {
@@ -527,6 +538,7 @@ impl Environment {
         };
         self.output.lock().await.clear();
         let pid = child.id();
+        *self.shared.pid.lock().await = pid;
         if let Some(stdout) = child.stdout.take() {
             tokio::spawn(keep_output(
                 stdout,
@@ -581,6 +593,7 @@ impl Environment {
                 *self.figures.lock().await = StartFigures {
                     init: first_next.saturating_duration_since(started),
                     init_and_first_invoke: Some(started.elapsed()),
+                    init_cpu: *self.shared.first_next_cpu.lock().await,
                 };
             }
         }
@@ -803,6 +816,20 @@ fn descendants(pid: u32) -> Vec<u32> {
     found
 }
 
+/// The CPU time every thread of `pid` has spent so far: the first field of
+/// each `/proc/{pid}/task/*/schedstat` (nanoseconds on a CPU).
+fn process_cpu_time(pid: u32) -> Option<Duration> {
+    let mut nanos = 0u64;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .flatten()
+    {
+        let stat = std::fs::read_to_string(task.path().join("schedstat")).ok()?;
+        nanos += stat.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(Duration::from_nanos(nanos))
+}
+
 async fn next(
     State(shared): State<Arc<Shared>>,
     axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
@@ -811,6 +838,9 @@ async fn next(
         let mut first = shared.first_next.lock().await;
         if first.is_none() {
             *first = Some(Instant::now());
+            if let Some(pid) = *shared.pid.lock().await {
+                *shared.first_next_cpu.lock().await = process_cpu_time(pid);
+            }
         }
     }
     // The process that asked may be gone: killed while it long-polled
