@@ -96,26 +96,6 @@ fn statuses(history: &[StatusChange]) -> Vec<BuildStatus> {
     history.iter().map(|c| c.status).collect()
 }
 
-async fn history(stack: &TestStack, execution_arn: &str) -> Vec<HistoryEvent> {
-    let mut events = Vec::new();
-    let mut token = None;
-    loop {
-        let page = stack
-            .sfn()
-            .get_execution_history()
-            .execution_arn(execution_arn)
-            .set_next_token(token)
-            .send()
-            .await
-            .expect("GetExecutionHistory");
-        events.extend(page.events().iter().cloned());
-        token = page.next_token().map(str::to_owned);
-        if token.is_none() {
-            return events;
-        }
-    }
-}
-
 /// Seconds since the epoch at which `state` was entered, in order.
 fn entered(events: &[HistoryEvent], state: &str) -> Vec<f64> {
     events
@@ -186,7 +166,7 @@ async fn assert_one_holder_at_a_time(stack: &TestStack, stack_name: &str) -> Vec
         if input["stack_name"] != stack_name {
             continue;
         }
-        let events = history(stack, arn).await;
+        let events = stack.execution_history(arn).await;
         let Some(&from) = entered(&events, &states.after_acquire).first() else {
             continue;
         };
@@ -246,7 +226,9 @@ async fn a_newer_build_waits_for_the_lock_an_older_one_holds_then_deploys() {
     let holdings = assert_one_holder_at_a_time(&stack, "dev-shop").await;
     let (held_by_older, held_by_newer) = (holding(&holdings, &older), holding(&holdings, &newer));
     let waits = entered(
-        &history(&stack, newer.execution_arn.as_ref().unwrap()).await,
+        &stack
+            .execution_history(newer.execution_arn.as_ref().unwrap())
+            .await,
         "WaitForLock",
     );
     assert!(!waits.is_empty(), "the newer build never waited");
@@ -395,7 +377,9 @@ async fn a_build_that_waits_too_long_for_the_lock_fails_naming_the_holder() {
     );
     assert_eq!(waiter_history[3].reason, reason);
     let waits = entered(
-        &history(&stack, waiter.execution_arn.as_ref().unwrap()).await,
+        &stack
+            .execution_history(waiter.execution_arn.as_ref().unwrap())
+            .await,
         "WaitForLock",
     );
     assert_eq!(waits.len(), 2, "three attempts, two waits between them");

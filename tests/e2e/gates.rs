@@ -113,31 +113,14 @@ async fn rollback_of(stack: &TestStack, failed: &Build) -> Build {
 /// The parameters the build's execution sent to CreateChangeSet.
 async fn change_set_parameters(stack: &TestStack, build: &Build) -> Value {
     let arn = build.execution_arn.clone().expect("the build's execution");
-    let mut token = None;
-    loop {
-        let page = stack
-            .sfn()
-            .get_execution_history()
-            .execution_arn(&arn)
-            .set_next_token(token)
-            .send()
-            .await
-            .expect("GetExecutionHistory");
-        for event in page.events() {
-            let Some(scheduled) = event.task_scheduled_event_details() else {
-                continue;
-            };
-            if scheduled.resource() == "createChangeSet" {
-                return serde_json::from_str(scheduled.parameters()).expect("JSON parameters");
-            }
-        }
-        token = page.next_token().map(str::to_owned);
-        assert!(
-            token.is_some(),
-            "no CreateChangeSet in the execution of {}",
-            build.sk
-        );
-    }
+    stack
+        .execution_history(&arn)
+        .await
+        .iter()
+        .filter_map(|e| e.task_scheduled_event_details())
+        .find(|scheduled| scheduled.resource() == "createChangeSet")
+        .map(|scheduled| serde_json::from_str(scheduled.parameters()).expect("JSON parameters"))
+        .unwrap_or_else(|| panic!("no CreateChangeSet in the execution of {}", build.sk))
 }
 
 async fn greeting(stack: &TestStack) -> Option<String> {

@@ -18,26 +18,12 @@ async fn entered_states(stack: &TestStack, build: &Build) -> HashMap<String, usi
         .clone()
         .unwrap_or_else(|| panic!("build {} has no execution", build.sk));
     let mut entered = HashMap::new();
-    let mut token = None;
-    loop {
-        let page = stack
-            .sfn()
-            .get_execution_history()
-            .execution_arn(&arn)
-            .set_next_token(token)
-            .send()
-            .await
-            .expect("GetExecutionHistory");
-        for event in page.events() {
-            if let Some(details) = event.state_entered_event_details() {
-                *entered.entry(details.name().to_owned()).or_insert(0) += 1;
-            }
-        }
-        token = page.next_token().map(str::to_owned);
-        if token.is_none() {
-            return entered;
+    for event in stack.execution_history(&arn).await {
+        if let Some(details) = event.state_entered_event_details() {
+            *entered.entry(details.name().to_owned()).or_insert(0) += 1;
         }
     }
+    entered
 }
 
 fn times(entered: &HashMap<String, usize>, state: &str) -> usize {

@@ -111,6 +111,30 @@ impl TestStack {
         aws_sdk_sfn::Client::new(&self.pipeline.sdk)
     }
 
+    /// Every event of a Step Functions execution, oldest first.
+    pub async fn execution_history(
+        &self,
+        execution_arn: &str,
+    ) -> Vec<aws_sdk_sfn::types::HistoryEvent> {
+        let mut events = Vec::new();
+        let mut token = None;
+        loop {
+            let page = self
+                .sfn()
+                .get_execution_history()
+                .execution_arn(execution_arn)
+                .set_next_token(token)
+                .send()
+                .await
+                .expect("GetExecutionHistory");
+            events.extend(page.events().iter().cloned());
+            token = page.next_token().map(str::to_owned);
+            if token.is_none() {
+                return events;
+            }
+        }
+    }
+
     /// Uploads a build of the sample app with the given template and params.
     pub async fn upload(
         &self,
