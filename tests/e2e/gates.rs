@@ -283,12 +283,7 @@ async fn deployer_rollback_redeploys_an_earlier_build() {
             "checkout broke",
         ])
         .await;
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = deployer_e2e::succeeded(&out);
     assert!(
         stdout.contains(&format!("redeploys version 1.aaaa (build {})", one.sk)),
         "{stdout}"
@@ -599,12 +594,7 @@ async fn api_history(stack: &TestStack) -> Vec<Value> {
     let out = stack
         .deployer(&["history", &format!("service:{API}"), "--json"])
         .await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice::<Value>(&out.stdout).unwrap()["deployments"]
+    serde_json::from_str::<Value>(&deployer_e2e::succeeded(&out)).unwrap()["deployments"]
         .as_array()
         .unwrap()
         .clone()
@@ -791,12 +781,7 @@ async fn deployer_service_rollback_redeploys_the_previous_task_definition() {
             "checkout broke",
         ])
         .await;
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = deployer_e2e::succeeded(&out);
     assert!(
         stdout.contains(
             "rolling shop_service_api_dev back from shop_service_api_dev:10 to shop_service_api_dev:9"

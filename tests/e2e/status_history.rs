@@ -6,7 +6,7 @@
 use std::process::Output;
 
 use builddao::BuildStatus;
-use deployer_e2e::{broken_template, target_dir, TestStack};
+use deployer_e2e::{broken_template, succeeded as ok, target_dir, TestStack};
 use serde_json::{json, Value};
 
 fn text(out: &Output) -> (String, String) {
@@ -14,16 +14,6 @@ fn text(out: &Output) -> (String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
-}
-
-fn ok(out: &Output) -> String {
-    let (stdout, stderr) = text(out);
-    assert!(
-        out.status.success(),
-        "exit {:?}\n{stdout}\n{stderr}",
-        out.status
-    );
-    stdout
 }
 
 /// Runs `deployer` with the stack's environment minus `unset`.

@@ -472,6 +472,19 @@ pub async fn update_service_calls(stack: &TestStack, n: usize) -> Vec<Value> {
     .expect("UpdateService calls")
 }
 
+/// The stdout of a command that must have succeeded (its exit status,
+/// stdout and stderr in the panic otherwise).
+pub fn succeeded(out: &std::process::Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "exit {:?}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 /// Waits for a Slack message containing `text`; answers it whole.
 pub async fn slack_saying(stack: &TestStack, text: &str) -> String {
     let sink = stack.pipeline.slack.clone();

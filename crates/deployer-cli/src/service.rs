@@ -60,7 +60,10 @@ pub async fn run(
         );
     };
     let (current, target) = match to {
-        Some(to) => (current(&records).map(|r| r.task_definition.clone()), to),
+        Some(to) => (
+            current(&records).map(|i| records[i].task_definition.clone()),
+            to,
+        ),
         None => {
             let (current, previous) = previous(&records).with_context(|| {
                 format!(
@@ -168,17 +171,17 @@ async fn history(
     }
 }
 
-/// What runs now, as the ledger knows it: the newest redeploy that did not
-/// fail (a rolled-back one does not count).
-fn current(records: &[ServiceDeployment]) -> Option<&ServiceDeployment> {
-    records.iter().find(|r| r.status != ledger::FAILED)
+/// Where what runs now is in `records`, as the ledger knows it: the newest
+/// redeploy that did not fail (a rolled-back one does not count).
+fn current(records: &[ServiceDeployment]) -> Option<usize> {
+    records.iter().position(|r| r.status != ledger::FAILED)
 }
 
 /// What runs now and the newest successful redeploy before it with another
 /// task definition.
 fn previous(records: &[ServiceDeployment]) -> Option<(&ServiceDeployment, &ServiceDeployment)> {
-    let current = current(records)?;
-    let position = records.iter().position(|r| std::ptr::eq(r, current))?;
+    let position = current(records)?;
+    let current = &records[position];
     let previous = records[position + 1..].iter().find(|r| {
         r.status == ledger::SUCCESS
             && short_task_definition(&r.task_definition)

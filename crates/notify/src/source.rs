@@ -19,12 +19,12 @@ pub struct SecretError {
 /// SSM answers at most this many names per GetParameters call.
 const GET_PARAMETERS_MAX: usize = 10;
 
-/// Every secret of `sources` (`None` stays `None`), the SSM ones read in
-/// one GetParameters call per ten names instead of one call each.
-pub async fn resolve_all(
-    sources: &[Option<&SecretSource>],
+/// Every secret of `sources`, in order (`None` stays `None`), the SSM ones
+/// read in one GetParameters call per ten names instead of one call each.
+pub async fn resolve_all<const N: usize>(
+    sources: [Option<&SecretSource>; N],
     ssm: &aws_sdk_ssm::Client,
-) -> Result<Vec<Option<String>>, SecretError> {
+) -> Result<[Option<String>; N], SecretError> {
     let mut names: Vec<&str> = sources
         .iter()
         .filter_map(|s| match s {
@@ -58,21 +58,18 @@ pub async fn resolve_all(
             }
         }
     }
-    sources
-        .iter()
-        .map(|source| match source {
-            None => Ok(None),
-            Some(SecretSource::Value(value)) => Ok(Some(value.clone())),
+    let mut resolved: [Option<String>; N] = std::array::from_fn(|_| None);
+    for (slot, source) in resolved.iter_mut().zip(sources) {
+        *slot = match source {
+            None => None,
+            Some(SecretSource::Value(value)) => Some(value.clone()),
             Some(SecretSource::Parameter(name)) => {
-                values
-                    .get(name)
-                    .cloned()
-                    .map(Some)
-                    .ok_or_else(|| SecretError {
-                        name: name.clone(),
-                        message: "the parameter has no value".into(),
-                    })
+                Some(values.get(name).cloned().ok_or_else(|| SecretError {
+                    name: name.clone(),
+                    message: "the parameter has no value".into(),
+                })?)
             }
-        })
-        .collect()
+        };
+    }
+    Ok(resolved)
 }

@@ -397,13 +397,15 @@ pub fn safeguarded(
         let mut names: Vec<String> = current
             .map(|a| a.alarm_names().to_vec())
             .unwrap_or_default();
+        let mut added = false;
         for alarm in safeguards.alarms {
             if !names.contains(alarm) {
                 names.push(alarm.clone());
+                added = true;
             }
         }
         let enabled = current.is_some_and(|a| a.enable());
-        if !enabled || current.is_none_or(|a| a.alarm_names().len() != names.len()) {
+        if !enabled || added {
             // An operator who enabled alarms without rollback keeps that.
             let rollback = !enabled || current.is_some_and(|a| a.rollback());
             configuration.alarms = DeploymentAlarms::builder()

@@ -572,7 +572,7 @@ impl Dispatcher {
                     task_definition: task_definition.clone(),
                     reason: reason.to_owned(),
                     ledger: recorded,
-                    rollback_of: None,
+                    rollback: false,
                 };
                 if let Err(err) = self.memory.remember_deploy(&deployment_id, &context).await {
                     warn!(error = %err, "could not remember the deploy; its completion will be reported without context");
@@ -864,9 +864,9 @@ impl Dispatcher {
             }
         }
         let env = &self.config.env;
-        let rollback_of = context.as_ref().and_then(|c| c.rollback_of.as_deref());
-        let title = match (outcome, rollback_of) {
-            (Outcome::Succeeded, Some(_)) => format!(
+        let rollback = context.as_ref().is_some_and(|c| c.rollback);
+        let title = match (outcome, rollback) {
+            (Outcome::Succeeded, true) => format!(
                 "Rolled back {service} in {env} to {}",
                 context
                     .as_ref()
@@ -874,9 +874,9 @@ impl Dispatcher {
                         &c.task_definition
                     ))
             ),
-            (Outcome::Succeeded, None) => format!("Deployed {service} to {env}"),
-            (Outcome::Failed, Some(_)) => format!("Rollback of {service} in {env} failed"),
-            (Outcome::Failed, None) => format!("Deployment of {service} to {env} failed"),
+            (Outcome::Succeeded, false) => format!("Deployed {service} to {env}"),
+            (Outcome::Failed, true) => format!("Rollback of {service} in {env} failed"),
+            (Outcome::Failed, false) => format!("Deployment of {service} to {env} failed"),
             _ => format!("{service} in {env}: {event_name}"),
         };
         let mut notice = Notice::new(outcome, title, env.clone())
@@ -928,10 +928,16 @@ impl Dispatcher {
                 }
             }
         };
-        let target_context = self.memory.deploy_context(to).await?;
-        let restored = facts
-            .restored
-            .or_else(|| target_context.as_ref().map(|c| c.task_definition.clone()));
+        // What was remembered of the deployment it goes back to is read
+        // only when ECS did not name the task definition.
+        let restored = match facts.restored {
+            Some(restored) => Some(restored),
+            None => self
+                .memory
+                .deploy_context(to)
+                .await?
+                .map(|c| c.task_definition),
+        };
         let restored_name = restored.as_deref().map_or_else(
             || format!("deployment {to}"),
             |td| short_task_definition(td).to_owned(),
@@ -948,7 +954,6 @@ impl Dispatcher {
             .or_else(|| failed_context.as_ref().map(|c| c.task_definition.clone()));
         let name = failed_context
             .as_ref()
-            .or(target_context.as_ref())
             .map(|c| c.name.clone())
             .filter(|n| !n.is_empty())
             .unwrap_or_else(|| service.to_owned());
@@ -998,7 +1003,7 @@ impl Dispatcher {
             task_definition: restored.clone().unwrap_or_else(|| restored_name.clone()),
             reason: reason.to_owned(),
             ledger: rollback_record,
-            rollback_of: Some(failed_id.clone().unwrap_or_else(|| "unknown".into())),
+            rollback: true,
         };
         if let Err(err) = self.memory.remember_deploy(deployment_id, &context).await {
             warn!(error = %err, "could not remember the rollback; its end will be reported without context");

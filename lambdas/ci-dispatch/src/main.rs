@@ -28,16 +28,16 @@ async fn main() -> Result<(), Error> {
     let ssm = aws_sdk_ssm::Client::new(&aws);
 
     let mut targets = Vec::new();
-    let secrets = notify::resolve_all(
-        &[config.slack_webhook.as_ref(), config.webhook.as_ref()],
+    let [slack, webhook] = notify::resolve_all(
+        [config.slack_webhook.as_ref(), config.webhook.as_ref()],
         &ssm,
     )
     .await?;
-    if let Some(Some(url)) = secrets.first() {
-        targets.push(Target::Slack(SecretUrl::new(url.clone())?));
+    if let Some(url) = slack {
+        targets.push(Target::Slack(SecretUrl::new(url)?));
     }
-    if let Some(Some(url)) = secrets.get(1) {
-        targets.push(Target::Webhook(SecretUrl::new(url.clone())?));
+    if let Some(url) = webhook {
+        targets.push(Target::Webhook(SecretUrl::new(url)?));
     }
     let dispatcher = Dispatcher {
         memory: Memory::new(

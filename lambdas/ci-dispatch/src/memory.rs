@@ -46,9 +46,9 @@ pub struct DeployContext {
     /// Its ledger record, to close when ECS reports the rollout's end.
     #[serde(default)]
     pub ledger: Option<ledger::RecordKey>,
-    /// On a rollback ECS started: the deployment that failed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rollback_of: Option<String>,
+    /// A rollback ECS started (its end is reported as the rollback's).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rollback: bool,
 }
 
 /// Who holds a claim and until when: one invocation.

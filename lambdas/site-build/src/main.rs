@@ -19,8 +19,8 @@ async fn main() -> Result<(), Error> {
     let ssm = aws_sdk_ssm::Client::new(&sdk);
 
     // The three secrets in one GetParameters call.
-    let secrets = notify::resolve_all(
-        &[
+    let [secret, token, slack] = notify::resolve_all(
+        [
             Some(&config.github_secret),
             config.github_token.as_ref(),
             config.slack_webhook.as_ref(),
@@ -28,9 +28,6 @@ async fn main() -> Result<(), Error> {
         &ssm,
     )
     .await?;
-    let [secret, token, slack]: [Option<String>; 3] = secrets
-        .try_into()
-        .map_err(|_| "three secrets asked, another number answered")?;
     let secret = secret.unwrap_or_default();
     let secret = WebhookSecret::new(secret).map_err(|_| "the GitHub webhook secret is empty")?;
     let token = match token {
