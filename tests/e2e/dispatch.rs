@@ -641,6 +641,46 @@ async fn slack_gets_the_reason_intact_and_a_broken_webhook_never_stops_a_deploy(
     assert_eq!(p.ecs_proxy.forwarded("UpdateService").len(), 3);
 }
 
+/// The Slack URL is a secret read by the first notification, not at the
+/// cold start. A parameter that cannot be read (here: not created yet)
+/// never stops a deploy, and is read again by the next notification.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slack_parameter_that_cannot_be_read_never_stops_a_deploy_and_is_read_again() {
+    let parameter = "/shop/dev/slack-webhook";
+    let stack = shop(&[("SlackWebhookParameter", parameter)]).await;
+    let p = &stack.pipeline;
+    let deploy = |id: &str, service: &str| {
+        eventbridge(id, "action.dev", "DEPLOY", json!({"service": service}))
+    };
+
+    let result = p.ci_dispatch.invoke(&deploy("s-1", "api")).await.unwrap();
+    assert_eq!(result["services"][0]["status"], "started", "{result}");
+    assert_eq!(p.ecs_proxy.forwarded("UpdateService").len(), 1);
+    assert!(p.slack.received().is_empty(), "nothing could be posted");
+
+    aws_sdk_ssm::Client::new(&p.sdk)
+        .put_parameter()
+        .name(parameter)
+        .value(&p.slack.url)
+        .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+        .send()
+        .await
+        .unwrap();
+    let result = p
+        .ci_dispatch
+        .invoke(&deploy("s-2", "worker"))
+        .await
+        .unwrap();
+    assert_eq!(result["services"][0]["status"], "started", "{result}");
+    let messages = slack_messages(&stack, 1).await;
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    assert!(
+        messages[0]["text"].as_str().unwrap().contains("worker"),
+        "{}",
+        messages[0]
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_execution_fails_its_build_but_never_a_finished_one() {
     let stack = shop(&[]).await;

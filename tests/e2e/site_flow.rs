@@ -445,6 +445,47 @@ async fn webhook_signatures_are_checked_on_the_raw_body_and_redeliveries_build_n
     assert!(page.contains("production"), "{page}");
 }
 
+/// The secrets are read by the first request that needs one, not at the
+/// cold start, and a failed read is not remembered: with the webhook
+/// secret's parameter gone, a `deploys` request is still answered and a
+/// webhook gets 503 (the log names the parameter, the answer nothing);
+/// once the parameter is back, the next delivery is verified.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn secrets_are_read_when_first_needed_and_a_failed_read_is_tried_again() {
+    let site = SiteStack::start("lazy").await;
+    let ssm = aws_sdk_ssm::Client::new(&site.pipeline().sdk);
+    let name = site.pipeline().site_resources.secret_parameter.clone();
+    ssm.delete_parameter().name(&name).send().await.unwrap();
+
+    let answer = site
+        .invoke(json!({"deploys": {"environment": "production"}}))
+        .await;
+    assert_eq!(answer["target"], "production", "{answer}");
+    assert_eq!(answer["live"], Value::Null, "{answer}");
+
+    let ping = br#"{"zen":"Keep it simple."}"#;
+    let (status, answer) = site.deliver("ping", "d-ping-1", ping, None).await;
+    assert_eq!(status, 503, "{answer}");
+    assert!(!answer.to_string().contains(&name), "{answer}");
+    assert!(
+        site.log().contains(&format!(
+            "cannot read site-build's secrets: reading SSM parameter {name}"
+        )),
+        "the log names the parameter"
+    );
+
+    ssm.put_parameter()
+        .name(&name)
+        .value(&site.pipeline().github_secret)
+        .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+        .send()
+        .await
+        .unwrap();
+    let (status, answer) = site.deliver("ping", "d-ping-2", ping, None).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["pong"], true, "{answer}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_pull_request_gets_a_preview_that_follows_it_and_goes_when_it_closes() {
     let site = SiteStack::start("pr").await;

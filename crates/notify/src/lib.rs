@@ -13,7 +13,7 @@ mod secret;
 mod source;
 
 pub use notice::{Link, Notice, Outcome};
-pub use notifier::{Delivery, Notifier, DEFAULT_TIMEOUT};
+pub use notifier::{Delivery, Notifier, TargetKind, DEFAULT_TIMEOUT};
 pub use payload::{slack_payload, webhook_payload};
 pub use secret::{SecretUrl, Target};
 pub use source::{resolve_all, SecretError, SecretSource};
@@ -25,6 +25,9 @@ pub enum NotifyError {
     /// redacted form only, so the error can be logged.
     #[error("webhook URL {redacted} is not an absolute http(s) URL with a host")]
     InvalidUrl { redacted: String },
+    /// A target's URL could not be read.
+    #[error(transparent)]
+    Secret(#[from] SecretError),
     /// The HTTP client could not be built (TLS initialisation).
     #[error("could not build the HTTP client for notifications")]
     Client(#[source] reqwest::Error),

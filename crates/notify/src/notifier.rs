@@ -5,8 +5,10 @@ use std::time::Duration;
 use futures::future::join_all;
 use reqwest::{redirect, Client, StatusCode};
 use serde_json::Value;
+use tokio::sync::OnceCell;
 
-use crate::{slack_payload, webhook_payload, Notice, NotifyError, Target};
+use crate::source::resolve;
+use crate::{slack_payload, webhook_payload, Notice, NotifyError, SecretSource, SecretUrl, Target};
 
 /// How long one post may take, connection included, unless configured.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -27,76 +29,140 @@ struct Counters {
     failed: AtomicU64,
 }
 
+/// Which payload a target configured by a secret gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetKind {
+    Slack,
+    Webhook,
+}
+
+impl TargetKind {
+    fn target(self, url: SecretUrl) -> Target {
+        match self {
+            Self::Slack => Target::Slack(url),
+            Self::Webhook => Target::Webhook(url),
+        }
+    }
+}
+
+/// Where the targets come from.
+#[derive(Debug)]
+enum Pending {
+    Targets(Vec<Target>),
+    /// Read from SSM (or given) on the first send.
+    Secrets {
+        sources: Vec<(TargetKind, SecretSource)>,
+        ssm: aws_sdk_ssm::Client,
+    },
+}
+
+/// The targets and the HTTP client, once the first send has made them.
+#[derive(Debug)]
+struct Ready {
+    /// `None` only when there are no targets: nothing to post, no TLS setup.
+    client: Option<Client>,
+    targets: Vec<Target>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    pending: Pending,
+    ready: OnceCell<Ready>,
+    counters: Counters,
+    timeout: Duration,
+}
+
 /// Posts notices to every configured target. Build it once per cold start;
 /// clones share the HTTP client and the counters.
+///
+/// Nothing is set up until the first send: the secrets it is configured
+/// with are read then, and the HTTP client (TLS roots and all) is built
+/// then, so an invocation that sends nothing pays for neither. A failure
+/// to set up is logged and counted as failed posts, and the next send
+/// tries again.
 #[derive(Debug, Clone)]
 pub struct Notifier {
-    /// `None` only when there are no targets, so a disabled notifier needs no TLS setup.
-    client: Option<Client>,
-    targets: Arc<[Target]>,
-    counters: Arc<Counters>,
-    timeout: Duration,
+    inner: Arc<Inner>,
 }
 
 impl Notifier {
     /// A notifier whose posts each give up after [`DEFAULT_TIMEOUT`].
-    pub fn new(targets: Vec<Target>) -> Result<Self, NotifyError> {
+    pub fn new(targets: Vec<Target>) -> Self {
         Self::with_timeout(targets, DEFAULT_TIMEOUT)
     }
 
     /// A notifier whose posts each give up after `timeout` (connecting is
     /// capped at 2 s, or at `timeout` if that is shorter).
-    pub fn with_timeout(targets: Vec<Target>, timeout: Duration) -> Result<Self, NotifyError> {
-        let client = if targets.is_empty() {
-            None
-        } else {
-            let client = crate::https::client_builder()
-                .connect_timeout(CONNECT_TIMEOUT.min(timeout))
-                .timeout(timeout)
-                // A redirected POST turns into a GET and would "succeed"
-                // without delivering anything; treat it as the failure it is.
-                .redirect(redirect::Policy::none())
-                .build()
-                .map_err(NotifyError::Client)?;
-            Some(client)
-        };
-        Ok(Self {
-            client,
-            targets: targets.into(),
-            counters: Arc::default(),
-            timeout,
-        })
+    pub fn with_timeout(targets: Vec<Target>, timeout: Duration) -> Self {
+        Self::pending(Pending::Targets(targets), timeout)
+    }
+
+    /// A notifier whose targets' URLs are secrets, read on the first send
+    /// (all of them in one GetParameters call).
+    pub fn from_secrets(
+        sources: Vec<(TargetKind, SecretSource)>,
+        ssm: aws_sdk_ssm::Client,
+    ) -> Self {
+        Self::pending(Pending::Secrets { sources, ssm }, DEFAULT_TIMEOUT)
     }
 
     /// A notifier with no targets: `send` does nothing and reports nothing sent.
     pub fn disabled() -> Self {
+        Self::new(Vec::new())
+    }
+
+    fn pending(pending: Pending, timeout: Duration) -> Self {
         Self {
-            client: None,
-            targets: Arc::new([]),
-            counters: Arc::default(),
-            timeout: DEFAULT_TIMEOUT,
+            inner: Arc::new(Inner {
+                pending,
+                ready: OnceCell::new(),
+                counters: Counters::default(),
+                timeout,
+            }),
         }
     }
 
-    pub fn targets(&self) -> &[Target] {
-        &self.targets
+    /// How many targets are configured (before their secrets are read).
+    pub fn configured(&self) -> usize {
+        match &self.inner.pending {
+            Pending::Targets(targets) => targets.len(),
+            Pending::Secrets { sources, .. } => sources.len(),
+        }
     }
 
     /// Posts `notice` to every target at once. Failures are logged with the
     /// target's redacted URL and counted; they are never returned.
     pub async fn send(&self, notice: &Notice) -> Delivery {
-        let Some(client) = &self.client else {
+        if self.configured() == 0 {
+            return Delivery::default();
+        }
+        let ready = match self.inner.ready.get_or_try_init(|| self.prepare()).await {
+            Ok(ready) => ready,
+            Err(error) => {
+                tracing::warn!(
+                    error = %error,
+                    outcome = %notice.outcome,
+                    "notifications not delivered: they could not be set up"
+                );
+                return self.count(Delivery {
+                    sent: 0,
+                    failed: self.configured(),
+                });
+            }
+        };
+        let Some(client) = &ready.client else {
             return Delivery::default();
         };
         let slack = slack_payload(notice);
         let webhook = webhook_payload(notice);
-        let posts = self.targets.iter().map(|target| {
+        let timeout = self.inner.timeout;
+        let posts = ready.targets.iter().map(|target| {
             let body = match target {
                 Target::Slack(_) => &slack,
                 Target::Webhook(_) => &webhook,
             };
             async move {
-                let result = post(client, target, body, self.timeout).await;
+                let result = post(client, target, body, timeout).await;
                 if let Err(failure) = &result {
                     tracing::warn!(
                         kind = target.kind(),
@@ -112,24 +178,63 @@ impl Notifier {
         let results = join_all(posts).await;
 
         let sent = results.iter().filter(|ok| **ok).count();
-        let delivery = Delivery {
+        self.count(Delivery {
             sent,
             failed: results.len() - sent,
-        };
-        self.counters
+        })
+    }
+
+    fn count(&self, delivery: Delivery) -> Delivery {
+        let counters = &self.inner.counters;
+        counters
             .sent
             .fetch_add(delivery.sent as u64, Ordering::Relaxed);
-        self.counters
+        counters
             .failed
             .fetch_add(delivery.failed as u64, Ordering::Relaxed);
         delivery
     }
 
+    /// The targets (their secrets read) and the client.
+    async fn prepare(&self) -> Result<Ready, NotifyError> {
+        let targets = match &self.inner.pending {
+            Pending::Targets(targets) => targets.clone(),
+            Pending::Secrets { sources, ssm } => {
+                let wanted: Vec<Option<&SecretSource>> =
+                    sources.iter().map(|(_, source)| Some(source)).collect();
+                let urls = resolve(&wanted, ssm).await?;
+                let mut targets = Vec::with_capacity(sources.len());
+                for ((kind, _), url) in sources.iter().zip(urls) {
+                    if let Some(url) = url {
+                        targets.push(kind.target(SecretUrl::new(url)?));
+                    }
+                }
+                targets
+            }
+        };
+        let client = if targets.is_empty() {
+            None
+        } else {
+            let timeout = self.inner.timeout;
+            let client = crate::https::client_builder()
+                .connect_timeout(CONNECT_TIMEOUT.min(timeout))
+                .timeout(timeout)
+                // A redirected POST turns into a GET and would "succeed"
+                // without delivering anything; treat it as the failure it is.
+                .redirect(redirect::Policy::none())
+                .build()
+                .map_err(NotifyError::Client)?;
+            Some(client)
+        };
+        Ok(Ready { client, targets })
+    }
+
     /// Cumulative `(sent, failed)` posts since this notifier was built.
     pub fn stats(&self) -> (u64, u64) {
+        let counters = &self.inner.counters;
         (
-            self.counters.sent.load(Ordering::Relaxed),
-            self.counters.failed.load(Ordering::Relaxed),
+            counters.sent.load(Ordering::Relaxed),
+            counters.failed.load(Ordering::Relaxed),
         )
     }
 }
@@ -270,7 +375,7 @@ mod tests {
     #[tokio::test]
     async fn awkward_reason_text_arrives_intact() {
         let (sink, base) = Sink::start().await;
-        let notifier = Notifier::new(vec![slack(&base, "ok"), webhook(&base, "ok")]).unwrap();
+        let notifier = Notifier::new(vec![slack(&base, "ok"), webhook(&base, "ok")]);
         let reason = "Resource said \"no\"\nsecond line <tag> & co\ttab";
         let notice = Notice::new(Outcome::Failed, "Deploy \"api\" failed", "prd")
             .with_service("api")
@@ -310,7 +415,7 @@ mod tests {
     #[tokio::test]
     async fn a_target_answering_500_counts_as_failed() {
         let (sink, base) = Sink::start().await;
-        let notifier = Notifier::new(vec![slack(&base, "fail"), webhook(&base, "ok")]).unwrap();
+        let notifier = Notifier::new(vec![slack(&base, "fail"), webhook(&base, "ok")]);
 
         let delivery = notifier
             .send(&Notice::new(Outcome::Info, "hello", "dev"))
@@ -331,8 +436,7 @@ mod tests {
                 slack(&base, "ok"),
             ],
             SHORT,
-        )
-        .unwrap();
+        );
 
         let started = Instant::now();
         let delivery = notifier
@@ -380,13 +484,80 @@ mod tests {
     #[tokio::test]
     async fn stats_accumulate_across_sends() {
         let (_sink, base) = Sink::start().await;
-        let notifier = Notifier::new(vec![webhook(&base, "ok"), webhook(&base, "fail")]).unwrap();
+        let notifier = Notifier::new(vec![webhook(&base, "ok"), webhook(&base, "fail")]);
         let notice = Notice::new(Outcome::Succeeded, "x", "dev");
 
         notifier.send(&notice).await;
         notifier.clone().send(&notice).await;
 
         assert_eq!(notifier.stats(), (2, 2));
+    }
+
+    /// An SSM client for a port nothing listens on, trying once.
+    fn unreachable_ssm() -> aws_sdk_ssm::Client {
+        let config = aws_sdk_ssm::Config::builder()
+            .behavior_version(aws_sdk_ssm::config::BehaviorVersion::latest())
+            .region(aws_sdk_ssm::config::Region::new("eu-west-1"))
+            .endpoint_url("http://127.0.0.1:1")
+            .credentials_provider(aws_sdk_ssm::config::Credentials::new(
+                "AKIDTEST", "secret", None, None, "test",
+            ))
+            .retry_config(aws_sdk_ssm::config::retry::RetryConfig::disabled())
+            .build();
+        aws_sdk_ssm::Client::from_conf(config)
+    }
+
+    #[tokio::test]
+    async fn targets_given_as_secrets_are_read_on_the_first_send() {
+        let (sink, base) = Sink::start().await;
+        let url = |route: &str| SecretSource::Value(format!("{base}/{route}/T000/XXXXSECRET"));
+        let notifier = Notifier::from_secrets(
+            vec![
+                (TargetKind::Slack, url("ok")),
+                (TargetKind::Webhook, url("ok")),
+            ],
+            unreachable_ssm(),
+        );
+        assert_eq!(notifier.configured(), 2);
+        let delivery = notifier
+            .send(&Notice::new(Outcome::Succeeded, "api", "dev"))
+            .await;
+        assert_eq!(delivery, Delivery { sent: 2, failed: 0 });
+        let received = sink.received();
+        // Each kind got its own payload shape.
+        assert!(received
+            .iter()
+            .any(|(_, body)| body.get("attachments").is_some()));
+        assert!(received
+            .iter()
+            .any(|(_, body)| body.get("outcome").is_some()));
+    }
+
+    #[tokio::test]
+    async fn a_secret_that_cannot_be_read_fails_the_posts_and_is_read_again_next_time() {
+        let notifier = Notifier::from_secrets(
+            vec![(
+                TargetKind::Slack,
+                SecretSource::Parameter("/deployer/slack".into()),
+            )],
+            unreachable_ssm(),
+        );
+        let notice = Notice::new(Outcome::Failed, "api", "dev");
+        assert_eq!(
+            notifier.send(&notice).await,
+            Delivery { sent: 0, failed: 1 }
+        );
+        // Not remembered as set up: the next send tries SSM again.
+        assert_eq!(
+            notifier.send(&notice).await,
+            Delivery { sent: 0, failed: 1 }
+        );
+        assert_eq!(notifier.stats(), (0, 2));
+        let error = notifier.prepare().await.unwrap_err().to_string();
+        assert!(
+            error.contains("reading SSM parameter /deployer/slack"),
+            "{error}"
+        );
     }
 
     #[tokio::test]
@@ -397,6 +568,6 @@ mod tests {
             .await;
         assert_eq!(delivery, Delivery::default());
         assert_eq!(notifier.stats(), (0, 0));
-        assert!(Notifier::new(Vec::new()).unwrap().targets().is_empty());
+        assert_eq!(Notifier::new(Vec::new()).configured(), 0);
     }
 }

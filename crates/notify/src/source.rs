@@ -1,6 +1,7 @@
 //! Where a secret comes from: given directly (local stack, tests) or as the
-//! name of an SSM SecureString parameter, read once per cold start; a
-//! function's secrets are read together, in one GetParameters call.
+//! name of an SSM SecureString parameter, read when first needed and kept
+//! for the life of the process; a function's secrets are read together, in
+//! one GetParameters call.
 
 /// A secret's source, as a function's configuration names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,6 +26,15 @@ pub async fn resolve_all<const N: usize>(
     sources: [Option<&SecretSource>; N],
     ssm: &aws_sdk_ssm::Client,
 ) -> Result<[Option<String>; N], SecretError> {
+    let mut resolved = resolve(&sources, ssm).await?.into_iter();
+    Ok(std::array::from_fn(|_| resolved.next().flatten()))
+}
+
+/// [`resolve_all`] for a list whose length is known only at run time.
+pub(crate) async fn resolve(
+    sources: &[Option<&SecretSource>],
+    ssm: &aws_sdk_ssm::Client,
+) -> Result<Vec<Option<String>>, SecretError> {
     let mut names: Vec<&str> = sources
         .iter()
         .filter_map(|s| match s {
@@ -58,18 +68,21 @@ pub async fn resolve_all<const N: usize>(
             }
         }
     }
-    let mut resolved: [Option<String>; N] = std::array::from_fn(|_| None);
-    for (slot, source) in resolved.iter_mut().zip(sources) {
-        *slot = match source {
-            None => None,
-            Some(SecretSource::Value(value)) => Some(value.clone()),
+    sources
+        .iter()
+        .map(|source| match source {
+            None => Ok(None),
+            Some(SecretSource::Value(value)) => Ok(Some(value.clone())),
             Some(SecretSource::Parameter(name)) => {
-                Some(values.get(name).cloned().ok_or_else(|| SecretError {
-                    name: name.clone(),
-                    message: "the parameter has no value".into(),
-                })?)
+                values
+                    .get(name)
+                    .cloned()
+                    .map(Some)
+                    .ok_or_else(|| SecretError {
+                        name: name.clone(),
+                        message: "the parameter has no value".into(),
+                    })
             }
-        };
-    }
-    Ok(resolved)
+        })
+        .collect()
 }

@@ -5,7 +5,7 @@ use ci_dispatch::config::Config;
 use ci_dispatch::memory::{Lease, Memory};
 use ci_dispatch::Dispatcher;
 use lambda_runtime::{service_fn, Error, LambdaEvent};
-use notify::{Notifier, SecretUrl, Target};
+use notify::{Notifier, TargetKind};
 use serde_json::Value;
 
 #[tokio::main]
@@ -27,18 +27,15 @@ async fn main() -> Result<(), Error> {
     let dynamodb = aws_sdk_dynamodb::Client::new(&aws);
     let ssm = aws_sdk_ssm::Client::new(&aws);
 
-    let mut targets = Vec::new();
-    let [slack, webhook] = notify::resolve_all(
-        [config.slack_webhook.as_ref(), config.webhook.as_ref()],
-        &ssm,
-    )
-    .await?;
-    if let Some(url) = slack {
-        targets.push(Target::Slack(SecretUrl::new(url)?));
-    }
-    if let Some(url) = webhook {
-        targets.push(Target::Webhook(SecretUrl::new(url)?));
-    }
+    // The webhook URLs are read from SSM on the first notification, not
+    // here: an invocation that sends nothing never reads them.
+    let sources = [
+        (TargetKind::Slack, config.slack_webhook.clone()),
+        (TargetKind::Webhook, config.webhook.clone()),
+    ]
+    .into_iter()
+    .filter_map(|(kind, source)| Some((kind, source?)))
+    .collect();
     let dispatcher = Dispatcher {
         memory: Memory::new(
             dynamodb.clone(),
@@ -53,7 +50,7 @@ async fn main() -> Result<(), Error> {
             .service_deployments_table
             .as_ref()
             .map(|table| ledger::ServiceDeploymentStore::new(dynamodb.clone(), table)),
-        notifier: Notifier::new(targets)?,
+        notifier: Notifier::from_secrets(sources, ssm),
         ecs,
         dynamodb,
         config,

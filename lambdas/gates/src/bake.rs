@@ -263,7 +263,11 @@ async fn smoke_get(gates: &Gates, url: &str) -> Option<String> {
     if let Err(refused) = smoke_url_allowed(&parsed, gates.config.smoke_http_loopback) {
         return Some(refused);
     }
-    match gates.http.get(parsed).send().await {
+    let http = match gates.http() {
+        Ok(http) => http,
+        Err(err) => return Some(format!("smoke check GET {url}: no HTTP client: {err}")),
+    };
+    match http.get(parsed).send().await {
         Ok(response) if response.status().is_success() => None,
         Ok(response) => Some(format!(
             "smoke check GET {url} answered {}",

@@ -20,6 +20,8 @@ pub mod policy;
 pub mod rollback;
 pub mod window;
 
+use std::sync::OnceLock;
+
 use aws_sdk_cloudformation::error::ProvideErrorMetadata;
 use builddao::BuildStore;
 use lambda_runtime::Diagnostic;
@@ -48,25 +50,36 @@ pub struct Gates {
     pub cloudwatch: aws_sdk_cloudwatch::Client,
     pub lambda: aws_sdk_lambda::Client,
     pub s3: aws_sdk_s3::Client,
-    pub http: reqwest::Client,
+    /// The smoke checks' HTTP client: built by the first check, so the
+    /// other gates never read the TLS roots.
+    http: OnceLock<reqwest::Client>,
 }
 
 impl Gates {
-    pub fn new(config: Config, aws: &aws_config::SdkConfig) -> Result<Self, reqwest::Error> {
+    pub fn new(config: Config, aws: &aws_config::SdkConfig) -> Self {
         let dynamodb = aws_sdk_dynamodb::Client::new(aws);
-        Ok(Gates {
+        Gates {
             builds: BuildStore::new(dynamodb.clone(), &config.builds_table),
             dynamodb,
             cloudformation: aws_sdk_cloudformation::Client::new(aws),
             cloudwatch: aws_sdk_cloudwatch::Client::new(aws),
             lambda: aws_sdk_lambda::Client::new(aws),
             s3: aws_sdk_s3::Client::new(aws),
-            http: reqwest::Client::builder()
-                .timeout(bake::SMOKE_TIMEOUT)
-                .redirect(reqwest::redirect::Policy::none())
-                .build()?,
+            http: OnceLock::new(),
             config,
-        })
+        }
+    }
+
+    /// The smoke checks' HTTP client, built on first use.
+    pub fn http(&self) -> Result<&reqwest::Client, reqwest::Error> {
+        if let Some(client) = self.http.get() {
+            return Ok(client);
+        }
+        let client = reqwest::Client::builder()
+            .timeout(bake::SMOKE_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
+        Ok(self.http.get_or_init(|| client))
     }
 }
 

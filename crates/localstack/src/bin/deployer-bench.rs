@@ -69,6 +69,43 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A GitHub `ping` delivery as the function URL hands it to site-build:
+/// JSON, signed with the webhook secret.
+fn signed_ping(secret: &str) -> anyhow::Result<Value> {
+    use localstack::function_url::{url_event, UrlIdentity, UrlRequest};
+    let body = br#"{"zen":"Keep it logically awesome.","hook_id":1}"#.to_vec();
+    let signature = site_build::WebhookSecret::new(secret.as_bytes())
+        .map_err(|_| anyhow::anyhow!("the webhook secret is empty"))?
+        .sign(&body);
+    let mut headers = axum::http::HeaderMap::new();
+    for (name, value) in [
+        ("content-type", "application/json".to_owned()),
+        ("user-agent", "GitHub-Hookshot/bench".to_owned()),
+        ("x-github-event", "ping".to_owned()),
+        ("x-github-delivery", "bench-ping".to_owned()),
+        ("x-hub-signature-256", signature),
+    ] {
+        headers.insert(name, value.parse()?);
+    }
+    let request = UrlRequest {
+        method: "POST".into(),
+        path_and_query: "/".into(),
+        version: axum::http::Version::HTTP_11,
+        headers,
+        body,
+        source_ip: "192.30.252.1".into(),
+    };
+    let identity = UrlIdentity {
+        url_id: "bench".into(),
+        account_id: "123456789012".into(),
+    };
+    Ok(url_event(
+        &request,
+        &identity,
+        time::OffsetDateTime::now_utc(),
+    ))
+}
+
 /// Cold starts, zip sizes, ci-dispatch handler time, upload latency.
 async fn function_benchmarks(root: &Path, emulator: Arc<Emulator>) -> anyhow::Result<()> {
     let root = root.to_path_buf();
@@ -156,10 +193,12 @@ async fn function_benchmarks(root: &Path, emulator: Arc<Emulator>) -> anyhow::Re
     );
     let tb_spec = pipeline.function_specs[1].clone();
     let dispatch_spec = pipeline.function_specs[2].clone();
-    // site-build's init reads its webhook secret, GitHub token and Slack
-    // URL from SSM; its first invocation asks what rollback can reach in
-    // production (a pointer GET: nothing is live).
+    // site-build's first invocation is a signed GitHub ping through its
+    // function URL: verifying it reads the webhook secret, GitHub token
+    // and Slack URL from SSM (one GetParameters) and makes the GitHub
+    // clients, as the first webhook after a cold start does on AWS.
     let site_spec = pipeline.function_specs[3].clone();
+    let site_ping = signed_ping(&pipeline.github_secret)?;
     // gates: the freeze-window check (no window configured), which every
     // revision of the function answers; the policy engine's cost is in
     // the binary and its init.
@@ -253,15 +292,19 @@ async fn function_benchmarks(root: &Path, emulator: Arc<Emulator>) -> anyhow::Re
                     event_id += 1;
                     ssm_event(event_id)
                 }
-                "site-build" => json!({"deploys": {"environment": "production"}}),
+                "site-build" => site_ping.clone(),
                 "gates" => json!({"gate": "window", "env": "dev"}),
                 _ => json!({}),
             };
             cell.function.stop().await;
-            cell.function
+            let answer = cell
+                .function
                 .invoke(&event)
                 .await
                 .map_err(|e| anyhow::anyhow!("{}: {e}", cell.label))?;
+            if cell.label == "site-build" && answer["statusCode"] != 200 {
+                bail!("site-build did not answer the signed ping: {answer}");
+            }
             let figures = cell.function.figures().await;
             cell.inits.push(figures.init.as_secs_f64() * 1000.0);
             cell.cpus

@@ -59,6 +59,7 @@ fn failure(error: &ServiceError, request_id: &str) -> Value {
         | ServiceError::Start { .. }
         | ServiceError::Publish(_)
         | ServiceError::LiveStore(_)
+        | ServiceError::Secrets(_)
         | ServiceError::Email { .. } => (503, "Service Unavailable"),
         ServiceError::Store(StoreError::Corrupt { .. })
         | ServiceError::NotFound(_)
@@ -165,10 +166,11 @@ impl SiteService {
             staging_on_pull_request: self.config.staging_on_pull_request,
             repositories: vec![self.config.repository.clone()],
         };
+        let secret = &self.secured().await?.secret;
         let commands = match github::parse_webhook(
             &|name| request.header(name),
             &request.body,
-            &self.secret,
+            secret,
             &policy,
         ) {
             Ok(commands) => commands,

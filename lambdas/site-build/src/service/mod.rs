@@ -9,44 +9,42 @@
 mod email;
 mod http;
 mod run;
+mod secured;
 mod sweep;
 
 use std::time::Duration;
 
 use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::InvocationType;
-use notify::{Notice, Notifier, Outcome};
+use notify::{Notice, Outcome};
 use serde_json::{json, Value};
 use svix_ksuid::KsuidLike;
 use tokio::sync::OnceCell;
 use tracing::{info, warn};
 
 use crate::approval::ApprovalToken;
-use crate::build::SourceFetcher;
 use crate::builder::RemoteBuilder;
 use crate::config::SiteConfig;
 use crate::deployments::{
     now_epoch, now_rfc3339, Changes, Deployment, DeploymentAction, DeploymentKey, DeploymentStatus,
     DeploymentStore, NewDeployment, StoreError,
 };
-use crate::github_api::GitHubApi;
 use crate::lease::Invocation;
 use crate::live_store::LiveStore;
 use crate::publish::{PublishTarget, Publisher};
 use crate::trigger::{direct, BuildRequest, Command, DedupeKey, Environment, GitHubEvent, Origin};
-use crate::WebhookSecret;
+use secured::Secured;
 
 /// Everything the function needs, built once per cold start.
 pub struct SiteService {
     pub config: SiteConfig,
     pub store: DeploymentStore,
     pub publisher: Publisher,
-    pub fetcher: SourceFetcher,
     /// The builder function, where repository code runs.
     pub builder: RemoteBuilder,
-    pub github: GitHubApi,
-    pub secret: WebhookSecret,
-    pub notifier: Notifier,
+    /// Where the secrets are read from, on first use ([`Secured`]).
+    ssm: aws_sdk_ssm::Client,
+    secured: OnceCell<Secured>,
     /// The CloudFront router's copy of the live pointers (AWS only).
     pub live_store: Option<LiveStore>,
     pub lambda: aws_sdk_lambda::Client,
@@ -83,6 +81,8 @@ pub enum ServiceError {
     Publish(#[from] crate::PublishError),
     #[error(transparent)]
     LiveStore(#[from] crate::live_store::LiveStoreError),
+    #[error("cannot read site-build's secrets: {0}")]
+    Secrets(String),
 }
 
 /// What became of a request to deploy.
@@ -97,15 +97,11 @@ pub enum Enqueued {
 }
 
 impl SiteService {
-    #[allow(clippy::too_many_arguments)]
+    /// Makes the AWS clients; the secrets and what needs them are made by
+    /// the first invocation that needs them (`secured`).
     pub fn new(
         config: SiteConfig,
         store: DeploymentStore,
-        publisher: Publisher,
-        fetcher: SourceFetcher,
-        github: GitHubApi,
-        secret: WebhookSecret,
-        notifier: Notifier,
         sdk: &aws_config::SdkConfig,
         function_name: String,
     ) -> Self {
@@ -114,7 +110,10 @@ impl SiteService {
             .as_ref()
             .map(|arn| LiveStore::new(aws_sdk_cloudfrontkeyvaluestore::Client::new(sdk), arn));
         let lambda = aws_sdk_lambda::Client::new(sdk);
+        // One client per service: the SDK sets a connector up (and parses
+        // the TLS roots) for every client built.
         let s3 = aws_sdk_s3::Client::new(sdk);
+        let publisher = Publisher::new(s3.clone(), &config.bucket);
         let builder = RemoteBuilder::new(
             lambda.clone(),
             s3.clone(),
@@ -125,11 +124,9 @@ impl SiteService {
             config,
             store,
             publisher,
-            fetcher,
             builder,
-            github,
-            secret,
-            notifier,
+            ssm: aws_sdk_ssm::Client::new(sdk),
+            secured: OnceCell::new(),
             live_store,
             lambda,
             s3,
@@ -439,7 +436,14 @@ impl SiteService {
     }
 
     async fn notify(&self, notice: &Notice) {
-        let delivery = self.notifier.send(notice).await;
+        let notifier = match self.secured().await {
+            Ok(secured) => &secured.notifier,
+            Err(e) => {
+                warn!(error = %e, "a notification could not be delivered");
+                return;
+            }
+        };
+        let delivery = notifier.send(notice).await;
         if delivery.failed > 0 {
             warn!(
                 failed = delivery.failed,

@@ -23,7 +23,7 @@ use crate::builder::RemoteBuildError;
 use crate::deployments::{
     now_epoch, Changes, Deployment, DeploymentAction, DeploymentKey, DeploymentStatus, Transition,
 };
-use crate::github_api::DeploymentState;
+use crate::github_api::{DeploymentState, GitHubApi};
 use crate::lease::{
     self, Budget, Decision, Interruption, Invocation, Lease, Phase, SeenLease, MAX_ATTEMPTS,
 };
@@ -406,6 +406,7 @@ impl SiteService {
     /// over newer. Fails closed when GitHub cannot say.
     async fn push_superseded(
         &self,
+        github: &GitHubApi,
         deployment: &Deployment,
         repository: &Repository,
         branch: &Branch,
@@ -414,7 +415,7 @@ impl SiteService {
         if deployment.origin != super::PUSH_ORIGIN || deployment.environment != "production" {
             return None;
         }
-        let head = match self.github.branch_head(repository, branch).await {
+        let head = match github.branch_head(repository, branch).await {
             Ok(head) if head.eq_ignore_ascii_case(commit) => return None,
             Ok(head) => head,
             Err(e) => {
@@ -484,10 +485,14 @@ impl SiteService {
             Ok(parts) => parts,
             Err(error) => return Ok(failed(error, Vec::new(), Changes::default())),
         };
+        let secured = match self.secured().await {
+            Ok(secured) => secured,
+            Err(e) => return Ok(failed(e.to_string(), Vec::new(), Changes::default())),
+        };
         // A resumed attempt builds the commit the first one resolved.
         let commit = match &deployment.commit {
             Some(commit) => commit.clone(),
-            None => match self.github.branch_head(&repository, &branch).await {
+            None => match secured.github.branch_head(&repository, &branch).await {
                 Ok(commit) => commit,
                 Err(e) => {
                     return Ok(failed(
@@ -518,7 +523,7 @@ impl SiteService {
         }
         let changes = Changes::default;
         if let Some(refused) = self
-            .push_superseded(deployment, &repository, &branch, &commit)
+            .push_superseded(&secured.github, deployment, &repository, &branch, &commit)
             .await
         {
             warn!(deployment = %key, status = %refused.status, error = ?refused.error, "not the head of its branch; the live deploy is unchanged");
@@ -531,10 +536,10 @@ impl SiteService {
         };
 
         info!(deployment = %key, commit = %commit, attempt = lease.attempt, "fetching the source");
-        let Some(limit) = budget.step(self.fetcher.timeout()) else {
+        let Some(limit) = budget.step(secured.fetcher.timeout()) else {
             return Ok(out_of_time(Phase::Fetch, Vec::new()));
         };
-        let fetched = self
+        let fetched = secured
             .fetcher
             .clone()
             .with_timeout(limit.limit)
@@ -611,7 +616,7 @@ impl SiteService {
         }
         // Again at the last moment: main can move on during the build.
         if let Some(mut refused) = self
-            .push_superseded(deployment, &repository, &branch, &commit)
+            .push_superseded(&secured.github, deployment, &repository, &branch, &commit)
             .await
         {
             warn!(deployment = %key, status = %refused.status, error = ?refused.error, "not the head of its branch; the live deploy is unchanged");
@@ -722,7 +727,8 @@ impl SiteService {
         commit: &str,
         deployment: &Deployment,
     ) -> Option<u64> {
-        if !self.github.can_report() || deployment.action != DeploymentAction::Build {
+        let github = self.github().await?;
+        if !github.can_report() || deployment.action != DeploymentAction::Build {
             return None;
         }
         let production = deployment.environment == Environment::Production.as_str();
@@ -731,8 +737,7 @@ impl SiteService {
         } else {
             deployment.environment.clone()
         };
-        let id = match self
-            .github
+        let id = match github
             .create_deployment(repository, commit, &environment, production)
             .await
         {
@@ -742,8 +747,7 @@ impl SiteService {
                 return None;
             }
         };
-        if let Err(e) = self
-            .github
+        if let Err(e) = github
             .deployment_status(
                 repository,
                 id,
@@ -767,8 +771,10 @@ impl SiteService {
             "Building again (attempt {} of {MAX_ATTEMPTS})",
             lease.attempt
         );
-        if let Err(e) = self
-            .github
+        let Some(github) = self.github().await else {
+            return;
+        };
+        if let Err(e) = github
             .deployment_status(
                 &repository,
                 id,
@@ -816,12 +822,13 @@ impl SiteService {
                     error.unwrap_or("Failed").to_owned(),
                 )
             };
-            if let Err(e) = self
-                .github
-                .deployment_status(&repository, id, state, url, &description)
-                .await
-            {
-                warn!(error = %e, "could not report the result to GitHub");
+            if let Some(github) = self.github().await {
+                if let Err(e) = github
+                    .deployment_status(&repository, id, state, url, &description)
+                    .await
+                {
+                    warn!(error = %e, "could not report the result to GitHub");
+                }
             }
         }
         let what = match deployment.action {
