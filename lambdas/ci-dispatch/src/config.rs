@@ -33,7 +33,7 @@ pub enum CircuitBreaker {
     Keep,
 }
 
-/// Where notifications go, resolved before use (SSM parameters at cold start).
+/// Where notifications go: SSM parameters are read by the first notification.
 pub use notify::SecretSource as Secret;
 
 #[derive(Debug, Clone)]

@@ -35,7 +35,8 @@ use crate::publish::{PublishTarget, Publisher};
 use crate::trigger::{direct, BuildRequest, Command, DedupeKey, Environment, GitHubEvent, Origin};
 use secured::Secured;
 
-/// Everything the function needs, built once per cold start.
+/// Everything the function needs: the AWS clients built once per cold
+/// start, the secrets read by the first invocation that needs them.
 pub struct SiteService {
     pub config: SiteConfig,
     pub store: DeploymentStore,
