@@ -657,6 +657,7 @@ async fn a_slack_parameter_that_cannot_be_read_never_stops_a_deploy_and_is_read_
     assert_eq!(result["services"][0]["status"], "started", "{result}");
     assert_eq!(p.ecs_proxy.forwarded("UpdateService").len(), 1);
     assert!(p.slack.received().is_empty(), "nothing could be posted");
+    let process = p.ci_dispatch.pid().await;
 
     aws_sdk_ssm::Client::new(&p.sdk)
         .put_parameter()
@@ -674,6 +675,10 @@ async fn a_slack_parameter_that_cannot_be_read_never_stops_a_deploy_and_is_read_
     assert_eq!(result["services"][0]["status"], "started", "{result}");
     let messages = slack_messages(&stack, 1).await;
     assert_eq!(messages.len(), 1, "{messages:?}");
+    // The same process read it: the failure was not remembered.
+    assert!(process.is_some());
+    assert_eq!(p.ci_dispatch.environments().await, 1);
+    assert_eq!(p.ci_dispatch.pid().await, process);
     assert!(
         messages[0]["text"].as_str().unwrap().contains("worker"),
         "{}",

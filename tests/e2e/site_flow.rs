@@ -466,6 +466,7 @@ async fn secrets_are_read_when_first_needed_and_a_failed_read_is_tried_again() {
     let ping = br#"{"zen":"Keep it simple."}"#;
     let (status, answer) = site.deliver("ping", "d-ping-1", ping, None).await;
     assert_eq!(status, 503, "{answer}");
+    let process = site.pipeline().site_build.pid().await;
     assert!(!answer.to_string().contains(&name), "{answer}");
     assert!(
         site.log().contains(&format!(
@@ -484,6 +485,10 @@ async fn secrets_are_read_when_first_needed_and_a_failed_read_is_tried_again() {
     let (status, answer) = site.deliver("ping", "d-ping-2", ping, None).await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["pong"], true, "{answer}");
+    // The same process read it again: the failure was not remembered.
+    assert!(process.is_some());
+    assert_eq!(site.pipeline().site_build.environments().await, 1);
+    assert_eq!(site.pipeline().site_build.pid().await, process);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

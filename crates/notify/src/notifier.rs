@@ -56,11 +56,11 @@ enum Pending {
     },
 }
 
-/// The targets and the HTTP client, once the first send has made them.
+/// The targets and the HTTP client, once the first send has made them
+/// (a notifier with no targets never makes them: no TLS setup).
 #[derive(Debug)]
 struct Ready {
-    /// `None` only when there are no targets: nothing to post, no TLS setup.
-    client: Option<Client>,
+    client: Client,
     targets: Vec<Target>,
 }
 
@@ -150,9 +150,7 @@ impl Notifier {
                 });
             }
         };
-        let Some(client) = &ready.client else {
-            return Delivery::default();
-        };
+        let client = &ready.client;
         let slack = slack_payload(notice);
         let webhook = webhook_payload(notice);
         let timeout = self.inner.timeout;
@@ -195,7 +193,8 @@ impl Notifier {
         delivery
     }
 
-    /// The targets (their secrets read) and the client.
+    /// The targets (their secrets read) and the client; `send` asks only
+    /// when there are targets.
     async fn prepare(&self) -> Result<Ready, NotifyError> {
         let targets = match &self.inner.pending {
             Pending::Targets(targets) => targets.clone(),
@@ -212,20 +211,15 @@ impl Notifier {
                 targets
             }
         };
-        let client = if targets.is_empty() {
-            None
-        } else {
-            let timeout = self.inner.timeout;
-            let client = crate::https::client_builder()
-                .connect_timeout(CONNECT_TIMEOUT.min(timeout))
-                .timeout(timeout)
-                // A redirected POST turns into a GET and would "succeed"
-                // without delivering anything; treat it as the failure it is.
-                .redirect(redirect::Policy::none())
-                .build()
-                .map_err(NotifyError::Client)?;
-            Some(client)
-        };
+        let timeout = self.inner.timeout;
+        let client = crate::https::client_builder()
+            .connect_timeout(CONNECT_TIMEOUT.min(timeout))
+            .timeout(timeout)
+            // A redirected POST turns into a GET and would "succeed"
+            // without delivering anything; treat it as the failure it is.
+            .redirect(redirect::Policy::none())
+            .build()
+            .map_err(NotifyError::Client)?;
         Ok(Ready { client, targets })
     }
 
