@@ -131,6 +131,11 @@ impl SiteConfig {
             .unwrap_or_else(|| crate::build::DEFAULT_API_BASE.to_owned())
             .trim_end_matches('/')
             .to_owned();
+        // Checked here, not when the GitHub clients are first made (with
+        // the secrets, by the first invocation that needs them).
+        if let Err(e) = crate::build::source::check_api_base(&github_api_url) {
+            problems.push(format!("GITHUB_API_URL: {e}"));
+        }
         let seconds = |name: &str, default: u64, problems: &mut Vec<String>| match value(name) {
             None => Duration::from_secs(default),
             Some(raw) => match raw.parse::<u64>() {
@@ -309,6 +314,24 @@ mod tests {
         ] {
             assert!(message.contains(expected), "{expected} in {message}");
         }
+    }
+
+    #[test]
+    fn a_github_api_url_that_is_not_http_fails_the_configuration() {
+        let mut vars = base();
+        vars.insert("GITHUB_API_URL", "api.github.example.com");
+        let message = parse(&vars).unwrap_err().to_string();
+        assert!(
+            message.contains(
+                "GITHUB_API_URL: GitHub API base \"api.github.example.com\" is not an http(s) URL"
+            ),
+            "{message}"
+        );
+        vars.insert("GITHUB_API_URL", "https://github.example.com/api/v3/");
+        assert_eq!(
+            parse(&vars).unwrap().github_api_url,
+            "https://github.example.com/api/v3"
+        );
     }
 
     #[test]

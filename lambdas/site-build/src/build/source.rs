@@ -163,18 +163,26 @@ pub struct SourceFetcher {
     timeout: Duration,
 }
 
+/// `api_base` is an absolute http(s) URL with a host (checked when the
+/// configuration is read, and by [`SourceFetcher::new`]).
+pub fn check_api_base(api_base: &str) -> Result<(), SourceError> {
+    let valid = reqwest::Url::parse(api_base.trim_end_matches('/'))
+        .is_ok_and(|url| matches!(url.scheme(), "http" | "https") && url.has_host());
+    if valid {
+        Ok(())
+    } else {
+        Err(SourceError::InvalidApiBase {
+            found: api_base.chars().take(200).collect(),
+        })
+    }
+}
+
 impl SourceFetcher {
     /// `api_base` is `https://api.github.com` for GitHub, or
     /// `https://{host}/api/v3` for GitHub Enterprise Server.
     pub fn new(api_base: &str, token: Option<GitHubToken>) -> Result<Self, SourceError> {
+        check_api_base(api_base)?;
         let trimmed = api_base.trim_end_matches('/');
-        let valid = reqwest::Url::parse(trimmed)
-            .is_ok_and(|url| matches!(url.scheme(), "http" | "https") && url.has_host());
-        if !valid {
-            return Err(SourceError::InvalidApiBase {
-                found: api_base.chars().take(200).collect(),
-            });
-        }
         let http = notify::https::client_builder()
             .user_agent(USER_AGENT)
             .connect_timeout(Duration::from_secs(10))
