@@ -1031,3 +1031,217 @@ fn every_deployment_table_has_the_ledger_index_and_only_ci_dispatch_writes_redep
         json!({"Ref": "ServiceDeploymentsTable"})
     );
 }
+
+// The figures the docs state about the template: how many resources an
+// install has with each option, how many alarms, what they cost. Counted
+// here from the template, so a resource added without the docs fails.
+
+/// CloudWatch's price of one standard-resolution alarm, in cents a month.
+const ALARM_CENTS_A_MONTH: usize = 10;
+
+/// Resource types moto 5.2.5's CloudFormation skips among those made with
+/// the default parameters. tests/e2e/stack_deploy.rs holds the same list as
+/// `NOT_IN_MOTO` and checks it against moto; keep the two together.
+const MOTO_SKIPS: &[&str] = &[
+    "AWS::CloudWatch::Alarm",
+    "AWS::SQS::QueuePolicy",
+    "AWS::S3::BucketPolicy",
+];
+
+/// A doc's text with every run of whitespace made one space, so a sentence
+/// matches however its lines are wrapped.
+fn doc_text(path: &str) -> String {
+    let text = std::fs::read_to_string(deployer_e2e::root().join(path))
+        .unwrap_or_else(|e| panic!("reading {path}: {e}"));
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// The figures where `pattern` has `{}` (digits, with an optional decimal
+/// part: `46`, `1.30`), from the first place in `text` where the pattern's
+/// words match exactly; `None` when no sentence has that shape.
+fn figures_in(text: &str, pattern: &str) -> Option<Vec<String>> {
+    let pieces: Vec<&str> = pattern.split("{}").collect();
+    'start: for (at, _) in text.match_indices(pieces[0]) {
+        let mut rest = &text[at + pieces[0].len()..];
+        let mut found = Vec::new();
+        for piece in &pieces[1..] {
+            let digits = |s: &str| s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+            let mut end = digits(rest);
+            if end == 0 {
+                continue 'start;
+            }
+            if rest[end..].starts_with('.') {
+                let decimals = digits(&rest[end + 1..]);
+                if decimals > 0 {
+                    end += 1 + decimals;
+                }
+            }
+            found.push(rest[..end].to_owned());
+            rest = &rest[end..];
+            if !rest.starts_with(piece) {
+                continue 'start;
+            }
+            rest = &rest[piece.len()..];
+        }
+        return Some(found);
+    }
+    None
+}
+
+/// Checks each figure `doc` states in the sentence shaped like `pattern`
+/// against the template's, adding what disagrees to `problems`.
+fn check_figures(
+    problems: &mut Vec<String>,
+    doc: &str,
+    pattern: &str,
+    expected: &[(&str, String)],
+) {
+    let text = doc_text(doc);
+    let Some(found) = figures_in(&text, pattern) else {
+        problems.push(format!(
+            "{doc} no longer has a sentence shaped \"{pattern}\" ({{}} for each figure): \
+             put it back, or change this test with it"
+        ));
+        return;
+    };
+    assert_eq!(found.len(), expected.len(), "{pattern}");
+    for (value, (figure, truth)) in found.iter().zip(expected) {
+        if value != truth {
+            problems.push(format!(
+                "{doc} says {value} for {figure}; the template says {truth} (in \"{pattern}\")"
+            ));
+        }
+    }
+}
+
+fn dollars(cents: usize) -> String {
+    format!("{}.{:02}", cents / 100, cents % 100)
+}
+
+#[test]
+fn the_docs_state_the_templates_resource_alarm_and_cost_figures() {
+    let doc = template();
+    let mut problems = Vec::new();
+
+    // Every option that adds resources, by the condition they carry.
+    // HasInbound is HasSite and a rule set: the mail resources come on top
+    // of the site's.
+    assert!(
+        as_list(&doc["Conditions"]["HasInbound"]["Fn::And"]).contains(&json!({"Condition": "HasSite"})),
+        "HasInbound no longer implies HasSite: README's \"with a site and email commands\" would be wrong"
+    );
+    let (mut unconditional, mut site, mut inbound, mut alarm_email) = (0, 0, 0, 0);
+    let (mut alarms, mut site_alarms, mut skipped_by_moto) = (0, 0, 0);
+    for (id, resource) in doc["Resources"].as_object().unwrap() {
+        let alarm = resource["Type"] == "AWS::CloudWatch::Alarm";
+        match resource["Condition"].as_str() {
+            None => {
+                unconditional += 1;
+                alarms += usize::from(alarm);
+                if MOTO_SKIPS.iter().any(|t| resource["Type"] == *t) {
+                    skipped_by_moto += 1;
+                }
+            }
+            Some("HasSite") => {
+                site += 1;
+                site_alarms += usize::from(alarm);
+            }
+            Some("HasInbound") => inbound += 1,
+            Some("HasAlarmEmail") => alarm_email += 1,
+            Some(other) => problems.push(format!(
+                "{id} has the condition {other}, which no resource figure in README.md counts"
+            )),
+        }
+        if alarm && !matches!(resource["Condition"].as_str(), None | Some("HasSite")) {
+            problems.push(format!(
+                "the alarm {id} is neither unconditional nor HasSite's; README.md's alarm figures do not count it"
+            ));
+        }
+    }
+    let with_site = unconditional + site;
+    let all_alarms = alarms + site_alarms;
+
+    check_figures(
+        &mut problems,
+        "README.md",
+        "That is {} resources without a site, {} with a site and {} with a site and email commands; `AlarmEmail` adds {}.",
+        &[
+            ("the resources without a site", unconditional.to_string()),
+            ("the resources with a site", with_site.to_string()),
+            ("the resources with a site and email commands", (with_site + inbound).to_string()),
+            ("what AlarmEmail adds", alarm_email.to_string()),
+        ],
+    );
+    check_figures(
+        &mut problems,
+        "README.md",
+        "optional email subscription, {} CloudWatch alarms ({} with a site;",
+        &[
+            ("the alarms without a site", alarms.to_string()),
+            ("the alarms with a site", all_alarms.to_string()),
+        ],
+    );
+    check_figures(
+        &mut problems,
+        "README.md",
+        &format!(
+            "CloudWatch alarms, ${} each a month: {{}} alarms, ${{}} ({{}} with a site, ${{}}).",
+            dollars(ALARM_CENTS_A_MONTH)
+        ),
+        &[
+            ("the alarms without a site", alarms.to_string()),
+            ("their cost a month", dollars(alarms * ALARM_CENTS_A_MONTH)),
+            ("the alarms with a site", all_alarms.to_string()),
+            (
+                "their cost a month with a site",
+                dollars(all_alarms * ALARM_CENTS_A_MONTH),
+            ),
+        ],
+    );
+    check_figures(
+        &mut problems,
+        "docs/local-stack.md",
+        "CloudFormation creates {} of the template's {} unconditional resources and skips {} of types it does not implement (a warning in its log, no error): the {} CloudWatch alarms,",
+        &[
+            ("the resources moto creates", (unconditional - skipped_by_moto).to_string()),
+            ("the unconditional resources", unconditional.to_string()),
+            ("the resources moto skips", skipped_by_moto.to_string()),
+            ("the alarms", alarms.to_string()),
+        ],
+    );
+    check_figures(
+        &mut problems,
+        "docs/local-stack.md",
+        "The site's {} resources ({} with `InboundRuleSetName`)",
+        &[
+            ("the site's resources", site.to_string()),
+            (
+                "the site's resources with email commands",
+                (site + inbound).to_string(),
+            ),
+        ],
+    );
+
+    // README's alarm table names every alarm.
+    let readme = doc_text("README.md");
+    let table = readme
+        .split_once("| alarm `{env}-deployer-…` |")
+        .and_then(|(_, rest)| rest.split_once("### Dead letters"))
+        .map(|(table, _)| table)
+        .expect(
+            "README.md's alarm table (\"| alarm `{env}-deployer-…` |\" up to \"### Dead letters\")",
+        );
+    for (id, alarm) in resources(&doc, "AWS::CloudWatch::Alarm") {
+        let name = alarm["Properties"]["AlarmName"]["Fn::Sub"]
+            .as_str()
+            .and_then(|n| n.strip_prefix("${Environment}-deployer-"))
+            .unwrap_or_else(|| panic!("{id}'s AlarmName is not ${{Environment}}-deployer-…"));
+        if !table.contains(&format!("`{name}`")) {
+            problems.push(format!(
+                "README.md's alarm table does not name {id} (`{name}`)"
+            ));
+        }
+    }
+
+    assert!(problems.is_empty(), "\n{}\n", problems.join("\n"));
+}
