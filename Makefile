@@ -24,7 +24,7 @@ KEEP ?=
 
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup browser build test unit e2e lint fmt clippy template-lint package deploy bench demo chaos clean
+.PHONY: setup lint-tools browser build test unit e2e lint fmt clippy cli-deps template-lint package deploy bench demo chaos clean
 
 setup: $(STAMP_PY) $(STAMP_NPM) browser
 
@@ -37,8 +37,14 @@ browser:
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium chromium-driver >/dev/null; }
 
+# cargo-deny's own release profile is fat LTO in one codegen unit, which
+# makes its build from source most of `make lint`'s time on a fresh
+# machine; it is a checker, so it is built without LTO, in 16 units.
+lint-tools: $(CARGO_DENY)
+
 $(CARGO_DENY):
-	cargo install --locked --quiet --root $(TOOLS) cargo-deny@0.20.2
+	CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
+	  cargo install --locked --quiet --root $(TOOLS) cargo-deny@0.20.2
 
 # An S3-compatible server that is not CPU-bound, for the publish bench
 # (0.14.1: the newest that builds on Rust 1.95).
@@ -70,10 +76,22 @@ template-lint: setup
 fmt:
 	cargo fmt --all -- --check
 
+# Clippy's artifacts (metadata only) are never shared with a build's, so
+# they get a directory of their own: `.ci/run` makes them while the tests
+# run, and no clippy run waits on a test build's lock.
 clippy:
-	cargo clippy --workspace --all-targets -- -D warnings
+	cargo clippy --workspace --all-targets --target-dir target/clippy -- -D warnings
 
-lint: setup fmt clippy template-lint $(CARGO_DENY)
+# The operator CLI reads the records through builddao, sitedao and ledger,
+# and links no Lambda function's crate: fails naming any crate under
+# lambdas/ among its dependencies.
+cli-deps:
+	@tree="$$(cargo tree -p deployer --prefix none --edges normal)" || exit 1; \
+	lambdas="$$(grep -F ' ($(CURDIR)/lambdas/' <<<"$$tree" | sort -u)"; \
+	if [ -n "$$lambdas" ]; then \
+	  echo "$$lambdas"; echo "deployer (crates/deployer-cli) must depend on no crate under lambdas/"; exit 1; fi
+
+lint: setup fmt clippy cli-deps template-lint $(CARGO_DENY)
 	$(VENV)/bin/checkov --quiet --compact --framework cloudformation -f cloudformation.template
 	$(CARGO_DENY) check licenses bans sources
 
@@ -111,7 +129,7 @@ deploy: setup
 bench: package build $(S3S_FS)
 	cargo build --release $(addprefix --bin ,$(LEAN_FUNCTIONS)) --bin hello-lambda
 	cargo build --release --bin gates
-	cargo build --release -p localstack --bin deployer-bench
+	cargo build --release -p deployer-bench
 	@command -v git >/dev/null || { echo "make bench needs git (the sample site's repository)"; exit 1; }
 	target/release/deployer-bench $(BENCH)
 

@@ -80,7 +80,7 @@ EOF
 done
 
 printf '\ncold starts (deployer-bench functions)\n'
-(cd "$root" && cargo build --quiet -p localstack --bin deployer-bench &&
+(cd "$root" && cargo build --quiet -p deployer-bench &&
   CARGO_TARGET_DIR="$work/after/target" \
     BENCH_COMPARE="before=$work/before/target/release,after=$work/after/target/release" \
     target/debug/deployer-bench functions)

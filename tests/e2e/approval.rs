@@ -7,7 +7,7 @@ use deployer_e2e::TestStack;
 async fn awaiting(stack: &TestStack, build: &Build) -> Build {
     let builds = stack.builds();
     let key = build.key();
-    localstack::emulator::wait_until("approval token", Duration::from_secs(60), || {
+    local_stack::emulator::wait_until("approval token", Duration::from_secs(60), || {
         let (builds, key) = (builds.clone(), key.clone());
         async move {
             let b = builds.get(&key).await?.expect("build");

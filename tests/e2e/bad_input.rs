@@ -204,7 +204,7 @@ async fn an_upload_that_would_deploy_the_install_own_stack_is_refused_and_starts
     let key = format!("{prefix}cloudformation-params.json");
     // As S3 encodes it in the notification.
     let event_key = key.replace('/', "%2F");
-    localstack::emulator::wait_until(
+    local_stack::emulator::wait_until(
         "s3-trigger to receive the upload",
         std::time::Duration::from_secs(30),
         || async {

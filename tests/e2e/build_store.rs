@@ -10,7 +10,7 @@ async fn build_store_creates_once_lists_newest_first_and_never_leaves_a_terminal
     let store = stack.builds();
     let mut keys = Vec::new();
     for n in 1..=5u64 {
-        let build = ledger_build(n, "nowhere").into_build(builddao::now_rfc3339());
+        let build = ledger_build(n, "nowhere").into_build(ledger::now_rfc3339());
         assert!(matches!(
             store.create(&build).await.unwrap(),
             Created::New(_)
@@ -47,7 +47,7 @@ async fn build_store_creates_once_lists_newest_first_and_never_leaves_a_terminal
         stack.wait_terminal(key).await;
     }
     let key = &keys[0];
-    let now = builddao::now_rfc3339();
+    let now = ledger::now_rfc3339();
     let tracked = store.get_tracked(key).await.unwrap().unwrap();
     let status = tracked.build.status;
     assert!(status.is_terminal());

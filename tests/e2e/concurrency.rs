@@ -14,8 +14,8 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_sfn::types::HistoryEvent;
 use builddao::{Build, BuildKey, BuildStatus, StatusChange};
 use deployer_e2e::{param, root, s3_put_event, sample_template, TestStack};
-use localstack::emulator::wait_until;
-use localstack::{Caller, FaultKind, FaultRule};
+use local_stack::emulator::wait_until;
+use local_stack::{Caller, FaultKind, FaultRule};
 use serde_json::{json, Value};
 use tokio::io::AsyncBufReadExt;
 

@@ -11,9 +11,9 @@ use std::time::Duration;
 use builddao::{Build, BuildStatus};
 use deployer_e2e::webdriver::Browser;
 use deployer_e2e::{root, sample_template, target_dir, TestStack};
-use localstack::demo::{self, SAMPLE_BRANCH, SAMPLE_IMAGE_DIGEST};
-use localstack::emulator::wait_until;
-use localstack::SampleRepo;
+use local_stack::demo::{self, SAMPLE_BRANCH, SAMPLE_IMAGE_DIGEST};
+use local_stack::emulator::wait_until;
+use local_stack::SampleRepo;
 use serde_json::json;
 use tokio::io::AsyncBufReadExt;
 
@@ -169,7 +169,7 @@ async fn the_dashboard_shows_every_target_approves_in_the_page_and_shows_markup_
     let preview_commit = repo.head().unwrap();
     let preview = format!(
         "site:preview/{}",
-        site_build::PreviewSlug::from_branch(SAMPLE_BRANCH)
+        sitedao::PreviewSlug::from_branch(SAMPLE_BRANCH)
     );
 
     let (_dashboard, url) = start_dashboard(&stack).await;

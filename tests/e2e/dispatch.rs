@@ -10,7 +10,7 @@ use deployer_e2e::{
     api_primary_deployment, ecs_fixture, eventbridge, ledger_build, slack_messages,
     update_service_calls, TestStack,
 };
-use localstack::{Caller, FaultKind, FaultRule, InvokeError, SinkMode};
+use local_stack::{Caller, FaultKind, FaultRule, InvokeError, SinkMode};
 use serde_json::{json, Value};
 
 const ENV_FILES: &str = r#"{"api": [{"bucket": "shop-env", "key": "shared.env"}], "worker": [{"bucket": "shop-env", "key": "shared.env"}, {"bucket": "shop-env", "key": "worker.env"}]}"#;
@@ -693,7 +693,7 @@ async fn a_failed_execution_fails_its_build_but_never_a_finished_one() {
     let store = stack.builds();
     let mut keys = Vec::new();
     for (n, status) in [(1u64, BuildStatus::InProgress), (2, BuildStatus::Success)] {
-        let mut build = ledger_build(n, &p.resources.bucket).into_build(builddao::now_rfc3339());
+        let mut build = ledger_build(n, &p.resources.bucket).into_build(ledger::now_rfc3339());
         build.status = status;
         store.create(&build).await.unwrap();
         keys.push(build);
@@ -775,7 +775,7 @@ async fn an_execution_event_without_input_still_fails_its_build_and_releases_its
     for (n, repo, status) in [(1u64, "ledger", "TIMED_OUT"), (2, long_repo, "ABORTED")] {
         let mut upload = ledger_build(n, &p.resources.bucket);
         upload.repo = repo.into();
-        let mut build = upload.into_build(builddao::now_rfc3339());
+        let mut build = upload.into_build(ledger::now_rfc3339());
         build.status = BuildStatus::InProgress;
         let full_name = format!("{repo}-dev-{}", build.sk);
         let name: String = if full_name.len() > 80 {
@@ -817,7 +817,7 @@ async fn an_execution_event_without_input_still_fails_its_build_and_releases_its
         assert_eq!(failed.status, BuildStatus::Failed, "{}", build.repo);
         let reason = failed.error_msg.unwrap();
         assert_eq!(reason, format!("deployment execution {status}"));
-        localstack::emulator::wait_until(
+        local_stack::emulator::wait_until(
             &format!("the lock on {} released", build.stack_name),
             Duration::from_secs(10),
             || async { Ok(lock_holder(&build.stack_name).await.is_none().then_some(())) },
@@ -889,7 +889,7 @@ async fn malformed_events_are_rejected_without_a_retry_and_bad_config_fails_cold
     spec.env
         .push(("SERVICE_PATTERN".into(), "{project}_{cluster}".into()));
     spec.env.push(("DRY_RUN".into(), "perhaps".into()));
-    let broken = localstack::Function::serve(spec, "us-east-1")
+    let broken = local_stack::Function::serve(spec, "us-east-1")
         .await
         .unwrap();
     match broken.invoke(&json!({})).await {

@@ -9,8 +9,8 @@
 use std::time::Duration;
 
 use deployer_e2e::{api_primary_deployment, ecs_fixture, eventbridge, slack_messages, TestStack};
-use localstack::faults::{Caller, FaultKind, FaultRule};
-use localstack::InvokeError;
+use local_stack::faults::{Caller, FaultKind, FaultRule};
+use local_stack::InvokeError;
 use serde_json::{json, Value};
 
 const FUNCTION: &str = "dev-deployer-ci-dispatch";
@@ -46,7 +46,7 @@ fn dispatch() -> Caller {
 /// Waits until ci-dispatch was invoked `n` times (first attempts and retries).
 async fn deliveries(stack: &TestStack, n: usize) -> Vec<Value> {
     let log = stack.pipeline.delivered.clone();
-    localstack::emulator::wait_until(
+    local_stack::emulator::wait_until(
         &format!("{n} deliveries to ci-dispatch"),
         Duration::from_secs(60),
         || {

@@ -7,7 +7,7 @@ use aws_sdk_dynamodb::types::{
     ScalarAttributeType,
 };
 use deployer_e2e::root;
-use localstack::Emulator;
+use local_stack::Emulator;
 
 /// Two conditional writes racing on one item: exactly one wins, as on
 /// DynamoDB (moto alone let several win; the stack lock depends on it).

@@ -8,7 +8,7 @@ use std::time::Duration;
 use aws_sdk_cloudwatch::types::{ComparisonOperator, StateValue, Statistic};
 use builddao::{Build, BuildStatus, TrackedBuild};
 use deployer_e2e::{param, TestStack};
-use localstack::HealthEndpoint;
+use local_stack::HealthEndpoint;
 use serde_json::{json, Value};
 
 /// The sample app with a smoke check: its `SmokeCheckUrl` output is
@@ -81,7 +81,7 @@ async fn tracked(stack: &TestStack, build: &Build) -> TrackedBuild {
 async fn baking(stack: &TestStack, build: &Build) {
     let builds = stack.builds();
     let key = build.key();
-    localstack::emulator::wait_until("the bake to start", Duration::from_secs(90), || {
+    local_stack::emulator::wait_until("the bake to start", Duration::from_secs(90), || {
         let (builds, key) = (builds.clone(), key.clone());
         async move {
             let t = builds.get_tracked(&key).await?.expect("build");
@@ -390,7 +390,7 @@ async fn an_approval_lets_a_build_through_a_freeze_and_names_the_approver() {
         .await;
     assert_eq!(waiting.status, BuildStatus::AwaitingWindow);
     let builds = stack.builds();
-    localstack::emulator::wait_until("the window's token", Duration::from_secs(30), || {
+    local_stack::emulator::wait_until("the window's token", Duration::from_secs(30), || {
         let (builds, key) = (builds.clone(), build.key());
         async move { Ok(builds.get(&key).await?.and_then(|b| b.approval_token)) }
     })
@@ -582,7 +582,7 @@ async fn redeploy(stack: &TestStack, event: Value, n: usize) -> Value {
     deployer_e2e::update_service_calls(stack, n).await[n - 1].clone()
 }
 
-async fn end_rollout(stack: &TestStack, outcome: localstack::RolloutEnd) -> Value {
+async fn end_rollout(stack: &TestStack, outcome: local_stack::RolloutEnd) -> Value {
     stack
         .emulator
         .end_ecs_rollout(CLUSTER, API, outcome)
@@ -613,7 +613,7 @@ async fn an_ecs_rollback_is_reported_as_a_failed_deploy_naming_the_task_definiti
         "{first}"
     );
     deployer_e2e::slack_saying(&stack, "Deploying api to dev").await;
-    end_rollout(&stack, localstack::RolloutEnd::Completed).await;
+    end_rollout(&stack, local_stack::RolloutEnd::Completed).await;
     deployer_e2e::slack_saying(&stack, "Deployed shop_service_api_dev to dev").await;
 
     // The next finds it on and sends no configuration.
@@ -630,7 +630,7 @@ async fn an_ecs_rollback_is_reported_as_a_failed_deploy_naming_the_task_definiti
     );
 
     // Its tasks fail: ECS fails it and rolls back to the :9 deployment.
-    let ended = end_rollout(&stack, localstack::RolloutEnd::Failed).await;
+    let ended = end_rollout(&stack, local_stack::RolloutEnd::Failed).await;
     let names: Vec<&str> = ended["events"]
         .as_array()
         .unwrap()
@@ -664,7 +664,7 @@ async fn an_ecs_rollback_is_reported_as_a_failed_deploy_naming_the_task_definiti
 
     // The ledger: the :10 redeploy FAILED, rolled back to :9; the rollback
     // is a redeploy of its own, by ECS, closed when ECS completes it.
-    end_rollout(&stack, localstack::RolloutEnd::Completed).await;
+    end_rollout(&stack, local_stack::RolloutEnd::Completed).await;
     let done = deployer_e2e::slack_saying(&stack, "Rolled back shop_service_api_dev in dev").await;
     assert!(done.contains("to shop_service_api_dev:9"), "{done}");
     assert!(done.contains(rollback_id), "{done}");
@@ -725,11 +725,11 @@ async fn a_service_breaker_without_rollback_is_honoured_and_configured_alarms_ar
         (&json!(150), &json!(50)),
         "the rest of the service's configuration is kept"
     );
-    end_rollout(&stack, localstack::RolloutEnd::Completed).await;
+    end_rollout(&stack, local_stack::RolloutEnd::Completed).await;
     deployer_e2e::slack_saying(&stack, "Deployed shop_service_api_dev to dev").await;
     redeploy(&stack, manual_deploy("shop_service_api_dev:10"), 2).await;
 
-    let ended = end_rollout(&stack, localstack::RolloutEnd::Failed).await;
+    let ended = end_rollout(&stack, local_stack::RolloutEnd::Failed).await;
     assert_eq!(ended["events"].as_array().unwrap().len(), 1, "{ended}");
     let message =
         deployer_e2e::slack_saying(&stack, "Deployment of shop_service_api_dev to dev failed")
@@ -751,11 +751,11 @@ async fn a_service_breaker_without_rollback_is_honoured_and_configured_alarms_ar
 async fn deployer_service_rollback_redeploys_the_previous_task_definition() {
     let stack = shop_services(&[]).await;
     redeploy(&stack, manual_deploy("shop_service_api_dev:9"), 1).await;
-    end_rollout(&stack, localstack::RolloutEnd::Completed).await;
+    end_rollout(&stack, local_stack::RolloutEnd::Completed).await;
     deployer_e2e::slack_saying(&stack, "Deployed shop_service_api_dev to dev").await;
     redeploy(&stack, manual_deploy("shop_service_api_dev:10"), 2).await;
-    end_rollout(&stack, localstack::RolloutEnd::Completed).await;
-    let history = localstack::emulator::wait_until(
+    end_rollout(&stack, local_stack::RolloutEnd::Completed).await;
+    let history = local_stack::emulator::wait_until(
         "the :10 redeploy to succeed in the ledger",
         Duration::from_secs(30),
         || {

@@ -83,7 +83,7 @@ async fn published(r: &Recovery, target: &str, deploy: &str) -> BTreeMap<String,
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_hostile_build_reaches_no_secret_no_credential_and_nothing_live() {
     assert!(
-        localstack::Sandbox::available(),
+        local_stack::Sandbox::available(),
         "the local stack isolates the builder only when it runs as root (as CI does)"
     );
     let r = Recovery::start_logged("hostile", |options| {
@@ -293,8 +293,8 @@ async fn a_hostile_build_reaches_no_secret_no_credential_and_nothing_live() {
     let preview = pipeline
         .site
         .get(
-            &localstack::HostTarget::Preview(
-                site_build::PreviewSlug::from_branch(BRANCH).to_string(),
+            &local_stack::HostTarget::Preview(
+                sitedao::PreviewSlug::from_branch(BRANCH).to_string(),
             ),
             "/",
         )
@@ -309,7 +309,7 @@ async fn a_hostile_build_reaches_no_secret_no_credential_and_nothing_live() {
     assert_eq!(still["status"], "AWAITING_APPROVAL", "{still}");
     let staging = pipeline
         .site
-        .get(&localstack::HostTarget::Staging, "/")
+        .get(&local_stack::HostTarget::Staging, "/")
         .await
         .unwrap();
     assert_eq!(staging.status, 404, "the build deployed itself to staging");

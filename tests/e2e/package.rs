@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use deployer_e2e::root;
-use localstack::emulator::venv_python;
+use local_stack::emulator::venv_python;
 
 /// `INSPECT_ZIP ZIP OUT`: prints `name mode` for each entry and writes the
 /// entry `bootstrap` (if any) to OUT.

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use localstack::{GitHubDouble, GitHubOptions, SampleRepo};
+use local_stack::{GitHubDouble, GitHubOptions, SampleRepo};
 use serde_json::{json, Value};
 use site_build::build::{
     ArchiveError, BuildStep, FailureCause, GitHubToken, NpmBuilder, SourceError, SourceFetcher,

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use deployer_e2e::TestStack;
-use localstack::{HostTarget, SampleRepo};
+use local_stack::{HostTarget, SampleRepo};
 use serde_json::{json, Value};
 use site_build::WebhookSecret;
 
@@ -57,7 +57,7 @@ impl SiteStack {
         }
     }
 
-    fn pipeline(&self) -> &localstack::Pipeline {
+    fn pipeline(&self) -> &local_stack::Pipeline {
         &self.stack.pipeline
     }
 
@@ -511,7 +511,7 @@ async fn a_pull_request_gets_a_preview_that_follows_it_and_goes_when_it_closes()
         .await;
     assert_eq!(status, 202, "{answer}");
     let (target, id) = only_deployment(&answer);
-    let slug = site_build::PreviewSlug::from_branch(branch);
+    let slug = sitedao::PreviewSlug::from_branch(branch);
     assert_eq!(target, format!("preview/{slug}"));
     let done = site.finished(&target, &id).await;
     assert_eq!(done["status"], "PUBLISHED", "{done}");

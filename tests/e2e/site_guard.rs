@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use localstack::faults::{Caller, FaultKind, FaultRule};
+use local_stack::faults::{Caller, FaultKind, FaultRule};
 use serde_json::{json, Value};
 
 use super::site_recovery::Recovery;

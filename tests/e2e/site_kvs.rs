@@ -10,11 +10,12 @@ use std::time::{Duration, SystemTime};
 
 use aws_sdk_cloudfrontkeyvaluestore as kvs_sdk;
 use deployer_e2e::TestStack;
-use localstack::kvs::{KvsDouble, KvsFault, SIGV4A};
-use localstack::{HostTarget, SampleRepo};
+use local_stack::kvs::{KvsDouble, KvsFault, SIGV4A};
+use local_stack::{HostTarget, SampleRepo};
 use reqwest::Method;
 use site_build::live_store::LiveStore;
-use site_build::{PublishTarget, Publisher};
+use site_build::Publisher;
+use sitedao::PublishTarget;
 
 /// The double's DescribeKeyValueStore URL for its own store.
 fn describe_url(kvs: &KvsDouble) -> String {
@@ -212,7 +213,7 @@ async fn the_key_value_store_takes_only_sigv4a_requests_signed_with_the_callers_
 
 /// Waits until the store names a deploy for `key` other than `not`.
 async fn wait_for_key(kvs: &KvsDouble, key: &str, not: Option<&str>) -> String {
-    localstack::emulator::wait_until(
+    local_stack::emulator::wait_until(
         &format!("the store to point {key} at a new deploy"),
         Duration::from_secs(180),
         || {
@@ -302,7 +303,7 @@ async fn publish_rollback_and_preview_removal_go_through_the_key_value_store() {
     assert_eq!(page.deploy_id.as_deref(), Some(second.as_str()));
     assert!(page.text().contains("Second edition"), "{}", page.text());
     let pointer = site_build::Publisher::new(pipeline.s3(), &pipeline.site_resources.bucket)
-        .live(&site_build::PublishTarget::Production)
+        .live(&PublishTarget::Production)
         .await
         .unwrap()
         .unwrap();
@@ -322,7 +323,7 @@ async fn publish_rollback_and_preview_removal_go_through_the_key_value_store() {
     repo.write("src/index.html", "<p>Preview edition.</p>\n")
         .unwrap();
     let preview_sha = repo.commit("preview").unwrap();
-    let slug = site_build::PreviewSlug::from_branch(branch).to_string();
+    let slug = sitedao::PreviewSlug::from_branch(branch).to_string();
     let key = format!("preview/{slug}");
     let opened = deployer_e2e::github_pull_request(&repository, "opened", 3, branch, &preview_sha);
     pipeline
@@ -338,7 +339,7 @@ async fn publish_rollback_and_preview_removal_go_through_the_key_value_store() {
         .github_webhook("pull_request", "k-4", &closed)
         .await
         .unwrap();
-    localstack::emulator::wait_until("the preview's key to go", Duration::from_secs(120), || {
+    local_stack::emulator::wait_until("the preview's key to go", Duration::from_secs(120), || {
         let gone = kvs.get(&key).is_none();
         async move { Ok(gone.then_some(())) }
     })
@@ -403,7 +404,7 @@ async fn racing_publishes_reaching_the_store_out_of_order_leave_it_on_the_s3_poi
         let (store, publisher, target) = (store.clone(), publisher.clone(), target.clone());
         async move { store.sync(&publisher, &target).await }
     });
-    localstack::emulator::wait_until(
+    local_stack::emulator::wait_until(
         "the older write to be held",
         Duration::from_secs(10),
         || {

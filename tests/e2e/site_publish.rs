@@ -12,8 +12,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use localstack::{Caller, Emulator};
-use site_build::{PruneOutcome, PublishError, PublishOutcome, PublishTarget, Publisher};
+use local_stack::{Caller, Emulator};
+use site_build::{PruneOutcome, PublishError, PublishOutcome, Publisher};
+use sitedao::{new_deploy_id, PublishTarget};
 
 use aws_sdk_s3::config::interceptors::BeforeSerializationInterceptorContextRef;
 use aws_sdk_s3::config::{ConfigBag, Intercept, RuntimeComponents};
@@ -638,9 +639,9 @@ async fn removing_a_preview_deletes_its_pointer_and_every_deploy_and_nothing_els
 /// Two ids as site-build makes deployment and deploy ids: KSUIDs, ordered
 /// by time.
 fn two_ids() -> (String, String) {
-    let older = site_build::publish::new_deploy_id();
+    let older = new_deploy_id();
     std::thread::sleep(Duration::from_millis(20));
-    let newer = site_build::publish::new_deploy_id();
+    let newer = new_deploy_id();
     assert!(older < newer);
     (older, newer)
 }
@@ -718,13 +719,7 @@ async fn racing_publishes_of_one_target_end_on_the_newer_deployment() {
     let oldest = format!("0{}", &older[1..]);
     let err = stack
         .publisher()
-        .publish_as(
-            &target,
-            one.path(),
-            &site_build::publish::new_deploy_id(),
-            Some(&oldest),
-            None,
-        )
+        .publish_as(&target, one.path(), &new_deploy_id(), Some(&oldest), None)
         .await
         .unwrap_err();
     assert!(matches!(err, PublishError::Superseded { .. }), "{err}");
@@ -757,7 +752,7 @@ async fn prune_keeps_the_live_deploy_and_the_newest_n_and_rollback_reaches_each(
         );
     }
     // A publish still uploading (no manifest yet) must survive a prune.
-    let uploading = site_build::publish::new_deploy_id();
+    let uploading = new_deploy_id();
     stack
         .s3
         .put_object()

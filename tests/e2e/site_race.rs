@@ -13,7 +13,7 @@
 
 use std::time::{Duration, Instant};
 
-use localstack::faults::{Caller, FaultKind, FaultRule};
+use local_stack::faults::{Caller, FaultKind, FaultRule};
 use serde_json::Value;
 
 use crate::site_recovery::Recovery;
@@ -157,7 +157,7 @@ async fn staging_about(r: &Recovery) -> (String, String) {
     let page = r
         .pipeline()
         .site
-        .get(&localstack::HostTarget::Staging, "/about/")
+        .get(&local_stack::HostTarget::Staging, "/about/")
         .await
         .unwrap();
     assert_eq!(page.status, 200, "{}", page.text());

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use deployer_e2e::TestStack;
-use localstack::faults::{Caller, FaultKind, FaultRule};
-use localstack::{HostTarget, SampleRepo};
+use local_stack::faults::{Caller, FaultKind, FaultRule};
+use local_stack::{HostTarget, SampleRepo};
 use serde_json::{json, Value};
 
 /// Where the sample site's builds are killed: the log line site-build writes
@@ -40,7 +40,7 @@ impl Drop for Recovery {
 impl Recovery {
     pub(crate) async fn start(
         env: &str,
-        configure: impl FnOnce(&mut localstack::PipelineOptions),
+        configure: impl FnOnce(&mut local_stack::PipelineOptions),
     ) -> Self {
         let repo =
             SampleRepo::create(&deployer_e2e::root(), &std::env::temp_dir()).expect("sample repo");
@@ -61,7 +61,7 @@ impl Recovery {
     /// this test's own (removed with it), for [`Recovery::logs_of`].
     pub(crate) async fn start_logged(
         env: &str,
-        configure: impl FnOnce(&mut localstack::PipelineOptions),
+        configure: impl FnOnce(&mut local_stack::PipelineOptions),
     ) -> Self {
         let logs = std::env::temp_dir().join(format!("{env}-logs-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&logs);
@@ -91,11 +91,11 @@ impl Recovery {
             .collect()
     }
 
-    pub(crate) fn pipeline(&self) -> &localstack::Pipeline {
+    pub(crate) fn pipeline(&self) -> &local_stack::Pipeline {
         &self.stack.pipeline
     }
 
-    pub(crate) fn function(&self) -> &localstack::runtime::Function {
+    pub(crate) fn function(&self) -> &local_stack::runtime::Function {
         &self.pipeline().site_build
     }
 
@@ -277,7 +277,7 @@ impl Recovery {
     /// The asynchronous `{"run": ...}` invocation of deployment `id`.
     /// The asynchronous invocation that ran deployment `id`, once it ended:
     /// the record ends before the invocation returns (GitHub, Slack).
-    pub(crate) async fn run_invocation(&self, id: &str) -> localstack::lambda_api::AsyncInvocation {
+    pub(crate) async fn run_invocation(&self, id: &str) -> local_stack::lambda_api::AsyncInvocation {
         self.pipeline()
             .lambda_api
             .wait_idle(Duration::from_secs(60))
@@ -327,7 +327,7 @@ impl Recovery {
     }
 }
 
-async fn wait_for_crashes(function: &localstack::runtime::Function, n: u64) -> Duration {
+async fn wait_for_crashes(function: &local_stack::runtime::Function, n: u64) -> Duration {
     let started = Instant::now();
     while function.crashes() < n {
         assert!(
@@ -367,7 +367,7 @@ async fn a_build_killed_while_the_builder_works_is_retried_from_a_clean_state_an
     // Lambda retried the same event once; the retry published.
     let run = r.run_invocation(&id).await;
     assert_eq!(run.attempts, 2, "{run:?}");
-    assert_eq!(run.state, localstack::lambda_api::AsyncState::Succeeded);
+    assert_eq!(run.state, local_stack::lambda_api::AsyncState::Succeeded);
 
     let deploy = done["deploy_id"].as_str().unwrap();
     assert_ne!(deploy, first);
@@ -427,7 +427,7 @@ async fn a_publish_killed_on_every_attempt_ends_failed_and_the_live_site_never_c
     // The third delivery of the event found no attempt left and said so.
     let run = r.run_invocation(&id).await;
     assert_eq!(run.attempts, 3, "{run:?}");
-    assert_eq!(run.state, localstack::lambda_api::AsyncState::Succeeded);
+    assert_eq!(run.state, local_stack::lambda_api::AsyncState::Succeeded);
 
     // Nothing of the interrupted publishes went live or was completed.
     faults.clear().await.unwrap();
@@ -545,7 +545,7 @@ async fn a_build_that_runs_out_of_time_fails_before_the_lambda_timeout() {
         .unwrap();
     let run = r.run_invocation(&id).await;
     assert_eq!(run.attempts, 1, "{run:?}");
-    assert_eq!(run.state, localstack::lambda_api::AsyncState::Succeeded);
+    assert_eq!(run.state, local_stack::lambda_api::AsyncState::Succeeded);
     assert_eq!(done["attempt"], 1);
 
     assert_eq!(r.live_deploy().await, first);

@@ -7,7 +7,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use localstack::HostTarget;
+use local_stack::HostTarget;
 use serde_json::Value;
 
 use crate::site_recovery::Recovery;

@@ -334,9 +334,10 @@ fn every_deploy_has_cache_keys_of_its_own_so_nothing_needs_invalidating() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_router_resolves_what_a_publish_wrote_from_the_stores_data() {
     use deployer_e2e::TestStack;
-    use localstack::HostTarget;
+    use local_stack::HostTarget;
     use site_build::live_store::LiveStore;
-    use site_build::{PublishTarget, Publisher};
+    use site_build::Publisher;
+    use sitedao::PublishTarget;
 
     let stack = TestStack::start("routerdata", &[]).await;
     let p = &stack.pipeline;

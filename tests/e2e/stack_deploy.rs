@@ -12,8 +12,9 @@ use std::process::Output;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use deployer_e2e::root;
-use localstack::emulator::{venv_python, ACCOUNT_ID, REGION};
-use localstack::Emulator;
+use local_stack::account::{ACCOUNT_ID, REGION};
+use local_stack::emulator::venv_python;
+use local_stack::Emulator;
 
 const STACK: &str = "dev-deployer";
 const CFN_ROLE: &str = "arn:aws:iam::123456789012:role/deployer-cloudformation";

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use builddao::{Build, BuildStatus};
 use deployer_e2e::{broken_template, sample_template, TestStack};
-use localstack::{Caller, FaultKind, FaultRule};
+use local_stack::{Caller, FaultKind, FaultRule};
 use serde_json::json;
 
 /// How many times each state was entered in the build's execution.

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use builddao::{Build, BuildKey, BuildStatus, BuildStore};
-use localstack::{Emulator, Pipeline, PipelineOptions};
+use local_stack::{Emulator, Pipeline, PipelineOptions};
 use serde_json::{json, Value};
 
 pub mod webdriver;
@@ -53,7 +53,7 @@ impl TestStack {
 
     /// A fresh stack whose site-build publishes `repo` (through the GitHub
     /// double) with the default local secret and token.
-    pub async fn start_site(env: &str, repo: &localstack::SampleRepo) -> Self {
+    pub async fn start_site(env: &str, repo: &local_stack::SampleRepo) -> Self {
         let dir = repo.dir.clone();
         Self::start_configured(env, &[], move |options| {
             options.site_repo = Some(dir);
@@ -178,7 +178,7 @@ impl TestStack {
     /// The stream record of build `sk`'s INSERT, as trigger-build received it
     /// (waits for its delivery).
     pub async fn delivered_insert(&self, sk: &str) -> Value {
-        localstack::emulator::wait_until(
+        local_stack::emulator::wait_until(
             &format!("the INSERT of {sk}"),
             Duration::from_secs(30),
             || async {
@@ -199,7 +199,7 @@ impl TestStack {
     pub async fn build_of(&self, repo: &str, version: &str) -> Build {
         let builds = self.builds();
         let env = self.env().to_owned();
-        localstack::emulator::wait_until(
+        local_stack::emulator::wait_until(
             &format!("a build of {repo} {version}"),
             Duration::from_secs(30),
             || {
@@ -217,7 +217,7 @@ impl TestStack {
     /// Waits until the build reaches `status` (or any terminal status).
     pub async fn wait_for(&self, key: &BuildKey, status: BuildStatus) -> Build {
         let builds = self.builds();
-        localstack::emulator::wait_until(
+        local_stack::emulator::wait_until(
             &format!("build {} to be {status}", key.sk),
             Duration::from_secs(90),
             || {
@@ -281,7 +281,7 @@ impl TestStack {
             .id()
             .expect("change set id")
             .to_owned();
-        localstack::emulator::wait_until("the change set by hand", Duration::from_secs(30), || {
+        local_stack::emulator::wait_until("the change set by hand", Duration::from_secs(30), || {
             let (cfn, id) = (cfn.clone(), id.clone());
             async move {
                 let described = cfn
@@ -406,7 +406,7 @@ pub fn s3_put_event(bucket: &str, encoded_key: &str) -> Value {
             "object": {"key": encoded_key, "size": 10, "eTag": "0123456789abcdef0123456789abcdef"}
         }
     });
-    json!({"Records": [localstack::delivery::complete_s3_record(record)]})
+    json!({"Records": [local_stack::delivery::complete_s3_record(record)]})
 }
 
 /// ECS resources of project `shop` in `dev`, named by the default patterns:
@@ -457,7 +457,7 @@ pub fn eventbridge(id: &str, source: &str, detail_type: &str, detail: Value) -> 
 /// Waits until `n` UpdateService calls reached the emulator, then returns them.
 pub async fn update_service_calls(stack: &TestStack, n: usize) -> Vec<Value> {
     let proxy = stack.pipeline.ecs_proxy.clone();
-    localstack::emulator::wait_until(
+    local_stack::emulator::wait_until(
         &format!("{n} UpdateService calls"),
         Duration::from_secs(30),
         || {
@@ -488,7 +488,7 @@ pub fn succeeded(out: &std::process::Output) -> String {
 /// Waits for a Slack message containing `text`; answers it whole.
 pub async fn slack_saying(stack: &TestStack, text: &str) -> String {
     let sink = stack.pipeline.slack.clone();
-    localstack::emulator::wait_until(
+    local_stack::emulator::wait_until(
         &format!("a Slack message saying {text:?}"),
         Duration::from_secs(30),
         || {
@@ -509,7 +509,7 @@ pub async fn slack_saying(stack: &TestStack, text: &str) -> String {
 /// Waits until the Slack sink holds `n` messages, then returns them.
 pub async fn slack_messages(stack: &TestStack, n: usize) -> Vec<Value> {
     let sink = stack.pipeline.slack.clone();
-    localstack::emulator::wait_until(
+    local_stack::emulator::wait_until(
         &format!("{n} Slack messages"),
         Duration::from_secs(30),
         || {
@@ -570,12 +570,12 @@ pub fn github_pull_request(
 /// Waits until `target` serves `path` with a body containing `text`.
 pub async fn wait_for_page(
     stack: &TestStack,
-    target: &localstack::HostTarget,
+    target: &local_stack::HostTarget,
     path: &str,
     text: &str,
-) -> localstack::SitePage {
+) -> local_stack::SitePage {
     let site = stack.pipeline.site.clone();
-    localstack::emulator::wait_until(
+    local_stack::emulator::wait_until(
         &format!("{} {path} to contain {text:?}", target.name()),
         Duration::from_secs(180),
         || {

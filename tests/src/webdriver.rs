@@ -52,7 +52,7 @@ impl Browser {
             .timeout(Duration::from_secs(120))
             .build()?;
         let base = format!("http://127.0.0.1:{port}");
-        localstack::emulator::wait_until("chromedriver", Duration::from_secs(30), || {
+        local_stack::emulator::wait_until("chromedriver", Duration::from_secs(30), || {
             let (http, base) = (http.clone(), base.clone());
             async move {
                 let ready = http

@@ -9,15 +9,11 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+use crate::account::{RoleCredentials, ACCOUNT_ID, ADMIN_ACCESS_KEY, REGION};
 use crate::faults::Faults;
-use crate::iam::RoleCredentials;
 
-pub const REGION: &str = "us-east-1";
-
-/// The access key id of the harness's administrator; the fault engine
-/// names its calls by it ([`crate::Caller::Admin`]).
-pub const ADMIN_ACCESS_KEY: &str = "testing";
-pub const ACCOUNT_ID: &str = "123456789012";
+/// The emulator launcher, from the repository root.
+pub const LAUNCHER: &str = "tests/local-stack/launcher/moto_server.py";
 
 /// How a test ends an ECS rollout ([`Emulator::end_ecs_rollout`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,7 +32,7 @@ pub struct Emulator {
 }
 
 impl Emulator {
-    /// Starts `localstack/moto_server.py` with the venv's Python. The port
+    /// Starts `tests/local-stack/launcher/moto_server.py` with the venv's Python. The port
     /// is picked free, then bound by moto: another process can take it in
     /// between (tests start many servers at once), and moto then exits, so
     /// a server that exits before it is ready is started again on another
@@ -62,7 +58,7 @@ impl Emulator {
         let port = free_port()?;
         let mut command = Command::new(&python);
         command
-            .arg(root.join("localstack/moto_server.py"))
+            .arg(root.join(LAUNCHER))
             .arg("--port")
             .arg(port.to_string())
             .stdin(Stdio::null())
@@ -118,7 +114,7 @@ impl Emulator {
             "testing",
             None,
             None,
-            "localstack",
+            "local-stack",
         ))
         .await
     }
@@ -131,7 +127,7 @@ impl Emulator {
             &role.secret_access_key,
             Some(role.session_token.clone()),
             None,
-            "localstack-role",
+            "local-stack-role",
         ))
         .await
     }
@@ -190,7 +186,7 @@ impl Emulator {
     }
 
     /// Creates IAM roles and role sessions on the emulator (the control API
-    /// in localstack/iam.py); answers its JSON.
+    /// in launcher/iam.py); answers its JSON.
     pub async fn install_roles(&self, request: Value) -> anyhow::Result<Value> {
         self.control("iam/roles", "installing IAM roles", &request)
             .await
@@ -219,7 +215,7 @@ impl Emulator {
     }
 
     /// Ends the current rollout of an ECS service as ECS would
-    /// (localstack/ecs.py): `completed`, or `failed` (only with the
+    /// (tests/local-stack/launcher/ecs.py): `completed`, or `failed` (only with the
     /// service's circuit breaker on; rolled back when its rollback is on).
     /// ECS's events go to the default bus. Answers the events sent.
     pub async fn end_ecs_rollout(
@@ -243,7 +239,7 @@ impl Emulator {
     }
 
     /// POST `/_deployer/{path}`: the launcher's control APIs
-    /// (localstack/iam.py, localstack/ecs.py).
+    /// (tests/local-stack/launcher/iam.py, launcher/ecs.py).
     async fn control(&self, path: &str, what: &str, request: &Value) -> anyhow::Result<Value> {
         let response = self
             .http
@@ -342,7 +338,7 @@ impl Emulator {
 }
 
 /// moto routes requests by the service in the credential scope; the
-/// administrator's signature is not checked (localstack/iam.py).
+/// administrator's signature is not checked (tests/local-stack/launcher/iam.py).
 fn fake_authorization(service: &str) -> String {
     format!(
         "AWS4-HMAC-SHA256 Credential=testing/20260101/{REGION}/{service}/aws4_request, SignedHeaders=host, Signature=0"

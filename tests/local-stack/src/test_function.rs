@@ -74,7 +74,7 @@ impl ScriptFunction {
     pub async fn start_with_timeout(name: &str, max_concurrency: usize, timeout: Duration) -> Self {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         let dir = std::env::temp_dir().join(format!(
-            "localstack-test-fn-{}-{}",
+            "local-stack-test-fn-{}-{}",
             std::process::id(),
             NEXT.fetch_add(1, Ordering::SeqCst)
         ));

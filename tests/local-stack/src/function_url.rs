@@ -275,7 +275,7 @@ pub fn url_event(request: &UrlRequest, identity: &UrlIdentity, now: time::Offset
         "requestContext": {
             "accountId": identity.account_id,
             "apiId": identity.url_id,
-            "domainName": if host.is_empty() { format!("{}.lambda-url.{}.on.aws", identity.url_id, crate::emulator::REGION) } else { host },
+            "domainName": if host.is_empty() { format!("{}.lambda-url.{}.on.aws", identity.url_id, crate::account::REGION) } else { host },
             "domainPrefix": identity.url_id,
             "http": {
                 "method": request.method,

@@ -13,7 +13,7 @@
 //!   npm cache, `npm run build`, publish), median of 3 rounds.
 //!
 //! - site-build's publisher beside `aws s3 sync` again, on s3s-fs behind
-//!   20 ms of latency per request (`localstack::slow_s3`), at 2,000 and
+//!   20 ms of latency per request (`local_stack::slow_s3`), at 2,000 and
 //!   20,000 files, with the Publisher's requests per deploy.
 //!
 //! `deployer-bench functions` runs only the first four, `deployer-bench
@@ -27,11 +27,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use builddao::BuildStatus;
-use localstack::runtime::{Function, FunctionSpec};
-use localstack::{Emulator, Pipeline, PipelineOptions};
+use local_stack::runtime::{Function, FunctionSpec};
+use local_stack::{Emulator, Pipeline, PipelineOptions};
 use serde_json::{json, Value};
 use site_build::build::{NpmBuilder, SourceFetcher};
-use site_build::{PublishOutcome, PublishTarget, Publisher};
+use site_build::{PublishOutcome, Publisher};
+use sitedao::PublishTarget;
 
 const COLD_RUNS: usize = 10;
 const LATENCY_BUILDS: usize = 20;
@@ -53,7 +54,7 @@ async fn main() -> anyhow::Result<()> {
         Some("functions") => (true, false),
         Some("site") => (false, true),
         Some("s3s") => {
-            let aws = localstack::emulator::venv_python(&root)?.with_file_name("aws");
+            let aws = local_stack::emulator::venv_python(&root)?.with_file_name("aws");
             return slow_store_benchmark(&root, &aws).await;
         }
         Some(other) => bail!("unknown part {other:?}: deployer-bench [functions | site | s3s]"),
@@ -72,7 +73,7 @@ async fn main() -> anyhow::Result<()> {
 /// A GitHub `ping` delivery as the function URL hands it to site-build:
 /// JSON, signed with the webhook secret.
 fn signed_ping(secret: &str) -> anyhow::Result<Value> {
-    use localstack::function_url::{url_event, UrlIdentity, UrlRequest};
+    use local_stack::function_url::{url_event, UrlIdentity, UrlRequest};
     let body = br#"{"zen":"Keep it logically awesome.","hook_id":1}"#.to_vec();
     let signature = site_build::WebhookSecret::new(secret.as_bytes())
         .map_err(|_| anyhow::anyhow!("the webhook secret is empty"))?
@@ -132,12 +133,12 @@ async fn function_benchmarks(root: &Path, emulator: Arc<Emulator>) -> anyhow::Re
         .await?;
     let builds = pipeline.builds();
     let first =
-        localstack::emulator::wait_until("bench build", Duration::from_secs(30), || async {
+        local_stack::emulator::wait_until("bench build", Duration::from_secs(30), || async {
             Ok(builds.latest("bench", "dev").await?)
         })
         .await?;
     let stream_batch =
-        localstack::emulator::wait_until("its stream batch", Duration::from_secs(30), || async {
+        local_stack::emulator::wait_until("its stream batch", Duration::from_secs(30), || async {
             Ok(pipeline
                 .delivered
                 .events(pipeline.trigger_build.name())
@@ -254,7 +255,7 @@ async fn function_benchmarks(root: &Path, emulator: Arc<Emulator>) -> anyhow::Re
             cells.push(Cell {
                 label,
                 build,
-                function: Function::serve(spec, localstack::emulator::REGION).await?,
+                function: Function::serve(spec, local_stack::account::REGION).await?,
                 inits: Vec::new(),
                 cpus: Vec::new(),
                 totals: Vec::new(),
@@ -491,7 +492,7 @@ fn s3_event(bucket: &str, key: &str) -> Value {
                "bucket": {"name": bucket, "arn": format!("arn:aws:s3:::{bucket}")},
                "object": {"key": key, "size": 20, "eTag": "0123456789abcdef0123456789abcdef"}}
     });
-    json!({"Records": [localstack::delivery::complete_s3_record(record)]})
+    json!({"Records": [local_stack::delivery::complete_s3_record(record)]})
 }
 
 /// Sorts in place and returns the median.
@@ -1203,7 +1204,7 @@ async fn site_publish_benchmark(root: &Path, emulator: &Emulator) -> anyhow::Res
     let scratch = Scratch::new("site")?;
     let site = scratch.join("site");
     let summary = generate_site(&site, 1)?;
-    let aws = localstack::emulator::venv_python(root)?.with_file_name("aws");
+    let aws = local_stack::emulator::venv_python(root)?.with_file_name("aws");
     if !aws.is_file() {
         bail!(
             "{} not found: `make setup` installs awscli into the venv",
@@ -1330,7 +1331,7 @@ const ONE_PAGE_TARGET: f64 = 0.5;
 /// 20,000 (1 run).
 async fn slow_store_benchmark(root: &Path, aws: &Path) -> anyhow::Result<()> {
     let scratch = Scratch::new("slow-s3")?;
-    let server = localstack::slow_s3::SlowS3::start(
+    let server = local_stack::slow_s3::SlowS3::start(
         &root.join(".tools/bin/s3s-fs"),
         &scratch.join("server"),
         SLOW_S3_LATENCY,
@@ -1409,9 +1410,9 @@ async fn sample_site_benchmark(root: &Path, emulator: &Emulator) -> anyhow::Resu
         return Ok(());
     };
     let scratch = Scratch::new("sample-site")?;
-    let repo = localstack::SampleRepo::create(root, &scratch.0)?;
+    let repo = local_stack::SampleRepo::create(root, &scratch.0)?;
     let commit = repo.head()?;
-    let github = localstack::GitHubDouble::start(localstack::GitHubOptions {
+    let github = local_stack::GitHubDouble::start(local_stack::GitHubOptions {
         repository: "acme/sample-site".into(),
         repo_dir: Some(repo.dir.clone()),
         token: None,

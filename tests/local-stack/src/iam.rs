@@ -11,22 +11,11 @@
 use std::collections::HashMap;
 
 use anyhow::{bail, Context};
-use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::account::RoleCredentials;
 use crate::emulator::Emulator;
 use crate::wiring::Template;
-
-/// Temporary credentials of a role session (an `ASIA…` key).
-#[derive(Debug, Clone, Deserialize)]
-pub struct RoleCredentials {
-    #[serde(rename = "AccessKeyId")]
-    pub access_key_id: String,
-    #[serde(rename = "SecretAccessKey")]
-    pub secret_access_key: String,
-    #[serde(rename = "SessionToken")]
-    pub session_token: String,
-}
 
 /// The credentials each template function runs with, by logical id.
 #[derive(Debug, Clone, Default)]

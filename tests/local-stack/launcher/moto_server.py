@@ -1,6 +1,6 @@
 """Local AWS emulator for Deployer: moto server (pinned 5.2.5) plus small fidelity patches.
 
-Usage: python localstack/moto_server.py --port N
+Usage: python tests/local-stack/launcher/moto_server.py --port N
 
 - binds 127.0.0.1:N;
 - sets MOTO_PORT=N itself: moto's Step Functions interpreter sends its aws-sdk and
@@ -35,11 +35,11 @@ Strictness patches (docs/local-stack.md, "Faults"):
   that reference it (moto compared against the previous input only);
 - aws-sdk task errors are named as AWS names them ("CloudFormation.CloudFormationException",
   not moto's lowercase "cloudformation.cloudformationException");
-- every request passes through the fault engine (localstack/faults.py);
+- every request passes through the fault engine (faults.py);
 - IAM is enforced: every request's action is checked against its caller's policies
-  (localstack/iam.py; functions sign with sessions of their template roles);
+  (iam.py; functions sign with sessions of their template roles);
 - ECS rollouts end as ECS ends them, with the circuit breaker's rollback and ECS's
-  events on the default bus (POST /_deployer/ecs/rollout, localstack/ecs.py).
+  events on the default bus (POST /_deployer/ecs/rollout, ecs.py).
 """
 
 import argparse

@@ -262,7 +262,7 @@ impl Function {
         let counter = Arc::new(AtomicU64::new(0));
         let arn = format!(
             "arn:aws:lambda:{region}:{}:function:{}",
-            crate::emulator::ACCOUNT_ID,
+            crate::account::ACCOUNT_ID,
             spec.name
         );
         let faults = Arc::new(LambdaFaults::default());

@@ -168,7 +168,7 @@ pub async fn publish_sample_site(
         .github_webhook("pull_request", "demo-pr-1", &pull_request)
         .await?;
     println!("    function URL answered {status}: {answer}");
-    let slug = site_build::PreviewSlug::from_branch(SAMPLE_BRANCH).to_string();
+    let slug = sitedao::PreviewSlug::from_branch(SAMPLE_BRANCH).to_string();
     let preview = HostTarget::Preview(slug);
     wait_for(pipeline, &preview, "/about/").await?;
     println!(
@@ -207,7 +207,7 @@ async fn wait_for(
     .context("see target/local/*-site-build.log")?;
     // Served once the live pointer moved; the deployment's record says
     // PUBLISHED a moment later, in the write that ends it.
-    let store = site_build::deployments::DeploymentStore::new(
+    let store = sitedao::DeploymentStore::new(
         aws_sdk_dynamodb::Client::new(&pipeline.sdk),
         &pipeline.site_resources.deployments_table,
     );
@@ -220,7 +220,7 @@ async fn wait_for(
             async move {
                 let newest = store.list(&name, 1).await?.into_iter().next();
                 Ok(newest
-                    .filter(|d| d.status == site_build::deployments::DeploymentStatus::Published)
+                    .filter(|d| d.status == sitedao::DeploymentStatus::Published)
                     .map(|_| ()))
             }
         },

@@ -15,7 +15,8 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use tracing::{info, warn};
 
-use crate::emulator::{Emulator, REGION};
+use crate::account::REGION;
+use crate::emulator::Emulator;
 use crate::runtime::{Function, InvokeError};
 use crate::wiring::StreamMapping;
 

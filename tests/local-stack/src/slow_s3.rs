@@ -22,7 +22,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
-use crate::emulator::{free_port, REGION};
+use crate::account::REGION;
+use crate::emulator::free_port;
 use crate::lambda_api::AbortOnDrop;
 
 const ACCESS_KEY: &str = "bench";

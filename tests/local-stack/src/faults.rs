@@ -1,5 +1,5 @@
 //! AWS API faults, as AWS makes them: the client of the fault engine that
-//! runs inside the emulator process (`localstack/faults.py`).
+//! runs inside the emulator process (`launcher/faults.py`).
 //!
 //! One engine serves every caller: each function process signs with a
 //! session of its own role named after the function, and moto's Step
@@ -40,7 +40,7 @@ impl Caller {
         match self {
             Caller::Function(name) => name,
             Caller::StateMachine => STATE_MACHINE_CALLER,
-            Caller::Admin => crate::emulator::ADMIN_ACCESS_KEY,
+            Caller::Admin => crate::account::ADMIN_ACCESS_KEY,
             Caller::Any => "*",
         }
     }

@@ -711,8 +711,8 @@ async fn push_site(pipeline: &Pipeline, commit: &str, delivery: &str) -> anyhow:
     Ok(())
 }
 
-fn site_store(pipeline: &Pipeline) -> site_build::deployments::DeploymentStore {
-    site_build::deployments::DeploymentStore::new(
+fn site_store(pipeline: &Pipeline) -> sitedao::DeploymentStore {
+    sitedao::DeploymentStore::new(
         aws_sdk_dynamodb::Client::new(&pipeline.sdk),
         &pipeline.site_resources.deployments_table,
     )
@@ -722,7 +722,7 @@ async fn wait_site_settled(
     pipeline: &Pipeline,
     commits: &[String],
     within: Duration,
-) -> anyhow::Result<Vec<site_build::deployments::Deployment>> {
+) -> anyhow::Result<Vec<sitedao::Deployment>> {
     let store = site_store(pipeline);
     let deadline = Instant::now() + within;
     loop {

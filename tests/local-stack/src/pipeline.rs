@@ -18,11 +18,13 @@ use serde_json::{json, Value};
 use tokio::task::JoinHandle;
 
 use crate::delivery::{self, DeadLetters, DeliveryLog};
-use crate::emulator::{Emulator, REGION};
+use crate::account::REGION;
+use crate::emulator::Emulator;
 use crate::function_url::FunctionUrlServer;
 use crate::github::{GitHubDouble, GitHubOptions};
 use crate::http_doubles::{RecordingProxy, WebhookSink};
-use crate::iam::{FunctionRoles, RoleCredentials};
+use crate::account::RoleCredentials;
+use crate::iam::FunctionRoles;
 use crate::kvs::KvsDouble;
 use crate::lambda_api::LambdaApi;
 use crate::runtime::{built_binary, Function, FunctionSpec, Sandbox};
@@ -428,7 +430,7 @@ impl Pipeline {
             lambda_api.allow(key, actions.to_vec());
             kvs.allow(key, actions.to_vec());
         }
-        lambda_api.allow(crate::emulator::ADMIN_ACCESS_KEY, vec!["*".to_owned()]);
+        lambda_api.allow(crate::account::ADMIN_ACCESS_KEY, vec!["*".to_owned()]);
         // The state machine invokes the gates function as its role allows.
         let state_machine_role =
             template.resolve(&json!({"Fn::GetAtt": ["StateMachineRole", "Arn"]}));
@@ -442,7 +444,7 @@ impl Pipeline {
             .map(|role| role.allowed_actions())
             .unwrap_or_default();
         lambda_api.allow(&interpreter_key, state_machine_actions);
-        kvs.allow(crate::emulator::ADMIN_ACCESS_KEY, vec!["*".to_owned()]);
+        kvs.allow(crate::account::ADMIN_ACCESS_KEY, vec!["*".to_owned()]);
         for spec in &function_specs {
             kvs.register_env(&spec.env);
         }
@@ -850,7 +852,7 @@ async fn provision_site(
         "SiteDeploymentsTable.Arn",
         format!(
             "arn:aws:dynamodb:{REGION}:{}:table/{table}",
-            crate::emulator::ACCOUNT_ID
+            crate::account::ACCOUNT_ID
         ),
     );
 
@@ -870,7 +872,7 @@ async fn provision_site(
         "SiteBuildFunction.Arn",
         format!(
             "arn:aws:lambda:{REGION}:{}:function:{function_name}",
-            crate::emulator::ACCOUNT_ID
+            crate::account::ACCOUNT_ID
         ),
     );
     let builder_name = named(
@@ -1143,7 +1145,7 @@ async fn provision(
         "GatesFunction.Arn",
         format!(
             "arn:aws:lambda:{REGION}:{}:function:{gates_name}",
-            crate::emulator::ACCOUNT_ID
+            crate::account::ACCOUNT_ID
         ),
     );
 
@@ -1207,7 +1209,7 @@ async fn provision(
         "ServiceDeploymentsTable.Arn",
         format!(
             "arn:aws:dynamodb:{REGION}:{}:table/{service_deployments_table}",
-            crate::emulator::ACCOUNT_ID
+            crate::account::ACCOUNT_ID
         ),
     );
     let events_queue = format!("{env}-deployer-local-events");

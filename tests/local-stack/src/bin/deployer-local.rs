@@ -14,9 +14,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
-use localstack::demo::{self, SAMPLE_BRANCH};
-use localstack::emulator::wait_until;
-use localstack::{Emulator, Pipeline, PipelineOptions, SampleRepo};
+use local_stack::demo::{self, SAMPLE_BRANCH};
+use local_stack::emulator::wait_until;
+use local_stack::{Emulator, Pipeline, PipelineOptions, SampleRepo};
 
 /// How long the demo's CloudFormation keeps change sets and stacks in progress.
 const DEMO_CLOUDFORMATION_PACE: Duration = Duration::from_millis(1500);
@@ -245,13 +245,13 @@ async fn chaos(seed: Option<u64>, count: usize, profile: String) -> anyhow::Resu
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(1, |d| d.as_secs())
     });
-    let plan = localstack::chaos::ChaosPlan {
+    let plan = local_stack::chaos::ChaosPlan {
         seed,
         count,
         profile,
         log_dir: Some(log_dir),
     };
-    if localstack::chaos::run_and_print(&root, &plan).await? {
+    if local_stack::chaos::run_and_print(&root, &plan).await? {
         Ok(())
     } else {
         bail!("chaos found work lost, stuck, doubled or out of order (seed {seed})")

@@ -198,7 +198,7 @@ impl Template {
                 .map(|v| self.resolve(v))
                 .filter(|name| !name.is_empty() && !name.contains("<unresolved"))
                 .unwrap_or_else(|| format!("{}-deployer-{id}", self.lookup("Environment")));
-            let arn = format!("arn:aws:iam::{}:role/{name}", crate::emulator::ACCOUNT_ID);
+            let arn = format!("arn:aws:iam::{}:role/{name}", crate::account::ACCOUNT_ID);
             self.set(&format!("{id}.Arn"), arn);
             self.set(&id, name);
         }
@@ -448,8 +448,8 @@ impl Template {
 
     fn lookup(&self, name: &str) -> String {
         match name {
-            "AWS::Region" => crate::emulator::REGION.to_owned(),
-            "AWS::AccountId" => crate::emulator::ACCOUNT_ID.to_owned(),
+            "AWS::Region" => crate::account::REGION.to_owned(),
+            "AWS::AccountId" => crate::account::ACCOUNT_ID.to_owned(),
             "AWS::Partition" => "aws".to_owned(),
             "AWS::URLSuffix" => "amazonaws.com".to_owned(),
             _ => self

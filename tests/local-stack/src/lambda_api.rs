@@ -331,8 +331,8 @@ impl ApiState {
 fn function_arn(name: &str) -> String {
     format!(
         "arn:aws:lambda:{}:{}:function:{name}",
-        crate::emulator::REGION,
-        crate::emulator::ACCOUNT_ID
+        crate::account::REGION,
+        crate::account::ACCOUNT_ID
     )
 }
 

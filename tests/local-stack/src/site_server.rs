@@ -488,7 +488,8 @@ fn resolve(store: &KvsDouble, target: &HostTarget, uri: &str) -> Resolution {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use site_build::{PreviewSlug, PublishTarget, Publisher};
+    use site_build::Publisher;
+    use sitedao::{PreviewSlug, PublishTarget};
 
     #[test]
     fn hosts_map_as_the_router_maps_them() {

@@ -1,6 +1,7 @@
 //! The local stack: the whole suite on one machine against an AWS API
 //! emulator. Tests and `make demo` use the same code.
 
+pub mod account;
 pub mod chaos;
 pub mod delivery;
 pub mod demo;
@@ -26,7 +27,8 @@ pub use faults::{Caller, FaultKind, FaultRule, Faults, InjectedFault};
 pub use function_url::FunctionUrlServer;
 pub use github::{Deployment, DeploymentStatus, GitHubDouble, GitHubOptions};
 pub use http_doubles::{HealthEndpoint, RecordingProxy, SinkMode, WebhookSink};
-pub use iam::{FunctionRoles, RoleCredentials};
+pub use account::RoleCredentials;
+pub use iam::FunctionRoles;
 pub use kvs::KvsDouble;
 pub use lambda_api::{AsyncInvocation, AsyncState, LambdaApi};
 pub use pipeline::{Pipeline, PipelineOptions, Resources, SiteResources};
