@@ -24,7 +24,7 @@ KEEP ?=
 
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup lint-tools browser build test unit e2e lint fmt clippy cli-deps template-lint package deploy bench demo chaos clean
+.PHONY: setup lint-tools browser build test unit e2e lint fmt clippy cli-deps module-layers template-lint package deploy bench demo chaos clean
 
 setup: $(STAMP_PY) $(STAMP_NPM) browser
 
@@ -91,7 +91,13 @@ cli-deps:
 	if [ -n "$$lambdas" ]; then \
 	  echo "$$lambdas"; echo "deployer (crates/deployer-cli) must depend on no crate under lambdas/"; exit 1; fi
 
-lint: setup fmt clippy cli-deps template-lint $(CARGO_DENY)
+# No import circle between the top-level modules of the harness, of
+# site-build and of the site's records (scripts/check_module_cycles.py).
+module-layers: setup
+	$(PY) -m unittest scripts/test_check_module_cycles.py
+	$(PY) scripts/check_module_cycles.py tests/local-stack/src lambdas/site-build/src crates/sitedao/src
+
+lint: setup fmt clippy cli-deps module-layers template-lint $(CARGO_DENY)
 	$(VENV)/bin/checkov --quiet --compact --framework cloudformation -f cloudformation.template
 	$(CARGO_DENY) check licenses bans sources
 
