@@ -19,14 +19,6 @@ pub use store::{
     deployed_sk, BuildPage, BuildStore, Created, StoreError, TrackedPage, Transition, LEDGER_INDEX,
 };
 
-/// RFC 3339 timestamp of "now", the format every timestamp attribute uses
-/// (Step Functions writes `$$.State.EnteredTime` in the same format).
-pub fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .expect("formatting the current UTC time as RFC 3339 cannot fail")
-}
-
 /// An RFC 3339 time as UTC to the millisecond (`2026-11-23T10:00:00.123Z`):
 /// one form for the times this crate writes (nanoseconds, `Z`) and those
 /// Step Functions writes (`$$.State.EnteredTime`: milliseconds and `Z` on

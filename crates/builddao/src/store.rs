@@ -136,7 +136,7 @@ impl BuildStore {
         requested_by: &str,
         at_unix_ms: i64,
     ) -> Result<Build, StoreError> {
-        let build = to.rollback_build(rollback, requested_by, at_unix_ms, crate::now_rfc3339());
+        let build = to.rollback_build(rollback, requested_by, at_unix_ms, ledger::now_rfc3339());
         match self.create(&build).await? {
             Created::New(build) | Created::AlreadyExists(build) => Ok(build),
         }

@@ -24,4 +24,4 @@ pub use service::{
     short_task_definition, EndedRedeploy, LedgerError, RecordKey, ServiceDeployment,
     ServiceDeploymentStore, StartedRedeploy, FAILED, IN_PROGRESS, LEDGER_INDEX, SUCCESS,
 };
-pub use time_format::{parse_time, rfc3339, Timestamp};
+pub use time_format::{now_rfc3339, parse_time, rfc3339, Timestamp};

@@ -1,5 +1,6 @@
 //! One timestamp format everywhere: RFC 3339, UTC, to the second
-//! (`2026-12-01T08:15:03Z`).
+//! (`2026-12-01T08:15:03Z`), as the ledger shows times; and the one clock
+//! every record writer stamps its records with ([`now_rfc3339`]).
 
 use time::format_description::well_known::Rfc3339;
 use time::macros::format_description;
@@ -15,6 +16,17 @@ pub fn rfc3339(at: OffsetDateTime) -> String {
             "[year]-[month]-[day]T[hour]:[minute]:[second]Z"
         ))
         .expect("a UTC time between years 1 and 9999 formats")
+}
+
+/// RFC 3339 timestamp of "now", UTC at full precision
+/// (`2026-12-01T08:15:03.237171456Z`): the form every timestamp attribute
+/// of the builds and site deployments tables is written in (Step Functions
+/// writes `$$.State.EnteredTime` in RFC 3339 too). [`rfc3339`] shows it to
+/// the second.
+pub fn now_rfc3339() -> String {
+    OffsetDateTime::now_utc()
+        .format(&Rfc3339)
+        .expect("formatting the current UTC time as RFC 3339 cannot fail")
 }
 
 /// Reads any RFC 3339 time (any precision, any offset), as every writer of
@@ -69,5 +81,14 @@ mod tests {
             assert_eq!(rfc3339(parse_time(at).unwrap()), "2026-11-23T03:55:07Z");
         }
         assert_eq!(parse_time("yesterday"), None);
+    }
+
+    #[test]
+    fn now_is_written_in_utc_and_reads_back() {
+        let now = now_rfc3339();
+        assert!(now.ends_with('Z'), "{now}");
+        let read = parse_time(&now).unwrap();
+        assert_eq!(read.offset(), UtcOffset::UTC);
+        assert!((OffsetDateTime::now_utc() - read).whole_seconds() < 5);
     }
 }

@@ -109,7 +109,7 @@ impl Orchestrator {
                     self.policy.state_machine_arn,
                     DisplayErrorContext(&err)
                 );
-                let now = builddao::now_rfc3339();
+                let now = ledger::now_rfc3339();
                 let outcome = self
                     .builds
                     .mark_failed(&build.key(), &[BuildStatus::Pending], &reason, &now)
@@ -118,7 +118,7 @@ impl Orchestrator {
                 return Ok(Started::Failed { reason });
             }
         };
-        let now = builddao::now_rfc3339();
+        let now = ledger::now_rfc3339();
         match self
             .builds
             .mark_started(&build.key(), &execution_arn, &now)

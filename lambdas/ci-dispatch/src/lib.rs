@@ -1080,7 +1080,7 @@ impl Dispatcher {
         if let Some(cause) = &ended.cause {
             reason.push_str(&format!(": {cause}"));
         }
-        let now = builddao::now_rfc3339();
+        let now = ledger::now_rfc3339();
         let outcome = builds
             .mark_failed(
                 &key,

@@ -291,7 +291,7 @@ async fn handle_record(
             .clone()
             .filter(|p| !p.is_empty()),
     };
-    let build = new_build.into_build(builddao::now_rfc3339());
+    let build = new_build.into_build(ledger::now_rfc3339());
     tracing::Span::current().record("build_id", build.id().to_string().as_str());
     Ok(builds.create(&build).await?)
 }
