@@ -220,7 +220,7 @@ impl Cli {
                 dynamodb.clone(),
                 name(&self.service_table, "service-deployments"),
             ),
-            sites: site_build::deployments::DeploymentStore::new(
+            sites: sitedao::DeploymentStore::new(
                 dynamodb,
                 name(&self.site_table, "site-deployments"),
             ),

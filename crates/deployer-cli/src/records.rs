@@ -10,7 +10,7 @@ use ledger::{
     parse_time, Change, Deployment, Kind, Link, ServiceDeploymentStore, State, TargetRef,
 };
 use serde::Serialize;
-use site_build::deployments::{
+use sitedao::{
     Deployment as SiteDeployment, DeploymentAction, DeploymentKey, DeploymentStatus,
     DeploymentStore,
 };

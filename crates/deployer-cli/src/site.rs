@@ -2,10 +2,10 @@
 
 use anyhow::{bail, Context};
 use clap::Subcommand;
+use serde::Serialize;
+use sitedao::{Deployment, DeploymentStore, DeploymentSummary, PublishTarget};
 
 use crate::invoke::invoke;
-use site_build::deployments::DeploymentStore;
-use site_build::publish::PublishTarget;
 
 #[derive(Subcommand, Clone)]
 pub enum SiteCommand {
@@ -98,7 +98,7 @@ pub async fn run(
                     None
                 }
             };
-            let rollback_of = |d: &site_build::deployments::Deployment| -> &'static str {
+            let rollback_of = |d: &Deployment| -> &'static str {
                 match (&reach, &d.deploy_id) {
                     (_, None) => "-",
                     (None, Some(_)) => "?",
@@ -108,12 +108,9 @@ pub async fn run(
             if json {
                 let views: Vec<_> = deployments
                     .iter()
-                    .map(|d| {
-                        let mut view = site_build::service::summary(d);
-                        if d.deploy_id.is_some() {
-                            view["rollback"] = serde_json::json!(rollback_of(d));
-                        }
-                        view
+                    .map(|d| ListedDeployment {
+                        summary: d.summary(),
+                        rollback: d.deploy_id.is_some().then(|| rollback_of(d)),
                     })
                     .collect();
                 let mut out = serde_json::json!({ "deployments": views });
@@ -181,7 +178,7 @@ pub async fn run(
         } => {
             target(&environment, branch.as_deref())?;
             if let Some(to) = &to {
-                if !site_build::is_deploy_id(to) {
+                if !sitedao::is_deploy_id(to) {
                     bail!("--to {to:?} is not a deploy id: give one of the DEPLOY ids `deployer site list` shows");
                 }
             }
@@ -208,6 +205,18 @@ pub async fn run(
             Ok(0)
         }
     }
+}
+
+/// A deployment as `site list --json` prints it: its summary, and for one
+/// that made a deploy whether rollback reaches that deploy.
+#[derive(Serialize)]
+struct ListedDeployment<'a> {
+    #[serde(flatten)]
+    summary: DeploymentSummary<'a>,
+    /// `live`, `previous`, `kept`, `pruned`, or `?` when site-build could
+    /// not be asked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rollback: Option<&'static str>,
 }
 
 /// What rollback reaches in one target, as site-build answered.
@@ -266,7 +275,7 @@ async fn approve_by_id(
     id: &str,
     by: &str,
 ) -> anyhow::Result<i32> {
-    use site_build::deployments::{Changes, DeploymentKey, DeploymentStatus, Transition};
+    use sitedao::{Changes, DeploymentKey, DeploymentStatus, Transition};
     let store = DeploymentStore::new(aws_sdk_dynamodb::Client::new(aws), table);
     let key = DeploymentKey {
         target: PublishTarget::Production.name(),
@@ -279,7 +288,7 @@ async fn approve_by_id(
             DeploymentStatus::Queued,
             Changes::default()
                 .set("approved_by", by)
-                .set("approved_at", site_build::deployments::now_rfc3339())
+                .set("approved_at", ledger::now_rfc3339())
                 .remove("approval_token_hash")
                 .remove("approval_expires_at"),
             None,
@@ -340,5 +349,52 @@ async fn approve(link: &str) -> anyhow::Result<i32> {
         Ok(1)
     } else {
         bail!("the approval endpoint answered {status}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use sitedao::{DeploymentAction, DeploymentKey, NewDeployment};
+
+    use super::*;
+
+    #[test]
+    fn a_listed_deployment_is_its_summary_and_where_rollback_reaches() {
+        let mut d = Deployment::queued(NewDeployment {
+            key: DeploymentKey {
+                target: "production".into(),
+                id: "2qAbcdefghijklmnopqrstuvwxy".into(),
+            },
+            site: "acme/site".into(),
+            environment: "production".into(),
+            action: DeploymentAction::Build,
+            branch: "main".into(),
+            url: "https://example.com/".into(),
+            triggered_by: "ana".into(),
+            origin: "github:push".into(),
+            created_at: "2026-01-01T00:00:00Z".into(),
+            expires_at: None,
+        });
+        let listed = |d: &Deployment| {
+            serde_json::to_value(ListedDeployment {
+                summary: d.summary(),
+                rollback: d.deploy_id.is_some().then_some("kept"),
+            })
+            .unwrap()
+        };
+        let mut expected = json!({
+            "deployment_id": "2qAbcdefghijklmnopqrstuvwxy",
+            "target": "production",
+            "environment": "production",
+            "branch": "main",
+            "status": "QUEUED",
+            "url": "https://example.com/",
+        });
+        assert_eq!(listed(&d), expected);
+        d.deploy_id = Some("2qDeployDeployDeployDeployD".into());
+        expected["deploy_id"] = json!("2qDeployDeployDeployDeployD");
+        expected["rollback"] = json!("kept");
+        assert_eq!(listed(&d), expected);
     }
 }

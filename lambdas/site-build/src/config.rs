@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use sitedao::PublishTarget;
+
 use crate::trigger::{Branch, Repository};
 
 /// A secret given directly (local stack, tests) or as an SSM SecureString.
@@ -203,8 +205,7 @@ impl SiteConfig {
     }
 
     /// The public URL of a target.
-    pub fn url_of(&self, target: &crate::publish::PublishTarget) -> String {
-        use crate::publish::PublishTarget;
+    pub fn url_of(&self, target: &PublishTarget) -> String {
         match target {
             PublishTarget::Production => self.production_url.clone(),
             PublishTarget::Staging => self.staging_url.clone(),
@@ -289,9 +290,9 @@ mod tests {
         assert_eq!(config.approval_ttl, Duration::from_secs(86_400));
         assert_eq!(config.preview_ttl, Duration::from_secs(30 * 86_400));
         assert_eq!(config.keep_deploys, DEFAULT_KEEP_DEPLOYS);
-        let slug = crate::PreviewSlug::from_branch("feature/X");
+        let slug = sitedao::PreviewSlug::from_branch("feature/X");
         assert_eq!(
-            config.url_of(&crate::publish::PublishTarget::preview("feature/X")),
+            config.url_of(&PublishTarget::preview("feature/X")),
             format!("https://{slug}.preview.example.com/")
         );
     }

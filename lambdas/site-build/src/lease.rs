@@ -23,7 +23,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::time::Instant;
 
-use crate::deployments::{Deployment, DeploymentStatus};
+use sitedao::{Deployment, DeploymentStatus, Lease, Phase, SeenLease};
 
 /// Attempts a deployment gets before an interruption ends it FAILED.
 pub const MAX_ATTEMPTS: u32 = 2;
@@ -73,63 +73,6 @@ impl Invocation {
             expires_at: epoch_ceil(self.deadline + LEASE_MARGIN),
             attempt,
         }
-    }
-}
-
-/// The claim of one attempt on a BUILDING record. Every write of that
-/// attempt is conditional on it, so an attempt that lost its lease cannot
-/// change the record (or publish) any more.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Lease {
-    /// The request id of the invocation running the attempt.
-    pub holder: String,
-    /// Epoch seconds.
-    pub expires_at: i64,
-    pub attempt: u32,
-}
-
-impl Lease {
-    /// This lease as a record shows it.
-    pub fn seen(&self) -> SeenLease {
-        SeenLease {
-            holder: Some(self.holder.clone()),
-            attempt: self.attempt,
-        }
-    }
-}
-
-/// The lease a record shows, as read: what a takeover is conditional on.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SeenLease {
-    /// `None` for a record written before leases existed.
-    pub holder: Option<String>,
-    pub attempt: u32,
-}
-
-/// A step of a build, as recorded in `phase` while it runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
-    Starting,
-    Fetch,
-    /// In the builder function: unpack, `npm ci`, `npm run build`, pack.
-    Build,
-    Publish,
-}
-
-impl Phase {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Starting => "setup",
-            Self::Fetch => "the source fetch",
-            Self::Build => "the build",
-            Self::Publish => "the publish",
-        }
-    }
-}
-
-impl fmt::Display for Phase {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 
@@ -345,7 +288,7 @@ impl Budget {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::deployments::{DeploymentAction, DeploymentKey, NewDeployment};
+    use sitedao::{DeploymentAction, DeploymentKey, NewDeployment};
 
     fn record(status: DeploymentStatus) -> Deployment {
         Deployment {

@@ -9,29 +9,30 @@
 //!   `npm run build`, the log tail;
 //! - [`builder`]: the boundary: those steps run only in the `site-builder`
 //!   function, whose role grants nothing;
-//! - [`slug`]: branch names to preview names that never collide;
 //! - [`content`]: `Content-Type` and `Cache-Control` per file;
-//! - [`publish`]: atomic deploys with a live pointer, rollback, removal.
+//! - [`publish`]: atomic deploys with a live pointer, rollback, removal;
+//! - [`lease`]: when a run may take a BUILDING deployment over, and how much
+//!   time its steps may take.
+//!
+//! The records it writes (deployments, their leases and delivery claims),
+//! the targets it publishes to and the deploy ids are the `sitedao` crate's,
+//! shared with the operator CLI.
 
 pub mod approval;
 pub mod build;
 pub mod builder;
 pub mod config;
 pub mod content;
-pub mod deployments;
 pub mod github_api;
 pub mod lease;
 pub mod live_store;
 pub mod publish;
 pub mod service;
 pub mod signature;
-pub mod slug;
 pub mod trigger;
 
 pub use publish::{
-    is_deploy_id, DeployManifest, LivePointer, ManifestEntry, PruneOutcome, PublishError,
-    PublishOutcome, PublishTarget, Publisher, Reachable, RemoveOutcome, ResolvedObject,
-    RollbackOutcome, Settled,
+    DeployManifest, LivePointer, ManifestEntry, PruneOutcome, PublishError, PublishOutcome,
+    Publisher, Reachable, RemoveOutcome, ResolvedObject, RollbackOutcome, Settled,
 };
 pub use signature::{SignatureError, WebhookSecret};
-pub use slug::PreviewSlug;

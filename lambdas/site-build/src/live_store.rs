@@ -11,9 +11,10 @@
 //! S3 pointer's deploy (see [`LiveStore::sync`]).
 
 use aws_sdk_cloudfrontkeyvaluestore::error::DisplayErrorContext;
+use sitedao::PublishTarget;
 use tracing::info;
 
-use crate::publish::{PublishTarget, Publisher};
+use crate::publish::Publisher;
 
 /// Writes race with other publishes through the store's ETag; a lost race
 /// is retried this many times.

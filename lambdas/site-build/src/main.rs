@@ -9,9 +9,9 @@
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use serde_json::Value;
 use site_build::config::SiteConfig;
-use site_build::deployments::DeploymentStore;
 use site_build::lease::Invocation;
 use site_build::service::SiteService;
+use sitedao::DeploymentStore;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {

@@ -6,8 +6,9 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
+use sitedao::MANIFEST_NAME;
 
-use super::layout::{ManifestEntry, MANIFEST_NAME};
+use super::layout::ManifestEntry;
 use super::PublishError;
 use crate::content;
 

@@ -36,14 +36,12 @@ use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{ChecksumAlgorithm, Delete, MetadataDirective, ObjectIdentifier};
 use futures::stream::{self, StreamExt, TryStreamExt};
+use ledger::now_rfc3339;
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use sitedao::{is_deploy_id, new_deploy_id, PublishTarget};
 use tracing::{info, warn};
 
-pub use layout::{
-    DeployManifest, LivePointer, ManifestEntry, PublishTarget, Switch, MANIFEST_NAME,
-};
-
-use layout::{new_ksuid, now_rfc3339};
+pub use layout::{DeployManifest, LivePointer, ManifestEntry, Switch};
 pub(crate) use local::site_files;
 pub use local::Refusal;
 use local::{base64, list_refusals, LocalFile, LocalSite};
@@ -229,18 +227,6 @@ fn list_or_none(ids: &[String]) -> String {
     } else {
         ids.join(", ")
     }
-}
-
-/// What [`new_deploy_id`] makes: a KSUID (27 base-62 characters). Anything
-/// else under a target's prefix is never pruned nor rolled back to, and a
-/// name with `/` or `..` never reaches a key.
-pub fn is_deploy_id(id: &str) -> bool {
-    id.len() == 27 && id.bytes().all(|b| b.is_ascii_alphanumeric())
-}
-
-/// A new deploy's id: a KSUID, so ids sort by the time they were made.
-pub fn new_deploy_id() -> String {
-    new_ksuid()
 }
 
 enum Written {
@@ -1319,19 +1305,5 @@ mod tests {
         assert!(superseding(Some(&pointer(None)), Some(&older)).is_none());
         assert!(superseding(None, Some(&older)).is_none());
         assert!(superseding(Some(&live), None).is_none());
-    }
-
-    #[test]
-    fn deploy_ids_are_ksuids_and_nothing_else() {
-        assert!(is_deploy_id(&new_deploy_id()));
-        for bad in [
-            "",
-            "..",
-            "../staging",
-            "2qJ8aK3bX0m1N2o3P4q5R6s7T8",
-            "2qJ8aK3bX0m1N2o3P4q5R6s7T8/x",
-        ] {
-            assert!(!is_deploy_id(bad), "{bad}");
-        }
     }
 }

@@ -105,7 +105,7 @@ impl SiteService {
                 let branch = branch
                     .clone()
                     .unwrap_or_else(|| self.config.production_branch.clone());
-                let target = crate::publish::PublishTarget::preview(branch.as_str());
+                let target = sitedao::PublishTarget::preview(branch.as_str());
                 let text = match self.publisher.live(&target).await? {
                     Some(live) => format!(
                         "The preview of {branch} is live at {} (deploy {}).",

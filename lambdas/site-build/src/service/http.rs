@@ -3,15 +3,15 @@
 //! answered, never thrown, so GitHub sees a status and a reason.
 
 use base64::Engine;
+use ledger::now_rfc3339;
 use serde_json::{json, Value};
+use sitedao::{
+    now_epoch, Changes, Deployment, DeploymentKey, DeploymentStatus, StoreError, Transition,
+};
 use tracing::{info, warn};
 
 use super::{Enqueued, ServiceError, SiteService};
 use crate::approval::hash_token;
-use crate::deployments::{
-    now_epoch, now_rfc3339, Changes, Deployment, DeploymentKey, DeploymentStatus, StoreError,
-    Transition,
-};
 use crate::trigger::github::{self, GitHubPolicy};
 use crate::trigger::Command;
 

@@ -16,8 +16,13 @@ use std::time::Duration;
 
 use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::InvocationType;
+use ledger::now_rfc3339;
 use notify::{Notice, Outcome};
 use serde_json::{json, Value};
+use sitedao::{
+    now_epoch, Changes, DedupeKey, Deployment, DeploymentAction, DeploymentKey, DeploymentStatus,
+    DeploymentStore, NewDeployment, PublishTarget, StatusChange, StoreError,
+};
 use svix_ksuid::KsuidLike;
 use tokio::sync::OnceCell;
 use tracing::{info, warn};
@@ -25,14 +30,10 @@ use tracing::{info, warn};
 use crate::approval::ApprovalToken;
 use crate::builder::RemoteBuilder;
 use crate::config::SiteConfig;
-use crate::deployments::{
-    now_epoch, now_rfc3339, Changes, Deployment, DeploymentAction, DeploymentKey, DeploymentStatus,
-    DeploymentStore, NewDeployment, StoreError,
-};
 use crate::lease::Invocation;
 use crate::live_store::LiveStore;
-use crate::publish::{PublishTarget, Publisher};
-use crate::trigger::{direct, BuildRequest, Command, DedupeKey, Environment, GitHubEvent, Origin};
+use crate::publish::Publisher;
+use crate::trigger::{direct, BuildRequest, Command, Environment, GitHubEvent, Origin};
 use secured::Secured;
 
 /// Everything the function needs: the AWS clients built once per cold
@@ -158,7 +159,7 @@ impl SiteService {
                 ServiceError::BadRequest(format!("\"run\" needs target and id: {e}"))
             })?;
             let deployment = self.run(&key, invocation).await?;
-            return Ok(summary(&deployment));
+            return Ok(json!(deployment.summary()));
         }
         if let Some(rollback) = event.get("rollback") {
             return self.rollback(rollback).await;
@@ -201,7 +202,7 @@ impl SiteService {
                 )
             }
             Enqueued::AwaitingApproval(deployment) => {
-                let mut answer = summary(&deployment);
+                let mut answer = json!(deployment.summary());
                 answer["message"] = json!(
                     "production deploys need an approval: the approval link went to Slack; nothing was deployed"
                 );
@@ -212,7 +213,7 @@ impl SiteService {
                 self.run(&deployment.key(), invocation).await?
             }
         };
-        Ok(summary(&deployment))
+        Ok(json!(deployment.summary()))
     }
 
     /// Records a build request (QUEUED, or AWAITING_APPROVAL for a
@@ -539,7 +540,7 @@ impl SiteService {
         record.deploy_id = Some(to.to_owned());
         record.finished_at = Some(now.clone());
         record.updated_at = now.clone();
-        record.transitions.push(crate::deployments::StatusChange {
+        record.transitions.push(StatusChange {
             status: DeploymentStatus::Published,
             at: now,
             reason: format!("rolled back from deploy {from} to {to} by {by}"),
@@ -596,34 +597,6 @@ fn requested_target(request: &Value) -> Result<(Environment, PublishTarget), Ser
         }
     };
     Ok((environment, target))
-}
-
-/// What an invocation answers about a deployment (never its token hash).
-pub fn summary(deployment: &Deployment) -> Value {
-    let mut answer = json!({
-        "deployment_id": deployment.id,
-        "target": deployment.target,
-        "environment": deployment.environment,
-        "branch": deployment.branch,
-        "status": deployment.status,
-        "url": deployment.url,
-    });
-    if let Some(commit) = &deployment.commit {
-        answer["commit"] = json!(commit);
-    }
-    if let Some(deploy_id) = &deployment.deploy_id {
-        answer["deploy_id"] = json!(deploy_id);
-    }
-    if let Some(error) = &deployment.error {
-        answer["error"] = json!(error);
-    }
-    if let Some(newer) = &deployment.superseded_by {
-        answer["superseded_by"] = json!(newer);
-    }
-    if !deployment.log_tail.is_empty() {
-        answer["log_tail"] = json!(deployment.log_tail);
-    }
-    answer
 }
 
 /// How far back a rollback looks for the deployment that published the

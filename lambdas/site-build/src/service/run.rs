@@ -15,19 +15,18 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use notify::{Notice, Outcome};
+use sitedao::{
+    new_deploy_id, now_epoch, Changes, Deployment, DeploymentAction, DeploymentKey,
+    DeploymentStatus, Lease, Phase, PublishTarget, SeenLease, Transition,
+};
 use tracing::{info, warn};
 
 use super::{ServiceError, SiteService};
 use crate::build::SourceError;
 use crate::builder::RemoteBuildError;
-use crate::deployments::{
-    now_epoch, Changes, Deployment, DeploymentAction, DeploymentKey, DeploymentStatus, Transition,
-};
 use crate::github_api::{DeploymentState, GitHubApi};
-use crate::lease::{
-    self, Budget, Decision, Interruption, Invocation, Lease, Phase, SeenLease, MAX_ATTEMPTS,
-};
-use crate::publish::{new_deploy_id, PublishError, PublishTarget, Settled};
+use crate::lease::{self, Budget, Decision, Interruption, Invocation, MAX_ATTEMPTS};
+use crate::publish::{PublishError, Settled};
 use crate::trigger::{Branch, Environment, Repository};
 
 /// How a finished run went, before it is written down.

@@ -13,10 +13,10 @@
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use sitedao::{now_epoch, DeploymentKey, DeploymentStatus};
 use tracing::{info, warn};
 
 use super::{ServiceError, SiteService};
-use crate::deployments::{now_epoch, DeploymentKey, DeploymentStatus};
 use crate::lease;
 
 /// How long a sweep after a new deployment may hold up its answer.

@@ -436,7 +436,7 @@ fn read_command(line: &str) -> Option<Result<(Verb, Option<Branch>), NameError>>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::trigger::DedupeKey;
+    use sitedao::DedupeKey;
 
     const EVENT: &str = include_str!("fixtures/ses_inbound.json");
     const MESSAGE_ID: &str = "o3vrnil0e2ic28trm7dfhrc2v0clambda4nbp0g1";

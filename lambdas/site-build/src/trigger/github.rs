@@ -615,7 +615,7 @@ mod tests {
         );
         assert_eq!(
             request.target(),
-            crate::publish::PublishTarget::preview("feature/pricing")
+            sitedao::PublishTarget::preview("feature/pricing")
         );
     }
 

@@ -20,8 +20,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use serde::Serialize;
-
-use crate::publish::PublishTarget;
+use sitedao::{DedupeKey, PublishTarget};
 
 pub use names::{Branch, CommitSha, NameError, Repository};
 
@@ -133,31 +132,11 @@ impl Origin {
     }
 }
 
-/// The key under which the handler records that it acted on a command, so a
-/// redelivered event is recognised and builds nothing new.
-///
-/// It is the origin's id plus what was asked (`…/build-staging`), because
-/// one delivery can ask for two things (a pull request's preview and
-/// staging) that are each done once. The action never holds a `/`, so two
-/// different requests never share a key.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
-#[serde(transparent)]
-pub struct DedupeKey(String);
-
-impl DedupeKey {
-    fn new(origin: &Origin, action: &str) -> Option<Self> {
-        origin.id().map(|id| Self(format!("{id}/{action}")))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for DedupeKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
+/// The [`DedupeKey`] of `action` asked for through `origin`: the origin's
+/// id plus what was asked (`…/build-staging`); `None` when the origin has
+/// no id.
+fn dedupe_key(origin: &Origin, action: &str) -> Option<DedupeKey> {
+    origin.id().map(|id| DedupeKey::new(&id, action))
 }
 
 /// A build of one branch of one repository into one environment.
@@ -251,7 +230,7 @@ impl BuildRequest {
 
     /// See [`DedupeKey`]; `None` for a direct invocation without a session.
     pub fn dedupe_key(&self) -> Option<DedupeKey> {
-        DedupeKey::new(&self.origin, &format!("build-{}", self.environment))
+        dedupe_key(&self.origin, &format!("build-{}", self.environment))
     }
 }
 
@@ -288,8 +267,8 @@ impl Command {
     pub fn dedupe_key(&self) -> Option<DedupeKey> {
         match self {
             Command::Build(request) => request.dedupe_key(),
-            Command::RemovePreview { origin, .. } => DedupeKey::new(origin, "remove-preview"),
-            Command::ShowPreview { origin, .. } => DedupeKey::new(origin, "show-preview"),
+            Command::RemovePreview { origin, .. } => dedupe_key(origin, "remove-preview"),
+            Command::ShowPreview { origin, .. } => dedupe_key(origin, "show-preview"),
             Command::Pong | Command::Ignored { .. } => None,
         }
     }

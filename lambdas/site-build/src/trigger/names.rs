@@ -8,8 +8,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use serde::{Serialize, Serializer};
-
-use crate::slug::PreviewSlug;
+use sitedao::PreviewSlug;
 
 /// GitHub's own limit on a repository name; owners are shorter still.
 const MAX_REPOSITORY_PART: usize = 100;

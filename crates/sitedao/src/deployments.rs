@@ -16,8 +16,10 @@ use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, TransactWriteItem, Up
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use ledger::now_rfc3339;
+
+use crate::dedupe::DedupeKey;
 use crate::lease::{Lease, Phase, SeenLease};
-use crate::trigger::DedupeKey;
 
 /// How long a delivery claim is kept: GitHub redelivers for days at most.
 pub const CLAIM_TTL_SECONDS: i64 = 7 * 24 * 3600;
@@ -157,7 +159,7 @@ pub struct Deployment {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reply_to: Option<String>,
     /// While BUILDING: the request id of the invocation running the
-    /// current attempt (see [`crate::lease`]).
+    /// current attempt (its [`Lease`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease_holder: Option<String>,
     /// Epoch seconds after which the current attempt is known to be gone.
@@ -166,7 +168,7 @@ pub struct Deployment {
     /// The attempt running (or that ran last); 0 before any ran.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub attempt: u32,
-    /// The step the current attempt is in ([`crate::lease::Phase`]).
+    /// The step the current attempt is in ([`Phase`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<String>,
     /// Attempts that stopped without a result, and where.
@@ -333,12 +335,6 @@ impl Changes {
 pub struct DeploymentStore {
     client: aws_sdk_dynamodb::Client,
     table: String,
-}
-
-pub fn now_rfc3339() -> String {
-    OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .expect("a UTC time formats")
 }
 
 pub fn now_epoch() -> i64 {
