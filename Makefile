@@ -24,7 +24,7 @@ KEEP ?=
 
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup lint-tools browser build test unit e2e lint fmt clippy cli-deps module-layers template-lint package deploy bench demo chaos clean
+.PHONY: setup lint-tools browser build test unit e2e lint fmt clippy cli-deps module-layers template-lint state-machine-models package deploy bench demo chaos clean
 
 setup: $(STAMP_PY) $(STAMP_NPM) browser
 
@@ -73,6 +73,12 @@ template-lint: setup
 	$(VENV)/bin/cfn-lint cloudformation.template examples/sample-app/cloudformation.template
 	node_modules/.bin/asl-validator --json-path state-machine/deployment.asl.json
 
+# Every Task's Parameters/Arguments held against the AWS service models (botocore's, from
+# the pinned awscli): member names, required members, literal nested structures.
+state-machine-models: setup
+	$(PY) -m unittest scripts/test_check_state_machine_models.py
+	$(PY) scripts/check_state_machine_models.py state-machine/deployment.asl.json
+
 fmt:
 	cargo fmt --all -- --check
 
@@ -97,7 +103,7 @@ module-layers: setup
 	$(PY) -m unittest scripts/test_check_module_cycles.py
 	$(PY) scripts/check_module_cycles.py tests/local-stack/src lambdas/site-build/src crates/sitedao/src
 
-lint: setup fmt clippy cli-deps module-layers template-lint $(CARGO_DENY)
+lint: setup fmt clippy cli-deps module-layers template-lint state-machine-models $(CARGO_DENY)
 	$(VENV)/bin/checkov --quiet --compact --framework cloudformation -f cloudformation.template
 	$(CARGO_DENY) check licenses bans sources
 
