@@ -57,6 +57,17 @@ async fn production_waits_for_approval_then_deploys_or_fails_when_rejected() {
     assert_eq!(stack.stack("prd-shop").await.unwrap().0, "CREATE_COMPLETE");
 
     let cart = awaiting(&stack, &cart).await;
+    // Watching a build that does not end in time is exit 3.
+    let out = stack
+        .deployer(&["builds", "watch", "cart", &cart.sk, "--timeout", "0"])
+        .await;
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("still AWAITING_APPROVAL"));
     let out = stack
         .deployer(&["reject", "cart", &cart.sk, "--reason", "freeze week"])
         .await;
@@ -70,10 +81,18 @@ async fn production_waits_for_approval_then_deploys_or_fails_when_rejected() {
     let reason = cart.error_msg.unwrap();
     assert!(reason.starts_with("rejected: freeze week"), "{reason}");
 
-    // Approving a finished build is refused with a clear message.
+    // Approving a finished build is refused with a clear message (exit 1:
+    // a refusal), and so is approving when nothing awaits approval.
     let out = stack.deployer(&["approve", "cart", &cart.sk]).await;
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("is FAILED, not AWAITING_APPROVAL"));
+    let out = stack.deployer(&["approve", "cart"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("no build of cart in prd is awaiting approval"));
+    // A usage error is exit 2.
+    let out = stack.deployer(&["approve"]).await;
+    assert_eq!(out.status.code(), Some(2));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -321,7 +321,8 @@ async fn deployer_rollback_redeploys_an_earlier_build() {
     let out = stack
         .deployer(&["rollback", "shop", "--to", &three.sk])
         .await;
-    assert_eq!(out.status.code(), Some(2));
+    // A refusal: exit 1, as for `site rollback` and `service rollback`.
+    assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("is FAILED: only a build that deployed successfully can be rolled back to"),

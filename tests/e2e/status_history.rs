@@ -120,7 +120,7 @@ async fn status_of_an_empty_install_and_of_environments_not_installed() {
         serde_json::from_str(&ok(&stack.deployer(&["status", "--json"]).await)).unwrap();
     assert_eq!(
         json,
-        json!({"environments": [{"env": "dev", "installed": true, "targets": []}]})
+        json!({"environments": [{"env": "dev", "installed": true, "targets": [], "truncated": false}]})
     );
 
     // Without --env: every environment of DEPLOYER_ENVS, by the template's
@@ -213,6 +213,27 @@ async fn status_and_history_show_what_is_live_and_a_failed_deploy_with_its_reaso
     assert_eq!(target["latest"]["state"], "FAILED");
     assert_eq!(target["latest"]["reason"], reason.as_str());
     assert_eq!(target["open"], json!([]));
+    assert_eq!(json["environments"][0]["truncated"], false);
+
+    // More records than the cap on what `status` reads: it says so, on
+    // stderr and in the JSON, rather than dropping targets silently.
+    let capped = |args: &'static [&'static str]| {
+        tokio::process::Command::new(target_dir().join("debug").join("deployer"))
+            .args(args)
+            .envs(stack.pipeline.cli_env())
+            .env("DEPLOYER_RECENT_PER_KIND", "1")
+            .output()
+    };
+    let out = capped(&["status"]).await.expect("deployer runs");
+    let (_, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("dev: truncated: only the newest 1 records of each kind were read"),
+        "{stderr}"
+    );
+    let out = capped(&["status", "--json"]).await.expect("deployer runs");
+    let capped_json: Value = serde_json::from_str(&ok(&out)).unwrap();
+    assert_eq!(capped_json["environments"][0]["truncated"], true);
 
     // History, newest first, the failure's reason in its row.
     let stdout = ok(&stack.deployer(&["history", "shop"]).await);

@@ -23,7 +23,8 @@ use axum::Router;
 use ledger::{Deployment, Kind, State as DeployState};
 use time::{Duration, OffsetDateTime};
 
-use crate::records::{group_by_target, EnvStatus, Install, TargetStatus, RECENT_PER_KIND};
+use crate::outcome::Outcome;
+use crate::records::{group_by_target, recent_per_kind, EnvStatus, Install, TargetStatus};
 use crate::table::{ago, duration};
 
 pub struct Options {
@@ -47,7 +48,7 @@ pub async fn serve(
     aws: &aws_config::SdkConfig,
     installs: Vec<Install>,
     options: Options,
-) -> anyhow::Result<i32> {
+) -> anyhow::Result<Outcome> {
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", options.port))
         .await
         .with_context(|| format!("binding 127.0.0.1:{}", options.port))?;
@@ -90,7 +91,7 @@ pub async fn serve(
         })
         .await
         .context("serving the dashboard")?;
-    Ok(0)
+    Ok(Outcome::Success)
 }
 
 type Params = HashMap<String, String>;
@@ -299,6 +300,14 @@ async fn grid_html(app: &App) -> String {
                     "<tr><td colspan=\"{}\" class=\"none\">{}: not installed</td></tr>",
                     app.installs.len() + 1,
                     esc(&install.env)
+                );
+            }
+            Ok(status) if status.truncated => {
+                let _ = write!(
+                    html,
+                    "<tr><td colspan=\"{}\" class=\"none truncated\" data-truncated=\"true\">{}</td></tr>",
+                    app.installs.len() + 1,
+                    esc(&crate::listing::truncated_note(&install.env))
                 );
             }
             Ok(_) => {}
@@ -951,7 +960,7 @@ async fn charts_page(State(app): State<Arc<App>>, uri: Uri) -> Response {
     let target = params.get("target").cloned().unwrap_or_default();
     let now = OffsetDateTime::now_utc();
     let since = now - Duration::days(days);
-    let recent = match install.recent(RECENT_PER_KIND, Some(since)).await {
+    let recent = match install.recent(recent_per_kind(), Some(since)).await {
         Ok(recent) => recent,
         Err(err) => {
             return page(
@@ -962,6 +971,15 @@ async fn charts_page(State(app): State<Arc<App>>, uri: Uri) -> Response {
             )
         }
     };
+    let truncated = if recent.truncated {
+        format!(
+            "<p class=\"error\" id=\"charts-truncated\" data-truncated=\"true\">{}</p>",
+            esc(&crate::listing::truncated_note(&env))
+        )
+    } else {
+        String::new()
+    };
+    let recent = recent.deployments;
     let names: Vec<String> = group_by_target(recent.clone())
         .into_keys()
         .map(|(k, n)| format!("{k}:{n}"))
@@ -1013,7 +1031,7 @@ async fn charts_page(State(app): State<Arc<App>>, uri: Uri) -> Response {
         )
     };
     let body = format!(
-        "<p><a href=\"{}\">← grid</a></p>{form}<h2>{} in {}, last {days} days</h2>\
+        "<p><a href=\"{}\">← grid</a></p>{form}{truncated}<h2>{} in {}, last {days} days</h2>\
          <p><span class=\"metric\" id=\"m-live\"><b>{}</b>went live</span><span class=\"metric\"><b>{}</b>mean lead time</span>\
          <span class=\"metric\" id=\"m-failures\"><b>{}</b>change failure rate</span><span class=\"metric\"><b>{}</b>mean time to restore</span></p>{}{}{}{}",
         esc(&link(&app, "/", &[])),

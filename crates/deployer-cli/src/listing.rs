@@ -8,6 +8,7 @@ use ledger::{Deployment, State, TargetRef};
 use serde::Serialize;
 use time::OffsetDateTime;
 
+use crate::outcome::Outcome;
 use crate::records::{EnvStatus, Install, TargetStatus};
 use crate::table::{duration, when, Table};
 
@@ -16,8 +17,14 @@ pub fn for_a_person() -> bool {
     std::io::stdout().is_terminal()
 }
 
+/// `status --json`.
+#[derive(Serialize)]
+struct StatusView<'a> {
+    environments: &'a [EnvStatus],
+}
+
 /// `deployer status`: one table, every environment.
-pub async fn status(installs: &[Install], json: bool) -> anyhow::Result<i32> {
+pub async fn status(installs: &[Install], json: bool) -> anyhow::Result<Outcome> {
     let mut statuses = Vec::new();
     for install in installs {
         statuses.push(
@@ -30,9 +37,11 @@ pub async fn status(installs: &[Install], json: bool) -> anyhow::Result<i32> {
     if json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&serde_json::json!({ "environments": statuses }))?
+            serde_json::to_string_pretty(&StatusView {
+                environments: &statuses
+            })?
         );
-        return Ok(0);
+        return Ok(Outcome::Success);
     }
     print!(
         "{}",
@@ -46,6 +55,9 @@ pub async fn status(installs: &[Install], json: bool) -> anyhow::Result<i32> {
             );
         } else if status.targets.is_empty() {
             eprintln!("{}: nothing deployed yet", status.env);
+        }
+        if status.truncated {
+            eprintln!("{}", truncated_note(&status.env));
         }
         for t in &status.targets {
             for open in t.open.iter().filter(|d| d.state.awaits_a_person()) {
@@ -69,7 +81,16 @@ pub async fn status(installs: &[Install], json: bool) -> anyhow::Result<i32> {
             }
         }
     }
-    Ok(0)
+    Ok(Outcome::Success)
+}
+
+/// What `status` and the dashboard say when the cap on the records read
+/// cut older ones off.
+pub fn truncated_note(env: &str) -> String {
+    format!(
+        "{env}: truncated: only the newest {} records of each kind were read; a target deployed only before them is not shown (DEPLOYER_RECENT_PER_KIND raises the cap)",
+        crate::records::recent_per_kind()
+    )
 }
 
 pub fn status_table(statuses: &[EnvStatus], now: OffsetDateTime, person: bool) -> String {
@@ -138,7 +159,7 @@ pub async fn history(
     limit: usize,
     after: Option<&str>,
     json: bool,
-) -> anyhow::Result<i32> {
+) -> anyhow::Result<Outcome> {
     let target: TargetRef = target.parse().map_err(anyhow::Error::msg)?;
     let kind = install.resolve(&target).await?;
     let (deployments, next) = install.history(kind, &target.name, limit, after).await?;
@@ -151,11 +172,11 @@ pub async fn history(
             next,
         };
         println!("{}", serde_json::to_string_pretty(&view)?);
-        return Ok(0);
+        return Ok(Outcome::Success);
     }
     if deployments.is_empty() {
         eprintln!("no deployments of {name} in {}", install.env);
-        return Ok(0);
+        return Ok(Outcome::Success);
     }
     print!(
         "{}",
@@ -167,7 +188,7 @@ pub async fn history(
             install.env
         );
     }
-    Ok(0)
+    Ok(Outcome::Success)
 }
 
 pub fn history_table(deployments: &[Deployment], now: OffsetDateTime, person: bool) -> String {

@@ -7,13 +7,15 @@
 
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use builddao::{Build, BuildKey, BuildStatus, BuildStore, StatusChange, TrackedBuild};
 use clap::{Parser, Subcommand};
+use outcome::{refused, Outcome};
 
 mod dashboard;
 mod invoke;
 mod listing;
+mod outcome;
 mod records;
 mod rollback;
 mod service;
@@ -160,7 +162,7 @@ enum BuildsCommand {
     },
     /// Follow a build to its end, printing every transition from its
     /// history (also those between two reads). Exits 0 on SUCCESS, 1 when
-    /// it ends otherwise.
+    /// it ends otherwise, 3 when --timeout passes first.
     Watch {
         repo: String,
         build: Option<String>,
@@ -179,13 +181,14 @@ enum BuildsCommand {
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();
-    match run(cli).await {
-        Ok(code) => std::process::exit(code),
+    let outcome = match run(cli).await {
+        Ok(outcome) => outcome,
         Err(err) => {
             eprintln!("error: {err:#}");
-            std::process::exit(2);
+            Outcome::of_error(&err)
         }
-    }
+    };
+    std::process::exit(outcome.code());
 }
 
 impl Cli {
@@ -232,7 +235,7 @@ impl Cli {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<i32> {
+async fn run(cli: Cli) -> anyhow::Result<Outcome> {
     let aws = aws_config::load_from_env().await;
     let table = cli
         .table
@@ -301,11 +304,11 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         }) => {
             let page = store.list(repo, env, *limit, after.as_deref()).await?;
             if *json {
-                let builds: Vec<_> = page.builds.iter().map(public_view).collect();
-                println!(
-                    "{}",
-                    serde_json::json!({"builds": builds, "next": page.next})
-                );
+                let view = BuildPage {
+                    builds: page.builds.iter().map(BuildView::of).collect(),
+                    next: page.next.clone(),
+                };
+                println!("{}", serde_json::to_string(&view)?);
             } else {
                 let now = time::OffsetDateTime::now_utc();
                 let person = listing::for_a_person();
@@ -331,7 +334,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                     eprintln!("more: deployer builds list {repo} --env {env} --after {next}");
                 }
             }
-            Ok(0)
+            Ok(Outcome::Success)
         }
         Command::Builds(BuildsCommand::Show { repo, build, json }) => {
             let build = find(&store, repo, env, build.as_deref()).await?;
@@ -343,7 +346,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                     transitions: Vec::new(),
                 });
             if *json {
-                let mut view = public_view(&tracked.build);
+                let mut view = BuildView::of(&tracked.build);
                 let transitions: Vec<StatusChange> = tracked
                     .transitions
                     .iter()
@@ -352,12 +355,12 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                         ..c.clone()
                     })
                     .collect();
-                view["transitions"] = serde_json::to_value(&transitions)?;
+                view.transitions = Some(transitions);
                 println!("{}", serde_json::to_string_pretty(&view)?);
             } else {
                 print_build(&tracked);
             }
-            Ok(0)
+            Ok(Outcome::Success)
         }
         Command::Builds(BuildsCommand::Watch {
             repo,
@@ -386,7 +389,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                 build.stack_name,
                 build.version
             );
-            Ok(0)
+            Ok(Outcome::Success)
         }
         Command::Rollback {
             repo,
@@ -422,7 +425,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                 "follow it: deployer builds watch {} {} --env {env}",
                 build.repo, build.sk
             );
-            Ok(0)
+            Ok(Outcome::Success)
         }
         Command::Reject {
             repo,
@@ -446,7 +449,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                 build.stack_name,
                 build.version
             );
-            Ok(0)
+            Ok(Outcome::Success)
         }
     }
 }
@@ -525,15 +528,17 @@ pub async fn awaiting(
             page.builds
                 .into_iter()
                 .find(|b| b.status.awaits_a_person())
-                .with_context(|| format!("no build of {repo} in {env} is awaiting approval"))?
+                .ok_or_else(|| {
+                    refused(format!("no build of {repo} in {env} is awaiting approval"))
+                })?
         }
     };
     if !build.status.awaits_a_person() {
-        bail!(
+        return Err(refused(format!(
             "build {} is {}, not AWAITING_APPROVAL or AWAITING_WINDOW",
             build.id(),
             build.status
-        );
+        )));
     }
     Ok(build)
 }
@@ -544,7 +549,7 @@ async fn watch(
     timeout: Duration,
     every: Duration,
     json: bool,
-) -> anyhow::Result<i32> {
+) -> anyhow::Result<Outcome> {
     let deadline = tokio::time::Instant::now() + timeout;
     let mut watcher = Watcher::default();
     loop {
@@ -555,15 +560,13 @@ async fn watch(
         let build = &tracked.build;
         for change in watcher.news(&tracked) {
             if json {
-                println!(
-                    "{}",
-                    serde_json::json!({
-                        "build": build.id().to_string(),
-                        "status": change.status,
-                        "at": display_time(&change.at),
-                        "reason": change.reason,
-                    })
-                );
+                let line = WatchLine {
+                    build: build.id().to_string(),
+                    status: change.status,
+                    at: display_time(&change.at),
+                    reason: &change.reason,
+                };
+                println!("{}", serde_json::to_string(&line)?);
             } else {
                 println!(
                     "{}  {}  {:<17} {}",
@@ -587,21 +590,31 @@ async fn watch(
         }
         if build.status.is_terminal() {
             return Ok(if build.status == BuildStatus::Success {
-                0
+                Outcome::Success
             } else {
-                1
+                Outcome::Failure
             });
         }
         if tokio::time::Instant::now() > deadline {
-            bail!(
+            return Err(outcome::TimedOut(format!(
                 "build {} still {} after {:?}",
                 build.id(),
                 build.status,
                 timeout
-            );
+            ))
+            .into());
         }
         tokio::time::sleep(every).await;
     }
+}
+
+/// One transition as `builds watch --json` prints it.
+#[derive(serde::Serialize)]
+struct WatchLine<'a> {
+    build: String,
+    status: BuildStatus,
+    at: String,
+    reason: &'a str,
 }
 
 /// What `watch` has printed of a build so far.
@@ -690,19 +703,84 @@ fn display_time(at: &str) -> String {
     ledger::parse_time(at).map_or_else(|| at.to_owned(), ledger::rfc3339)
 }
 
-/// A build without its task token (the token is a credential), its times
-/// in the one format every listing uses.
-fn public_view(build: &Build) -> serde_json::Value {
-    let mut value = serde_json::to_value(build).unwrap_or_default();
-    if let Some(map) = value.as_object_mut() {
-        map.remove("approval_token");
-        for field in ["created_at", "updated_at", "finished_at"] {
-            if let Some(serde_json::Value::String(at)) = map.get_mut(field) {
-                *at = display_time(at);
-            }
+/// A build as `builds list --json` and `builds show --json` print it: the
+/// fields it names, so a field added to `Build` (the approval task token is
+/// a credential) is not shown until it is named here; its times in the one
+/// format every listing uses.
+#[derive(serde::Serialize)]
+struct BuildView<'a> {
+    pk: &'a str,
+    sk: &'a str,
+    repo: &'a str,
+    env: &'a str,
+    branch: &'a str,
+    version: &'a str,
+    build_number: u64,
+    commit_hash: &'a str,
+    status: BuildStatus,
+    stack_name: &'a str,
+    artifact_bucket: &'a str,
+    artifact_prefix: &'a str,
+    parameters: &'a std::collections::BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    execution_arn: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error_msg: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    no_changes: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    change_summary: Option<&'a str>,
+    created_at: String,
+    updated_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    finished_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    uploaded_by: Option<&'a str>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    policy_warnings: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rollback: Option<&'a builddao::Rollback>,
+    /// `builds show` only: the build's history.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    transitions: Option<Vec<StatusChange>>,
+}
+
+impl<'a> BuildView<'a> {
+    fn of(build: &'a Build) -> Self {
+        Self {
+            pk: &build.pk,
+            sk: &build.sk,
+            repo: &build.repo,
+            env: &build.env,
+            branch: &build.branch,
+            version: &build.version,
+            build_number: build.build_number,
+            commit_hash: &build.commit_hash,
+            status: build.status,
+            stack_name: &build.stack_name,
+            artifact_bucket: &build.artifact_bucket,
+            artifact_prefix: &build.artifact_prefix,
+            parameters: &build.parameters,
+            execution_arn: build.execution_arn.as_deref(),
+            error_msg: build.error_msg.as_deref(),
+            no_changes: build.no_changes,
+            change_summary: build.change_summary.as_deref(),
+            created_at: display_time(&build.created_at),
+            updated_at: display_time(&build.updated_at),
+            finished_at: build.finished_at.as_deref().map(display_time),
+            uploaded_by: build.uploaded_by.as_deref(),
+            policy_warnings: &build.policy_warnings,
+            rollback: build.rollback.as_ref(),
+            transitions: None,
         }
     }
-    value
+}
+
+/// `builds list --json`.
+#[derive(serde::Serialize)]
+struct BuildPage<'a> {
+    builds: Vec<BuildView<'a>>,
+    next: Option<String>,
 }
 
 fn print_build(tracked: &TrackedBuild) {
@@ -835,6 +913,24 @@ mod tests {
             change(Failed, "boom"),
         ];
         assert_eq!(statuses(&watcher.news(&tracked)), [Failed]);
+    }
+
+    #[test]
+    fn the_json_view_of_a_build_names_its_fields_and_never_the_token() {
+        let mut waiting = build(BuildStatus::AwaitingApproval);
+        waiting.approval_token = Some("secret-token".into());
+        waiting.created_at = "2027-01-15T08:00:00.123456+00:00".into();
+        let view = serde_json::to_value(BuildView::of(&waiting)).unwrap();
+        let stored = serde_json::to_value(&waiting).unwrap();
+        assert!(view.get("approval_token").is_none());
+        assert!(!view.to_string().contains("secret-token"));
+        assert_eq!(view["created_at"], "2027-01-15T08:00:00Z");
+        // Every other field of the record is shown under its own name.
+        for (name, value) in stored.as_object().unwrap() {
+            if !matches!(name.as_str(), "approval_token" | "created_at") {
+                assert_eq!(&view[name], value, "{name}");
+            }
+        }
     }
 
     #[test]

@@ -16,8 +16,27 @@ use sitedao::{
 };
 use time::OffsetDateTime;
 
-/// How many records of each kind `status` and the dashboard read at most.
+/// How many records of each kind `status` and the dashboard read at most
+/// (the environment variable `DEPLOYER_RECENT_PER_KIND` sets another cap;
+/// what the cap cuts off is said, never dropped silently).
 pub const RECENT_PER_KIND: usize = 300;
+
+/// [`RECENT_PER_KIND`], or `DEPLOYER_RECENT_PER_KIND` when set.
+pub fn recent_per_kind() -> usize {
+    std::env::var("DEPLOYER_RECENT_PER_KIND")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(RECENT_PER_KIND)
+}
+
+/// The deployments [`Install::recent`] read, newest first.
+pub struct Recent {
+    pub deployments: Vec<Deployment>,
+    /// True when the cap per kind left older records unread: targets
+    /// deployed only before them are missing.
+    pub truncated: bool,
+}
 
 /// One install's tables.
 #[derive(Clone)]
@@ -52,6 +71,9 @@ pub struct EnvStatus {
     /// False when the install's builds table does not exist.
     pub installed: bool,
     pub targets: Vec<TargetStatus>,
+    /// True when the cap on the records read cut older ones off: a
+    /// target deployed only before them is not listed.
+    pub truncated: bool,
 }
 
 fn missing_table(err: &(dyn std::error::Error + 'static)) -> bool {
@@ -94,8 +116,9 @@ impl Install {
         &self,
         per_kind: usize,
         since: Option<OffsetDateTime>,
-    ) -> anyhow::Result<Vec<Deployment>> {
+    ) -> anyhow::Result<Recent> {
         let page = per_kind.clamp(1, 100) as i32;
+        let mut truncated = false;
         let recent_enough = |d: &Deployment| since.is_none_or(|s| d.started_at >= s);
         let mut all = Vec::new();
 
@@ -114,7 +137,11 @@ impl Install {
                     .map(|t| from_build(t, &self.region))
                     .take_while(recent_enough),
             );
-            if stacks.len() - before < out.builds.len() || stacks.len() >= per_kind {
+            if stacks.len() - before < out.builds.len() {
+                break;
+            }
+            if stacks.len() >= per_kind {
+                truncated |= stacks.len() > per_kind || out.next.is_some();
                 break;
             }
             match out.next {
@@ -144,7 +171,11 @@ impl Install {
                     .map(|r| with_dispatch_logs(r.to_deployment(), &self.region))
                     .take_while(recent_enough),
             );
-            if services.len() - before < records.len() || services.len() >= per_kind {
+            if services.len() - before < records.len() {
+                break;
+            }
+            if services.len() >= per_kind {
+                truncated |= services.len() > per_kind || next.is_some();
                 break;
             }
             match next {
@@ -172,7 +203,11 @@ impl Install {
                         .map(|d| from_site(d, &self.env, &self.region))
                         .take_while(recent_enough),
                 );
-                if sites.len() - before < records.len() || sites.len() >= per_kind {
+                if sites.len() - before < records.len() {
+                    break;
+                }
+                if sites.len() >= per_kind {
+                    truncated |= sites.len() > per_kind || next.is_some();
                     break;
                 }
                 match next {
@@ -184,7 +219,10 @@ impl Install {
             all.extend(sites);
         }
         all.sort_by_key(|d| std::cmp::Reverse(d.started_at));
-        Ok(all)
+        Ok(Recent {
+            deployments: all,
+            truncated,
+        })
     }
 
     /// Which kind a target name is: the named one, or the only kind with
@@ -289,11 +327,12 @@ impl Install {
                 env: self.env.clone(),
                 installed: false,
                 targets: Vec::new(),
+                truncated: false,
             });
         }
-        let recent = self.recent(RECENT_PER_KIND, None).await?;
+        let recent = self.recent(recent_per_kind(), None).await?;
         let mut targets = Vec::new();
-        for ((kind, target), deployments) in group_by_target(recent) {
+        for ((kind, target), deployments) in group_by_target(recent.deployments) {
             let mut live = live_of(&deployments);
             if live.is_none() && !deployments.iter().any(|d| d.state == State::Removed) {
                 // Older than the window: look further back in its own history.
@@ -316,6 +355,7 @@ impl Install {
             env: self.env.clone(),
             installed: true,
             targets,
+            truncated: recent.truncated,
         })
     }
 }

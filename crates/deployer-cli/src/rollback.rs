@@ -2,7 +2,9 @@
 //! stored like any other build so it goes through the same state machine
 //! (policy, approval, freeze windows, bake) as the build it replaces.
 
-use anyhow::{bail, Context};
+use anyhow::Context;
+
+use crate::outcome::refused;
 use builddao::{Build, BuildStatus, BuildStore, Rollback};
 
 /// How far back `rollback` looks for the build to go back to.
@@ -39,8 +41,8 @@ pub async fn request(
     let stack = newest.stack_name.clone();
     let deployed_sk = builddao::deployed_sk(dynamodb, stacks_table, &stack)
         .await?
-        .with_context(|| {
-            format!("stack {stack} has no successful deployment recorded in {stacks_table}: nothing to roll back")
+        .ok_or_else(|| {
+            refused(format!("stack {stack} has no successful deployment recorded in {stacks_table}: nothing to roll back"))
         })?;
     let deployed = crate::find(store, repo, env, Some(&deployed_sk))
         .await
@@ -49,26 +51,26 @@ pub async fn request(
         Some(sk) => {
             let target = crate::find(store, repo, env, Some(sk)).await?;
             if target.status != BuildStatus::Success {
-                bail!(
+                return Err(refused(format!(
                     "build {} is {}: only a build that deployed successfully can be rolled back to",
                     target.id(),
                     target.status
-                );
+                )));
             }
             if target.sk == deployed.sk {
-                bail!(
+                return Err(refused(format!(
                     "build {} (version {}) is what stack {stack} runs now",
                     target.id(),
                     target.version
-                );
+                )));
             }
             target
         }
-        None => previous_good(store, &deployed).await?.with_context(|| {
-            format!(
+        None => previous_good(store, &deployed).await?.ok_or_else(|| {
+            refused(format!(
                 "no successful build of {repo} in {env} before {} (version {}) with another version",
                 deployed.sk, deployed.version
-            )
+            ))
         })?,
     };
     let rollback = Rollback {

@@ -5,11 +5,12 @@
 //! recorded in the ledger, announced in Slack and reported when ECS ends
 //! it, as every redeploy is.
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use clap::Subcommand;
 use ledger::{short_task_definition, ServiceDeployment, ServiceDeploymentStore};
 
 use crate::invoke::invoke;
+use crate::outcome::Outcome;
 
 #[derive(Subcommand, Clone)]
 pub enum ServiceCommand {
@@ -44,7 +45,7 @@ pub async fn run(
     aws: &aws_config::SdkConfig,
     context: ServiceContext,
     command: ServiceCommand,
-) -> anyhow::Result<i32> {
+) -> anyhow::Result<Outcome> {
     let ServiceCommand::Rollback {
         service,
         to,
@@ -65,11 +66,11 @@ pub async fn run(
             to,
         ),
         None => {
-            let (current, previous) = previous(&records).with_context(|| {
-                format!(
+            let (current, previous) = previous(&records).ok_or_else(|| {
+                crate::outcome::refused(format!(
                     "no earlier successful deployment of {} with another task definition in the ledger; name one with --to",
                     newest.service
-                )
+                ))
             })?;
             (
                 Some(current.task_definition.clone()),
@@ -98,7 +99,7 @@ pub async fn run(
         Ok(answer) => answer,
         Err(message) => {
             eprintln!("rollback of {} not started: {message}", newest.service);
-            return Ok(1);
+            return Ok(Outcome::Failure);
         }
     };
     let started = answer["services"]
@@ -117,7 +118,7 @@ pub async fn run(
                 "follow it: deployer history service:{} --env {}",
                 newest.service, context.env
             );
-            Ok(0)
+            Ok(Outcome::Success)
         }
         None => {
             let why = answer["error"]
@@ -125,7 +126,7 @@ pub async fn run(
                 .or_else(|| answer["services"][0]["error"].as_str())
                 .map_or_else(|| answer.to_string(), str::to_owned);
             eprintln!("rollback of {} not started: {why}", newest.service);
-            Ok(1)
+            Ok(Outcome::Failure)
         }
     }
 }

@@ -6,6 +6,8 @@ use serde::Serialize;
 use sitedao::{Deployment, DeploymentStore, DeploymentSummary, PublishTarget};
 
 use crate::invoke::invoke;
+use crate::outcome::Outcome;
+use crate::table::{when, Table};
 
 #[derive(Subcommand, Clone)]
 pub enum SiteCommand {
@@ -65,7 +67,7 @@ pub async fn run(
     aws: &aws_config::SdkConfig,
     context: SiteContext,
     command: SiteCommand,
-) -> anyhow::Result<i32> {
+) -> anyhow::Result<Outcome> {
     match command {
         SiteCommand::List {
             environment,
@@ -106,44 +108,61 @@ pub async fn run(
                 }
             };
             if json {
-                let views: Vec<_> = deployments
-                    .iter()
-                    .map(|d| ListedDeployment {
-                        summary: d.summary(),
-                        rollback: d.deploy_id.is_some().then(|| rollback_of(d)),
-                    })
-                    .collect();
-                let mut out = serde_json::json!({ "deployments": views });
-                if let Some(reach) = &reach {
-                    out["live"] = serde_json::json!(reach.live);
-                    out["previous"] = serde_json::json!(reach.previous);
-                    out["reachable"] = serde_json::json!(reach.kept);
-                }
-                println!("{out}");
-                return Ok(0);
+                let view = ListView {
+                    deployments: deployments
+                        .iter()
+                        .map(|d| ListedDeployment {
+                            summary: d.summary(),
+                            created_at: display_time(&d.created_at),
+                            rollback: d.deploy_id.is_some().then(|| rollback_of(d)),
+                        })
+                        .collect(),
+                    reach: reach.as_ref().map(|reach| ReachView {
+                        live: reach.live.as_deref(),
+                        previous: reach.previous.as_deref(),
+                        reachable: &reach.kept,
+                    }),
+                };
+                println!("{}", serde_json::to_string(&view)?);
+                return Ok(Outcome::Success);
             }
-            println!(
-                "{:<27}  {:<17}  {:<20}  {:<12}  {:<27}  {:<8}  URL",
-                "DEPLOYMENT", "STATUS", "BRANCH", "COMMIT", "DEPLOY", "ROLLBACK"
-            );
+            let now = time::OffsetDateTime::now_utc();
+            let person = crate::listing::for_a_person();
+            let mut rows = Table::new(&[
+                "DEPLOYMENT",
+                "STATUS",
+                "BRANCH",
+                "COMMIT",
+                "DEPLOY",
+                "ROLLBACK",
+                "CREATED",
+                "URL",
+            ]);
+            let mut notes = Vec::new();
             for d in &deployments {
                 let commit = d.commit.as_deref().unwrap_or("-");
-                println!(
-                    "{:<27}  {:<17}  {:<20}  {:<12}  {:<27}  {:<8}  {}",
-                    d.id,
-                    d.status.as_str(),
-                    d.branch,
-                    &commit[..commit.len().min(12)],
-                    d.deploy_id.as_deref().unwrap_or("-"),
-                    rollback_of(d),
-                    d.url
-                );
+                let created = ledger::parse_time(&d.created_at)
+                    .map_or_else(|| d.created_at.clone(), |at| when(at, now, person));
+                rows.row(vec![
+                    d.id.clone(),
+                    d.status.as_str().to_owned(),
+                    d.branch.clone(),
+                    commit.chars().take(12).collect(),
+                    d.deploy_id.clone().unwrap_or_else(|| "-".into()),
+                    rollback_of(d).to_owned(),
+                    created,
+                    d.url.clone(),
+                ]);
                 if let Some(error) = &d.error {
-                    println!("    error: {error}");
+                    notes.push(format!("{}: error: {error}", d.id));
                 }
                 if let Some(newer) = &d.superseded_by {
-                    println!("    superseded by {newer}");
+                    notes.push(format!("{}: superseded by {newer}", d.id));
                 }
+            }
+            print!("{}", rows.render());
+            for note in notes {
+                println!("{note}");
             }
             if let Some(reach) = &reach {
                 eprintln!(
@@ -156,7 +175,7 @@ pub async fn run(
                     }
                 );
             }
-            Ok(0)
+            Ok(Outcome::Success)
         }
         SiteCommand::Approve { link_or_id, .. } if link_or_id.contains("://") => {
             approve(&link_or_id).await
@@ -192,7 +211,7 @@ pub async fn run(
                 Ok(result) => result,
                 Err(message) => {
                     eprintln!("rollback failed: {message}");
-                    return Ok(1);
+                    return Ok(Outcome::Failure);
                 }
             };
             println!(
@@ -202,17 +221,39 @@ pub async fn run(
                 result["deploy_id"].as_str().unwrap_or("?"),
                 result["url"].as_str().unwrap_or("?"),
             );
-            Ok(0)
+            Ok(Outcome::Success)
         }
     }
 }
 
-/// A deployment as `site list --json` prints it: its summary, and for one
-/// that made a deploy whether rollback reaches that deploy.
+/// `site list --json`: the deployments, and (when site-build could be
+/// asked) which deploys rollback reaches.
+#[derive(Serialize)]
+struct ListView<'a> {
+    deployments: Vec<ListedDeployment<'a>>,
+    #[serde(flatten)]
+    reach: Option<ReachView<'a>>,
+}
+
+#[derive(Serialize)]
+struct ReachView<'a> {
+    live: Option<&'a str>,
+    previous: Option<&'a str>,
+    reachable: &'a [String],
+}
+
+/// An RFC 3339 time as UTC, as written if it does not parse.
+fn display_time(at: &str) -> String {
+    ledger::parse_time(at).map_or_else(|| at.to_owned(), ledger::rfc3339)
+}
+
+/// A deployment as `site list --json` prints it: its summary, when it was
+/// created, and for one that made a deploy whether rollback reaches it.
 #[derive(Serialize)]
 struct ListedDeployment<'a> {
     #[serde(flatten)]
     summary: DeploymentSummary<'a>,
+    created_at: String,
     /// `live`, `previous`, `kept`, `pruned`, or `?` when site-build could
     /// not be asked.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -274,7 +315,7 @@ async fn approve_by_id(
     function: &str,
     id: &str,
     by: &str,
-) -> anyhow::Result<i32> {
+) -> anyhow::Result<Outcome> {
     use sitedao::{Changes, DeploymentKey, DeploymentStatus, Transition};
     let store = DeploymentStore::new(aws_sdk_dynamodb::Client::new(aws), table);
     let key = DeploymentKey {
@@ -301,7 +342,7 @@ async fn approve_by_id(
             .map(|d| d.status.to_string())
             .unwrap_or_else(|| "not found".into());
         eprintln!("not approved: production deployment {id} is {status}, not AWAITING_APPROVAL");
-        return Ok(1);
+        return Ok(Outcome::Failure);
     }
     let payload = serde_json::json!({"run": &key});
     aws_sdk_lambda::Client::new(aws)
@@ -315,11 +356,11 @@ async fn approve_by_id(
             format!("approved, but invoking {function} failed; the deployment is QUEUED: invoke it with {payload}")
         })?;
     println!("approved {id}: the production build has started");
-    Ok(0)
+    Ok(Outcome::Success)
 }
 
 /// Posts the approval form the link's page would post.
-async fn approve(link: &str) -> anyhow::Result<i32> {
+async fn approve(link: &str) -> anyhow::Result<Outcome> {
     let url = reqwest::Url::parse(link).context("the approval link is not a URL")?;
     if !url.path().ends_with("/approve") {
         bail!("{link} is not an approval link (it has no /approve path)");
@@ -343,10 +384,10 @@ async fn approve(link: &str) -> anyhow::Result<i32> {
     let status = response.status();
     if status.is_success() {
         println!("approved: the production build has started");
-        Ok(0)
+        Ok(Outcome::Success)
     } else if status.as_u16() == 410 {
         eprintln!("not approved: the link was used already, expired, or the deployment was decided otherwise");
-        Ok(1)
+        Ok(Outcome::Failure)
     } else {
         bail!("the approval endpoint answered {status}");
     }
@@ -379,6 +420,7 @@ mod tests {
         let listed = |d: &Deployment| {
             serde_json::to_value(ListedDeployment {
                 summary: d.summary(),
+                created_at: display_time(&d.created_at),
                 rollback: d.deploy_id.is_some().then_some("kept"),
             })
             .unwrap()
@@ -390,6 +432,7 @@ mod tests {
             "branch": "main",
             "status": "QUEUED",
             "url": "https://example.com/",
+            "created_at": "2026-01-01T00:00:00Z",
         });
         assert_eq!(listed(&d), expected);
         d.deploy_id = Some("2qDeployDeployDeployDeployD".into());
