@@ -126,44 +126,15 @@ pub async fn run(
                 println!("{}", serde_json::to_string(&view)?);
                 return Ok(Outcome::Success);
             }
-            let now = time::OffsetDateTime::now_utc();
-            let person = crate::listing::for_a_person();
-            let mut rows = Table::new(&[
-                "DEPLOYMENT",
-                "STATUS",
-                "BRANCH",
-                "COMMIT",
-                "DEPLOY",
-                "ROLLBACK",
-                "CREATED",
-                "URL",
-            ]);
-            let mut notes = Vec::new();
-            for d in &deployments {
-                let commit = d.commit.as_deref().unwrap_or("-");
-                let created = ledger::parse_time(&d.created_at)
-                    .map_or_else(|| d.created_at.clone(), |at| when(at, now, person));
-                rows.row(vec![
-                    d.id.clone(),
-                    d.status.as_str().to_owned(),
-                    d.branch.clone(),
-                    commit.chars().take(12).collect(),
-                    d.deploy_id.clone().unwrap_or_else(|| "-".into()),
-                    rollback_of(d).to_owned(),
-                    created,
-                    d.url.clone(),
-                ]);
-                if let Some(error) = &d.error {
-                    notes.push(format!("{}: error: {error}", d.id));
-                }
-                if let Some(newer) = &d.superseded_by {
-                    notes.push(format!("{}: superseded by {newer}", d.id));
-                }
-            }
-            print!("{}", rows.render());
-            for note in notes {
-                println!("{note}");
-            }
+            print!(
+                "{}",
+                list_table(
+                    &deployments,
+                    rollback_of,
+                    time::OffsetDateTime::now_utc(),
+                    crate::listing::for_a_person(),
+                )
+            );
             if let Some(reach) = &reach {
                 eprintln!(
                     "rollback: `deployer site rollback {environment}` puts {} back; `--to DEPLOY` reaches {}",
@@ -224,6 +195,55 @@ pub async fn run(
             Ok(Outcome::Success)
         }
     }
+}
+
+/// `site list` as a table (the CLI's shared one, so a long branch or URL
+/// moves the columns after it, never out of line), then a line per
+/// deployment's error or successor.
+fn list_table(
+    deployments: &[Deployment],
+    rollback_of: impl Fn(&Deployment) -> &'static str,
+    now: time::OffsetDateTime,
+    person: bool,
+) -> String {
+    let mut rows = Table::new(&[
+        "DEPLOYMENT",
+        "STATUS",
+        "BRANCH",
+        "COMMIT",
+        "DEPLOY",
+        "ROLLBACK",
+        "CREATED",
+        "URL",
+    ]);
+    let mut notes = Vec::new();
+    for d in deployments {
+        let commit = d.commit.as_deref().unwrap_or("-");
+        let created = ledger::parse_time(&d.created_at)
+            .map_or_else(|| d.created_at.clone(), |at| when(at, now, person));
+        rows.row(vec![
+            d.id.clone(),
+            d.status.as_str().to_owned(),
+            d.branch.clone(),
+            commit.chars().take(12).collect(),
+            d.deploy_id.clone().unwrap_or_else(|| "-".into()),
+            rollback_of(d).to_owned(),
+            created,
+            d.url.clone(),
+        ]);
+        if let Some(error) = &d.error {
+            notes.push(format!("{}: error: {error}", d.id));
+        }
+        if let Some(newer) = &d.superseded_by {
+            notes.push(format!("{}: superseded by {newer}", d.id));
+        }
+    }
+    let mut out = rows.render();
+    for note in notes {
+        out.push_str(&note);
+        out.push('\n');
+    }
+    out
 }
 
 /// `site list --json`: the deployments, and (when site-build could be
@@ -399,6 +419,49 @@ mod tests {
     use sitedao::{DeploymentAction, DeploymentKey, NewDeployment};
 
     use super::*;
+
+    #[test]
+    fn the_list_lines_up_whatever_the_branch_and_prints_rfc3339_times() {
+        let deployment = |id: &str, branch: &str, at: &str| {
+            let mut d = Deployment::queued(NewDeployment {
+                key: DeploymentKey {
+                    target: "preview".into(),
+                    id: id.into(),
+                },
+                site: "acme/site".into(),
+                environment: "preview".into(),
+                action: DeploymentAction::Build,
+                branch: branch.into(),
+                url: "https://example.com/".into(),
+                triggered_by: "ana".into(),
+                origin: "github:push".into(),
+                created_at: at.into(),
+                expires_at: None,
+            });
+            d.error = Some("boom".into());
+            d
+        };
+        let list = [
+            deployment(
+                "2qA",
+                "feature/a-branch-well-over-twenty-characters",
+                "2026-12-01T09:15:03.5+01:00",
+            ),
+            deployment("2qB", "main", "2026-12-01T08:00:00Z"),
+        ];
+        let now = time::macros::datetime!(2026-12-01 08:20:03 UTC);
+        let table = list_table(&list, |_| "-", now, false);
+        let lines: Vec<&str> = table.lines().collect();
+        let column = |line: &str, name: &str| line.find(name);
+        let url = column(lines[0], "URL").unwrap();
+        let created = column(lines[0], "CREATED").unwrap();
+        for line in &lines[1..3] {
+            assert_eq!(column(line, "https://"), Some(url), "{table}");
+        }
+        assert_eq!(&lines[1][created..created + 20], "2026-12-01T08:15:03Z");
+        assert_eq!(&lines[2][created..created + 20], "2026-12-01T08:00:00Z");
+        assert_eq!(lines[3], "2qA: error: boom");
+    }
 
     #[test]
     fn a_listed_deployment_is_its_summary_and_where_rollback_reaches() {
