@@ -19,6 +19,8 @@ that. Two small fixes ride along: moto never records the new parameters of an ex
 UPDATE change set (so a later identical deploy was not seen as "no changes"), nor the
 Outputs of an executed change set (DescribeStacks showed none after a CREATE), and moto's
 SendTaskFailure drops the `cause` (so a rejection reason never reached the state machine).
+Workflow variables in JSONPath states are read, and assigned on choice rules, as on AWS
+(sfn_variables.py: moto read them through a JSONata evaluator it does not ship).
 
 Strictness patches (docs/local-stack.md, "Faults"):
 - CloudFormation takes time: with a pace set (POST /_deployer/cloudformation
@@ -456,6 +458,7 @@ def main(argv=None):
     import ecs
     import faults
     import iam
+    import sfn_variables
 
     from moto.core import DEFAULT_ACCOUNT_ID as account_id
     # Before the other patches import the interpreter's modules (iam.py).
@@ -468,6 +471,7 @@ def main(argv=None):
     _patch_cloudformation_template_url_decoding()
     _patch_dynamodb_atomic_writes()
     _patch_aws_sdk_error_names()
+    sfn_variables.patch()
     default_user_config["stepfunctions"] = {"execute_state_machine": True}
     iam.enable(account_id)
 
