@@ -277,7 +277,10 @@ impl Recovery {
     /// The asynchronous `{"run": ...}` invocation of deployment `id`.
     /// The asynchronous invocation that ran deployment `id`, once it ended:
     /// the record ends before the invocation returns (GitHub, Slack).
-    pub(crate) async fn run_invocation(&self, id: &str) -> local_stack::lambda_api::AsyncInvocation {
+    pub(crate) async fn run_invocation(
+        &self,
+        id: &str,
+    ) -> local_stack::lambda_api::AsyncInvocation {
         self.pipeline()
             .lambda_api
             .wait_idle(Duration::from_secs(60))

@@ -281,20 +281,24 @@ impl TestStack {
             .id()
             .expect("change set id")
             .to_owned();
-        local_stack::emulator::wait_until("the change set by hand", Duration::from_secs(30), || {
-            let (cfn, id) = (cfn.clone(), id.clone());
-            async move {
-                let described = cfn
-                    .describe_change_set()
-                    .change_set_name(&id)
-                    .send()
-                    .await?;
-                Ok(
-                    (described.status().map(|s| s.as_str()) == Some("CREATE_COMPLETE"))
-                        .then_some(()),
-                )
-            }
-        })
+        local_stack::emulator::wait_until(
+            "the change set by hand",
+            Duration::from_secs(30),
+            || {
+                let (cfn, id) = (cfn.clone(), id.clone());
+                async move {
+                    let described = cfn
+                        .describe_change_set()
+                        .change_set_name(&id)
+                        .send()
+                        .await?;
+                    Ok(
+                        (described.status().map(|s| s.as_str()) == Some("CREATE_COMPLETE"))
+                            .then_some(()),
+                    )
+                }
+            },
+        )
         .await
         .unwrap();
         id

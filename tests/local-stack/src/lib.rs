@@ -22,12 +22,12 @@ pub mod slow_s3;
 mod test_function;
 pub mod wiring;
 
+pub use account::RoleCredentials;
 pub use emulator::{Emulator, RolloutEnd};
 pub use faults::{Caller, FaultKind, FaultRule, Faults, InjectedFault};
 pub use function_url::FunctionUrlServer;
 pub use github::{Deployment, DeploymentStatus, GitHubDouble, GitHubOptions};
 pub use http_doubles::{HealthEndpoint, RecordingProxy, SinkMode, WebhookSink};
-pub use account::RoleCredentials;
 pub use iam::FunctionRoles;
 pub use kvs::KvsDouble;
 pub use lambda_api::{AsyncInvocation, AsyncState, LambdaApi};

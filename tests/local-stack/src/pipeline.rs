@@ -17,13 +17,13 @@ use aws_sdk_dynamodb::types::{
 use serde_json::{json, Value};
 use tokio::task::JoinHandle;
 
-use crate::delivery::{self, DeadLetters, DeliveryLog};
+use crate::account::RoleCredentials;
 use crate::account::REGION;
+use crate::delivery::{self, DeadLetters, DeliveryLog};
 use crate::emulator::Emulator;
 use crate::function_url::FunctionUrlServer;
 use crate::github::{GitHubDouble, GitHubOptions};
 use crate::http_doubles::{RecordingProxy, WebhookSink};
-use crate::account::RoleCredentials;
 use crate::iam::FunctionRoles;
 use crate::kvs::KvsDouble;
 use crate::lambda_api::LambdaApi;
