@@ -22,7 +22,8 @@ stores the variables, but:
    Default's, also when a rule that matched names the same state, after the rule's Assign.
    AWS applies it only when no rule matched (LocalStack's fix: localstack#12301).
 
-docs/local-stack.md, "Emulator deviations", lists these.
+docs/local-stack.md ("Where the local stack differs from AWS") and docs/state-machine.md
+("Emulator deviations") list these.
 """
 
 import copy
